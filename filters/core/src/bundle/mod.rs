@@ -1,0 +1,800 @@
+//! The bundle: the registry and policy documents, compiled into the one JSON
+//! document a filter takes as its plugin configuration.
+//!
+//! Authors write Kubernetes-style YAML documents (`apiVersion`, `kind`,
+//! `metadata.name`, `spec`) in a directory; [`yaml`] turns the directory into
+//! a [`BundleJson`], and [`Bundle::compile`] turns that into the matchers the
+//! engine uses. Compilation happens once per configuration, never per
+//! request, and is where every mistake is caught: an unknown field, a bad
+//! glob, two servers claiming one route. Each error names its document, the
+//! field, and (from YAML) the file and line, so a reviewer can fix it.
+//!
+//! The bundle's `version` is a content hash over the documents' meaning (not
+//! their file names or order), so the same policy always has the same version.
+
+#[cfg(feature = "yaml")]
+pub mod yaml;
+
+use crate::glob::GlobSet;
+use crate::json::canonical_string;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The only `apiVersion` documents may carry.
+pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
+
+/// Default request body limit (1 MiB), also Envoy's default buffer limit.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+/// Default limit on a buffered JSON response, or on one SSE event.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+
+/// The compiled bundle as JSON: the filter's plugin configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleJson {
+    pub api_version: String,
+    pub kind: String,
+    /// `sha256:<hex>` over the canonical form of the documents.
+    pub version: String,
+    pub documents: Vec<Document>,
+}
+
+/// One registry or policy document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Document {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub spec: Value,
+    /// Where the document came from, for error messages. Not hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub labels: serde_json::Map<String, Value>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub annotations: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub file: String,
+    pub line: usize,
+}
+
+/// `kind: McpServer`: one approved MCP server and what may be used on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpServerSpec {
+    /// Which requests belong to this server. Absent: every request.
+    #[serde(default, rename = "match")]
+    pub route: RouteMatch,
+    /// Tools that may be called, by name or glob. Default deny: a tools/call
+    /// for a tool not listed is refused, and tools/list hides it.
+    #[serde(default)]
+    pub tools: Vec<NameEntry>,
+    /// Resources that may be read, by URI or glob. Default deny.
+    #[serde(default)]
+    pub resources: Vec<UriEntry>,
+    /// Prompts that may be fetched, by name or glob. Default deny.
+    #[serde(default)]
+    pub prompts: Vec<NameEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    /// A path prefix, matched at a segment boundary: `/mcp` matches `/mcp`,
+    /// `/mcp/x` and `/mcp?q`, not `/mcpx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The `:authority` (Host), case-insensitive; without a port it matches
+    /// any port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameEntry {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UriEntry {
+    pub uri: String,
+}
+
+/// `kind: Settings`: filter-wide behaviour. At most one per bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsSpec {
+    /// Largest request body inspected; larger ones get 413.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: u64,
+    /// Largest JSON response body, or SSE event, inspected; larger ones are
+    /// replaced by a JSON-RPC error.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: u64,
+    /// What to do with a request no `McpServer` matches.
+    #[serde(default)]
+    pub unmatched_routes: UnmatchedRoutes,
+    /// What to do with a JSON-RPC method this filter does not know.
+    #[serde(default)]
+    pub unknown_methods: UnknownMethods,
+}
+
+fn default_max_request() -> u64 {
+    DEFAULT_MAX_REQUEST_BYTES
+}
+
+fn default_max_response() -> u64 {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+
+impl Default for SettingsSpec {
+    fn default() -> Self {
+        SettingsSpec {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            unmatched_routes: UnmatchedRoutes::default(),
+            unknown_methods: UnknownMethods::default(),
+        }
+    }
+}
+
+/// Requests to routes outside the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UnmatchedRoutes {
+    /// Not MCP as far as the registry knows: passed on untouched (client
+    /// `x-mcp-*` headers are still stripped). Suits a filter on a listener
+    /// that carries other traffic too.
+    #[default]
+    Passthrough,
+    /// Refused with 404 and a JSON-RPC error.
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UnknownMethods {
+    /// Refused: a method the filter cannot classify is one it cannot govern.
+    #[default]
+    Deny,
+    /// Forwarded, and audited as unknown.
+    Allow,
+}
+
+/// A compilation error, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleError {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    /// `Kind/name` of the document, when known.
+    pub document: Option<String>,
+    /// JSON pointer of the offending field inside the document (`/spec/tools/1/name`).
+    pub pointer: String,
+    pub message: String,
+}
+
+impl BundleError {
+    fn at(doc: &Document, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        BundleError {
+            file: doc.source.as_ref().map(|s| s.file.clone()),
+            line: doc.source.as_ref().map(|s| s.line),
+            document: Some(format!("{}/{}", doc.kind, doc.metadata.name)),
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The field in dotted form (`spec.tools[1].name`), for people.
+    pub fn field(&self) -> String {
+        pointer_to_field(&self.pointer)
+    }
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            _ => {}
+        }
+        if let Some(doc) = &self.document {
+            write!(f, "{doc}: ")?;
+        }
+        if !self.pointer.is_empty() {
+            write!(f, "{}: ", self.field())?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+/// `/spec/tools/1/name` → `spec.tools[1].name`.
+pub fn pointer_to_field(pointer: &str) -> String {
+    let mut out = String::new();
+    for part in pointer.split('/').skip(1) {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            out.push('[');
+            out.push_str(&part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
+/// A compiled `McpServer`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub path_prefix: Option<String>,
+    /// Lowercased; `port` is `None` when the pattern names no port.
+    pub authority_host: Option<String>,
+    pub authority_port: Option<String>,
+    pub tools: GlobSet,
+    pub resources: GlobSet,
+    pub prompts: GlobSet,
+    pub source: Option<Source>,
+}
+
+impl Server {
+    /// The rule id reported when this server's `field` list decides.
+    pub fn rule_id(&self, field: &str) -> String {
+        format!("McpServer/{}#{field}", self.name)
+    }
+
+    fn matches(&self, authority: &str, path: &str) -> bool {
+        if let Some(host) = &self.authority_host {
+            let (req_host, req_port) = split_authority(authority);
+            if !req_host.eq_ignore_ascii_case(host) {
+                return false;
+            }
+            if let Some(port) = &self.authority_port
+                && req_port != Some(port.as_str()) {
+                    return false;
+                }
+        }
+        match &self.path_prefix {
+            None => true,
+            Some(prefix) => path_has_prefix(path, prefix),
+        }
+    }
+
+    fn specificity(&self) -> (bool, bool, usize) {
+        (
+            self.authority_host.is_some(),
+            self.authority_port.is_some(),
+            self.path_prefix.as_ref().map_or(0, String::len),
+        )
+    }
+}
+
+fn split_authority(authority: &str) -> (&str, Option<&str>) {
+    // [v6]:port, host:port, host
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((host, tail)) = rest.split_once(']') {
+            return (host, tail.strip_prefix(':'));
+        }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (authority, None),
+    }
+}
+
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
+/// The compiled bundle: everything a request is decided against.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub version: String,
+    pub servers: Vec<Server>,
+    pub settings: SettingsSpec,
+}
+
+impl Bundle {
+    /// Parses and compiles a bundle's JSON (the filter's configuration).
+    pub fn from_json(bytes: &[u8]) -> Result<Bundle, Vec<BundleError>> {
+        let value = crate::json::parse_strict(bytes).map_err(|e| {
+            vec![BundleError {
+                file: None,
+                line: None,
+                document: None,
+                pointer: String::new(),
+                message: format!("the filter configuration is not valid JSON: {e}"),
+            }]
+        })?;
+        let json: BundleJson = from_value_at(value, "").map_err(|(pointer, message)| {
+            vec![BundleError {
+                file: None,
+                line: None,
+                document: None,
+                pointer,
+                message: format!(
+                    "the filter configuration is not a Portcullis bundle ({message}); build one with `portcullis bundle build DIR`"
+                ),
+            }]
+        })?;
+        let expected = content_version(&json.documents);
+        if json.version != expected {
+            return Err(vec![BundleError {
+                file: None,
+                line: None,
+                document: None,
+                pointer: "/version".into(),
+                message: format!(
+                    "bundle version {} does not match its content ({expected}); the bundle was edited after it was built",
+                    json.version
+                ),
+            }]);
+        }
+        Bundle::compile(&json)
+    }
+
+    /// Compiles parsed documents, collecting every error rather than the first.
+    pub fn compile(json: &BundleJson) -> Result<Bundle, Vec<BundleError>> {
+        let mut errors = Vec::new();
+        if json.api_version != API_VERSION {
+            errors.push(BundleError {
+                file: None,
+                line: None,
+                document: None,
+                pointer: "/apiVersion".into(),
+                message: format!("apiVersion must be {API_VERSION:?}"),
+            });
+        }
+        let mut servers: Vec<Server> = Vec::new();
+        let mut settings: Option<(SettingsSpec, &Document)> = None;
+        let mut seen_names: Vec<(String, String)> = Vec::new();
+        for doc in &json.documents {
+            if doc.api_version != API_VERSION {
+                errors.push(BundleError::at(
+                    doc,
+                    "/apiVersion",
+                    format!(
+                        "apiVersion must be {API_VERSION:?}, not {:?}",
+                        doc.api_version
+                    ),
+                ));
+                continue;
+            }
+            if let Err(msg) = check_name(&doc.metadata.name) {
+                errors.push(BundleError::at(doc, "/metadata/name", msg));
+                continue;
+            }
+            let key = (doc.kind.clone(), doc.metadata.name.clone());
+            if seen_names.contains(&key) {
+                errors.push(BundleError::at(
+                    doc,
+                    "/metadata/name",
+                    format!(
+                        "a second {} named {:?}; names are unique per kind",
+                        doc.kind, doc.metadata.name
+                    ),
+                ));
+                continue;
+            }
+            seen_names.push(key);
+            match doc.kind.as_str() {
+                "McpServer" => match compile_server(doc) {
+                    Ok(server) => servers.push(server),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                "Settings" => {
+                    if let Some((_, first)) = &settings {
+                        errors.push(BundleError::at(
+                            doc,
+                            "",
+                            format!(
+                                "a bundle holds at most one Settings document; another is {}/{}",
+                                first.kind, first.metadata.name
+                            ),
+                        ));
+                        continue;
+                    }
+                    match from_value_at::<SettingsSpec>(doc.spec.clone(), "/spec") {
+                        Ok(spec) => {
+                            if spec.max_request_bytes == 0 || spec.max_response_bytes == 0 {
+                                errors.push(BundleError::at(
+                                    doc,
+                                    "/spec",
+                                    "body limits must be at least 1 byte",
+                                ));
+                            }
+                            settings = Some((spec, doc));
+                        }
+                        Err((pointer, message)) => {
+                            errors.push(BundleError::at(doc, pointer, message))
+                        }
+                    }
+                }
+                other => errors.push(BundleError::at(
+                    doc,
+                    "/kind",
+                    format!("unknown kind {other:?}; expected McpServer or Settings"),
+                )),
+            }
+        }
+        // Two servers with the same route would make the decision depend on
+        // document order; refuse instead of guessing.
+        for (i, a) in servers.iter().enumerate() {
+            for b in servers.iter().skip(i + 1) {
+                if a.path_prefix == b.path_prefix
+                    && a.authority_host == b.authority_host
+                    && a.authority_port == b.authority_port
+                {
+                    let doc = json
+                        .documents
+                        .iter()
+                        .find(|d| d.kind == "McpServer" && d.metadata.name == b.name);
+                    let mut err = BundleError {
+                        file: None,
+                        line: None,
+                        document: Some(format!("McpServer/{}", b.name)),
+                        pointer: "/spec/match".into(),
+                        message: format!(
+                            "same route as McpServer/{}; give one of them a distinct match (pathPrefix or authority)",
+                            a.name
+                        ),
+                    };
+                    if let Some(d) = doc {
+                        err = BundleError::at(d, "/spec/match", err.message);
+                    }
+                    errors.push(err);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Bundle {
+            version: json.version.clone(),
+            servers,
+            settings: settings.map(|(s, _)| s).unwrap_or_default(),
+        })
+    }
+
+    /// The most specific server whose route matches, if any.
+    pub fn route(&self, authority: &str, path: &str) -> Option<&Server> {
+        self.servers
+            .iter()
+            .filter(|s| s.matches(authority, path))
+            .max_by_key(|s| s.specificity())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata.name {name:?} must be a DNS-1123 name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+fn compile_server(doc: &Document) -> Result<Server, Vec<BundleError>> {
+    let spec: McpServerSpec = from_value_at(doc.spec.clone(), "/spec")
+        .map_err(|(p, m)| vec![BundleError::at(doc, p, m)])?;
+    let mut errors = Vec::new();
+    let mut globs = |field: &str, entries: Vec<(usize, String)>, key: &str| -> GlobSet {
+        let mut ok = Vec::new();
+        for (i, pattern) in entries {
+            match GlobSet::new(&[pattern.as_str()]) {
+                Ok(_) => ok.push(pattern),
+                Err(e) => errors.push(BundleError::at(
+                    doc,
+                    format!("/spec/{field}/{i}/{key}"),
+                    format!("{e}"),
+                )),
+            }
+        }
+        GlobSet::new(&ok).unwrap_or_else(|e| {
+            errors.push(BundleError::at(
+                doc,
+                format!("/spec/{field}"),
+                e.to_string(),
+            ));
+            GlobSet::empty()
+        })
+    };
+    let tools = globs(
+        "tools",
+        spec.tools
+            .iter()
+            .map(|t| t.name.clone())
+            .enumerate()
+            .collect(),
+        "name",
+    );
+    let resources = globs(
+        "resources",
+        spec.resources
+            .iter()
+            .map(|r| r.uri.clone())
+            .enumerate()
+            .collect(),
+        "uri",
+    );
+    let prompts = globs(
+        "prompts",
+        spec.prompts
+            .iter()
+            .map(|p| p.name.clone())
+            .enumerate()
+            .collect(),
+        "name",
+    );
+    if let Some(prefix) = &spec.route.path_prefix
+        && !prefix.starts_with('/') {
+            errors.push(BundleError::at(
+                doc,
+                "/spec/match/pathPrefix",
+                format!("pathPrefix {prefix:?} must start with '/'"),
+            ));
+        }
+    let (authority_host, authority_port) = match &spec.route.authority {
+        None => (None, None),
+        Some(a) if a.is_empty() || a.contains(['/', ' ', '@']) => {
+            errors.push(BundleError::at(
+                doc,
+                "/spec/match/authority",
+                format!("authority {a:?} must be a host or host:port"),
+            ));
+            (None, None)
+        }
+        Some(a) => {
+            let (h, p) = split_authority(a);
+            (Some(h.to_ascii_lowercase()), p.map(str::to_owned))
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Server {
+        name: doc.metadata.name.clone(),
+        path_prefix: spec.route.path_prefix.clone(),
+        authority_host,
+        authority_port,
+        tools,
+        resources,
+        prompts,
+        source: doc.source.clone(),
+    })
+}
+
+/// Deserialises `value` as `T`, reporting the failing field as a JSON pointer
+/// under `base`.
+pub fn from_value_at<T: serde::de::DeserializeOwned>(
+    value: Value,
+    base: &str,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut pointer = base.to_string();
+        for seg in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match seg {
+                Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    pointer.push('/');
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                }
+                Segment::Unknown => {}
+            }
+        }
+        (pointer, e.into_inner().to_string())
+    })
+}
+
+/// The content version of a list of documents: `sha256:` and the hex digest
+/// of their canonical JSON, sources left out and documents sorted by kind and
+/// name, so neither file layout nor order changes it.
+pub fn content_version(documents: &[Document]) -> String {
+    let mut docs: Vec<Value> = documents
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.source = None;
+            serde_json::to_value(d).unwrap_or(Value::Null)
+        })
+        .collect();
+    docs.sort_by_key(|d| {
+        (
+            d.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            d.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        )
+    });
+    let digest = Sha256::digest(canonical_string(&Value::Array(docs)).as_bytes());
+    format!("sha256:{}", hex::encode(digest))
+}
+
+/// Assembles documents into a bundle, stamping its version.
+pub fn assemble(documents: Vec<Document>) -> BundleJson {
+    BundleJson {
+        api_version: API_VERSION.into(),
+        kind: "Bundle".into(),
+        version: content_version(&documents),
+        documents,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(kind: &str, name: &str, spec: Value) -> Document {
+        Document {
+            api_version: API_VERSION.into(),
+            kind: kind.into(),
+            metadata: Metadata {
+                name: name.into(),
+                labels: Default::default(),
+                annotations: Default::default(),
+            },
+            spec,
+            source: Some(Source {
+                file: format!("{name}.yaml"),
+                line: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn compiles_the_issue_shape_and_routes() {
+        let b = assemble(vec![doc(
+            "McpServer",
+            "everything",
+            json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "echo"}, {"name": "get-*"}]}),
+        )]);
+        let bundle = Bundle::compile(&b).unwrap();
+        let s = bundle.route("localhost:8080", "/mcp").unwrap();
+        assert!(s.tools.is_match("echo"));
+        assert!(s.tools.is_match("get-weather"));
+        assert!(!s.tools.is_match("delete-file"));
+        assert!(bundle.route("x", "/mcpx").is_none());
+        assert!(bundle.route("x", "/mcp/sub?x=1").is_some());
+        assert!(bundle.route("x", "/other").is_none());
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let b = assemble(vec![
+            doc("McpServer", "all", json!({})),
+            doc("McpServer", "mcp", json!({"match": {"pathPrefix": "/mcp"}})),
+            doc(
+                "McpServer",
+                "host",
+                json!({"match": {"pathPrefix": "/mcp", "authority": "Api.Example.com"}}),
+            ),
+        ]);
+        let bundle = Bundle::compile(&b).unwrap();
+        assert_eq!(bundle.route("other", "/x").unwrap().name, "all");
+        assert_eq!(bundle.route("other", "/mcp").unwrap().name, "mcp");
+        assert_eq!(
+            bundle.route("api.example.com:443", "/mcp").unwrap().name,
+            "host"
+        );
+    }
+
+    #[test]
+    fn errors_name_document_field_and_fix() {
+        let b = assemble(vec![
+            doc("McpServer", "a", json!({"toolz": []})),
+            doc(
+                "McpServer",
+                "b",
+                json!({"tools": [{"name": "ok"}, {"name": "bad\\"}]}),
+            ),
+            doc("Gateway", "c", json!({})),
+            doc("McpServer", "Bad_Name", json!({})),
+        ]);
+        let errs = Bundle::compile(&b).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            text[0].starts_with("a.yaml:1: McpServer/a: spec.toolz: unknown field `toolz`"),
+            "{}",
+            text[0]
+        );
+        assert_eq!(errs[1].pointer, "/spec/tools/1/name");
+        assert!(text[1].contains("escape it"), "{}", text[1]);
+        assert!(text[2].contains("unknown kind \"Gateway\""));
+        assert!(text[3].contains("DNS-1123"));
+    }
+
+    #[test]
+    fn ambiguous_routes_are_refused() {
+        let b = assemble(vec![
+            doc("McpServer", "a", json!({"match": {"pathPrefix": "/mcp"}})),
+            doc("McpServer", "b", json!({"match": {"pathPrefix": "/mcp"}})),
+        ]);
+        let errs = Bundle::compile(&b).unwrap_err();
+        assert!(errs[0].to_string().contains("same route as McpServer/a"));
+    }
+
+    #[test]
+    fn version_ignores_order_and_sources_and_is_checked() {
+        let a = doc("McpServer", "a", json!({}));
+        let mut b = doc(
+            "McpServer",
+            "b",
+            json!({"match": {"pathPrefix": "/b"}, "tools": [{"name": "x"}]}),
+        );
+        let v1 = content_version(&[a.clone(), b.clone()]);
+        b.source = None;
+        assert_eq!(v1, content_version(&[b.clone(), a.clone()]));
+        let mut json = assemble(vec![a, b]);
+        let bytes = serde_json::to_vec(&json).unwrap();
+        if let Err(e) = Bundle::from_json(&bytes) {
+            panic!("{e:?}");
+        }
+        json.documents[0].spec = json!({"tools": [{"name": "*"}]});
+        assert!(Bundle::compile(&json).is_ok());
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let errs = Bundle::from_json(&bytes).unwrap_err();
+        assert!(errs[0].message.contains("edited after it was built"));
+    }
+
+    #[test]
+    fn settings_defaults_and_limits() {
+        let b = assemble(vec![doc(
+            "Settings",
+            "default",
+            json!({"maxRequestBytes": 10, "unmatchedRoutes": "deny"}),
+        )]);
+        let bundle = Bundle::compile(&b).unwrap();
+        assert_eq!(bundle.settings.max_request_bytes, 10);
+        assert_eq!(
+            bundle.settings.max_response_bytes,
+            DEFAULT_MAX_RESPONSE_BYTES
+        );
+        assert_eq!(bundle.settings.unmatched_routes, UnmatchedRoutes::Deny);
+        let b = assemble(vec![doc(
+            "Settings",
+            "default",
+            json!({"unmatchedRoutes": "maybe"}),
+        )]);
+        assert!(Bundle::compile(&b).is_err());
+    }
+}

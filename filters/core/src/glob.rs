@@ -1,0 +1,174 @@
+//! Name globs (`get-*`, `file:///data/*`), compiled once into one automaton.
+//!
+//! A server may list hundreds of tool patterns; matching a name must not be a
+//! loop over them. All of a list's globs become one multi-pattern
+//! `regex_automata::meta::Regex`, built at configure time, so a lookup is one
+//! anchored search whatever the list's length.
+//!
+//! Syntax, deliberately small: `*` matches any run of characters (including
+//! none, and including `/`), `?` exactly one character, and `\` makes the next
+//! character literal. Everything else is literal; matching is case-sensitive
+//! and covers the whole name.
+
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input};
+
+/// Why a glob list did not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("glob {glob:?} ends with a lone backslash; escape it as \\\\")]
+    TrailingEscape { glob: String },
+    #[error("glob {glob:?} is empty")]
+    Empty { glob: String },
+    #[error("globs could not be compiled: {reason}")]
+    Build { reason: String },
+}
+
+/// A compiled list of globs.
+#[derive(Debug, Clone)]
+pub struct GlobSet {
+    regex: Option<Regex>,
+    globs: Vec<String>,
+}
+
+impl GlobSet {
+    /// The set that matches nothing.
+    pub fn empty() -> GlobSet {
+        GlobSet {
+            regex: None,
+            globs: Vec::new(),
+        }
+    }
+
+    /// Compiles `globs`. An empty list matches nothing.
+    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<GlobSet, GlobError> {
+        let mut patterns = Vec::with_capacity(globs.len());
+        for g in globs {
+            patterns.push(to_regex(g.as_ref())?);
+        }
+        let regex = if patterns.is_empty() {
+            None
+        } else {
+            let built = Regex::builder()
+                .syntax(syntax::Config::new().unicode(true).utf8(true))
+                .build_many(&patterns)
+                .map_err(|e| GlobError::Build {
+                    reason: e.to_string(),
+                })?;
+            Some(built)
+        };
+        Ok(GlobSet {
+            regex,
+            globs: globs.iter().map(|g| g.as_ref().to_owned()).collect(),
+        })
+    }
+
+    /// Whether any glob matches the whole of `name`.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.first_match(name).is_some()
+    }
+
+    /// The index (in the list given to [`GlobSet::new`]) of a glob matching
+    /// the whole of `name`.
+    pub fn first_match(&self, name: &str) -> Option<usize> {
+        let regex = self.regex.as_ref()?;
+        let input = Input::new(name).anchored(Anchored::Yes);
+        // Patterns end in `$`, so a match found is a whole-name match.
+        regex.find(input).map(|m| m.pattern().as_usize())
+    }
+
+    /// The glob at `index`.
+    pub fn glob(&self, index: usize) -> Option<&str> {
+        self.globs.get(index).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.globs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+}
+
+fn to_regex(glob: &str) -> Result<String, GlobError> {
+    if glob.is_empty() {
+        return Err(GlobError::Empty { glob: glob.into() });
+    }
+    let mut out = String::with_capacity(glob.len() * 2 + 8);
+    // (?s): `*` and `?` match newlines too, so a name cannot hide behind one.
+    out.push_str("(?s:");
+    let mut chars = glob.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '\\' => match chars.next() {
+                Some(lit) => push_literal(&mut out, lit),
+                None => return Err(GlobError::TrailingEscape { glob: glob.into() }),
+            },
+            lit => push_literal(&mut out, lit),
+        }
+    }
+    out.push_str(")$");
+    Ok(out)
+}
+
+fn push_literal(out: &mut String, c: char) {
+    // regex-syntax accepts an escape before any of its meta characters.
+    if "\\.+*?()|[]{}^$#&-~".contains(c) {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_whole_names_only() {
+        let set = GlobSet::new(&["echo", "get-*", "a?c"]).unwrap();
+        assert!(set.is_match("echo"));
+        assert!(!set.is_match("echo2"));
+        assert!(!set.is_match("xecho"));
+        assert!(set.is_match("get-weather"));
+        assert!(set.is_match("get-"));
+        assert!(!set.is_match("forget-it"));
+        assert!(set.is_match("abc"));
+        assert!(!set.is_match("ac"));
+        assert_eq!(set.first_match("get-time"), Some(1));
+        assert_eq!(set.glob(1), Some("get-*"));
+    }
+
+    #[test]
+    fn star_matches_everything_including_newlines_and_slashes() {
+        let set = GlobSet::new(&["*"]).unwrap();
+        assert!(set.is_match(""));
+        assert!(set.is_match("a/b\nc"));
+        let files = GlobSet::new(&["file:///data/*"]).unwrap();
+        assert!(files.is_match("file:///data/x/y"));
+        assert!(!files.is_match("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn regex_metacharacters_are_literal() {
+        let set = GlobSet::new(&["a.b", "x+(y)", r"lit\*"]).unwrap();
+        assert!(set.is_match("a.b"));
+        assert!(!set.is_match("aXb"));
+        assert!(set.is_match("x+(y)"));
+        assert!(set.is_match("lit*"));
+        assert!(!set.is_match("litX"));
+        let newline = GlobSet::new(&["echo"]).unwrap();
+        assert!(!newline.is_match("echo\n"));
+    }
+
+    #[test]
+    fn empty_list_matches_nothing_and_bad_globs_fail() {
+        let set = GlobSet::new::<&str>(&[]).unwrap();
+        assert!(!set.is_match("echo"));
+        assert!(GlobSet::new(&[""]).is_err());
+        assert!(GlobSet::new(&["abc\\"]).is_err());
+    }
+}

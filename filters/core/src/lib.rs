@@ -1,0 +1,27 @@
+//! portcullis-core: the Portcullis governance engine.
+//!
+//! Everything that decides lives here, host-agnostic: no proxy-wasm, no I/O,
+//! no clock or randomness except through [`engine::Env`]. The proxy-wasm
+//! filter (`filters/proxy-wasm`) and any other adapter are thin translations
+//! of their host's callbacks into [`engine::Exchange`] calls, so the same
+//! decisions hold natively, in Envoy, and in host-shim.
+//!
+//! Modules, in the order a request meets them:
+//! * [`json`]: the strict parser (duplicate keys and other parser-differential
+//!   tricks refused);
+//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
+//! * [`bundle`]: the registry and policy documents, compiled;
+//! * [`glob`]: name matching, one automaton per list;
+//! * [`engine`]: the per-stream state machine;
+//! * [`sse`]: incremental event-stream parsing for streamed responses;
+//! * [`audit`]: one record per MCP message.
+
+pub mod audit;
+pub mod bundle;
+pub mod engine;
+pub mod glob;
+pub mod json;
+pub mod mcp;
+pub mod sse;
+
+pub use engine::{Engine, Env, Exchange};

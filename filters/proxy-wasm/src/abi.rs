@@ -1,0 +1,307 @@
+//! [`Host`] over the proxy-wasm ABI v0.2.1 imports.
+//!
+//! The filter declares the imports it uses itself instead of calling the
+//! SDK's `hostcalls` wrappers, because those panic on any status they do not
+//! expect (a refused header edit, say), and a panic is a trap that kills the
+//! VM for every stream on the worker. Here each status becomes a
+//! [`HostError`] the stream turns into a fail-closed reply.
+//!
+//! Maps travel in the ABI's pair encoding: a little-endian `u32` count, then
+//! a `u32` key length and `u32` value length per pair, then each key and
+//! value followed by a NUL byte. Decoding is bounds-checked throughout.
+
+/// Decodes the ABI's pair encoding.
+pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let read_u32 = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
+    };
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = read_u32(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    let mut at = 4usize;
+    for _ in 0..count {
+        sizes.push((read_u32(at)?, read_u32(at.checked_add(4)?)?));
+        at = at.checked_add(8)?;
+    }
+    let mut pairs = Vec::with_capacity(sizes.len());
+    for (k, v) in sizes {
+        let key = bytes.get(at..at.checked_add(k)?)?;
+        at = at.checked_add(k)?.checked_add(1)?;
+        let value = bytes.get(at..at.checked_add(v)?)?;
+        at = at.checked_add(v)?.checked_add(1)?;
+        pairs.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(pairs)
+}
+
+/// Encodes pairs in the ABI's pair encoding.
+pub fn encode_pairs(pairs: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use imports::AbiHost;
+
+#[cfg(target_arch = "wasm32")]
+mod imports {
+    use super::decode_pairs;
+    use super::encode_pairs;
+    use crate::host::{Body, Headers, Host, HostError, Level};
+    use portcullis_core::engine::LocalReply;
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            buffer_data: *const u8,
+            buffer_size: usize,
+        ) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+    }
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        fn random_get(buf: *mut u8, buf_len: usize) -> u16;
+    }
+
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+    const EMPTY: u32 = 7;
+
+    fn check(call: &'static str, status: u32) -> Result<(), HostError> {
+        if status == OK {
+            Ok(())
+        } else {
+            Err(HostError { call, status })
+        }
+    }
+
+    fn map_type(which: Headers) -> u32 {
+        match which {
+            Headers::Request => 0,
+            Headers::Response => 2,
+        }
+    }
+
+    fn buffer_type(which: Body) -> u32 {
+        match which {
+            Body::Request => 0,
+            Body::Response => 1,
+        }
+    }
+
+    /// Takes ownership of memory the host allocated through the module's
+    /// `proxy_on_memory_allocate`.
+    ///
+    /// # Safety
+    /// `data` must be null or a pointer returned by that allocator for `size`
+    /// bytes, not yet freed.
+    unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+        if data.is_null() || size == 0 {
+            return Vec::new();
+        }
+        // SAFETY: per the ABI, the host filled `size` bytes it allocated with the
+        // module's allocator (a `Vec<u8>` of that capacity).
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    /// The proxy itself.
+    pub struct AbiHost;
+
+    impl Host for AbiHost {
+        fn headers(&self, which: Headers) -> Result<Vec<(String, String)>, HostError> {
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut size: usize = 0;
+            // SAFETY: out-pointers to locals; the host writes an allocation of ours.
+            let status =
+                unsafe { proxy_get_header_map_pairs(map_type(which), &mut data, &mut size) };
+            check("proxy_get_header_map_pairs", status)?;
+            // SAFETY: see `take_host_bytes`.
+            let bytes = unsafe { take_host_bytes(data, size) };
+            decode_pairs(&bytes).ok_or(HostError {
+                call: "proxy_get_header_map_pairs (malformed map)",
+                status: 4,
+            })
+        }
+
+        fn set_header(
+            &mut self,
+            which: Headers,
+            name: &str,
+            value: Option<&str>,
+        ) -> Result<(), HostError> {
+            // SAFETY: pointers and lengths of live slices.
+            let status = unsafe {
+                match value {
+                    Some(v) => proxy_replace_header_map_value(
+                        map_type(which),
+                        name.as_ptr(),
+                        name.len(),
+                        v.as_ptr(),
+                        v.len(),
+                    ),
+                    None => {
+                        proxy_remove_header_map_value(map_type(which), name.as_ptr(), name.len())
+                    }
+                }
+            };
+            // Removing a header that is not there is not a failure.
+            if value.is_none() && status == NOT_FOUND {
+                return Ok(());
+            }
+            check("proxy_replace/remove_header_map_value", status)
+        }
+
+        fn body(&self, which: Body, size: usize) -> Result<Vec<u8>, HostError> {
+            if size == 0 {
+                return Ok(Vec::new());
+            }
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut len: usize = 0;
+            // SAFETY: out-pointers to locals.
+            let status =
+                unsafe { proxy_get_buffer_bytes(buffer_type(which), 0, size, &mut data, &mut len) };
+            if status == NOT_FOUND || status == EMPTY {
+                return Ok(Vec::new());
+            }
+            check("proxy_get_buffer_bytes", status)?;
+            // SAFETY: see `take_host_bytes`.
+            Ok(unsafe { take_host_bytes(data, len) })
+        }
+
+        fn replace_body(&mut self, which: Body, size: usize, data: &[u8]) -> Result<(), HostError> {
+            // start 0 and the whole current size: the "replace" form every host
+            // supports (Envoy supports only prepend, replace and append).
+            // SAFETY: pointer and length of a live slice.
+            let status = unsafe {
+                proxy_set_buffer_bytes(buffer_type(which), 0, size, data.as_ptr(), data.len())
+            };
+            check("proxy_set_buffer_bytes", status)
+        }
+
+        fn send_local_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
+            let headers = encode_pairs(&reply.headers);
+            // SAFETY: pointers and lengths of live buffers.
+            let status = unsafe {
+                proxy_send_local_response(
+                    u32::from(reply.status),
+                    reply.details.as_ptr(),
+                    reply.details.len(),
+                    reply.body.as_ptr(),
+                    reply.body.len(),
+                    headers.as_ptr(),
+                    headers.len(),
+                    -1,
+                )
+            };
+            check("proxy_send_local_response", status)
+        }
+
+        fn set_property(&mut self, path: &str, value: &[u8]) -> Result<(), HostError> {
+            // SAFETY: pointers and lengths of live slices.
+            let status = unsafe {
+                proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+            };
+            check("proxy_set_property", status)
+        }
+
+        fn log(&mut self, level: Level, message: &str) {
+            // SAFETY: pointer and length of a live str. A failed log has nowhere
+            // to be reported.
+            let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+        }
+
+        fn now_nanos(&self) -> u64 {
+            let mut t: u64 = 0;
+            // SAFETY: out-pointer to a local.
+            let _ = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+            t
+        }
+
+        fn random_bytes(&mut self, buf: &mut [u8]) {
+            // SAFETY: pointer and length of a live buffer. Envoy implements
+            // WASI random_get; on failure the buffer keeps its zeros, which only
+            // makes a generated request id less unique.
+            let _ = unsafe { random_get(buf.as_mut_ptr(), buf.len()) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_and_malformed_maps_are_refused() {
+        let pairs = vec![
+            (":path".to_string(), "/mcp".to_string()),
+            ("x".to_string(), String::new()),
+        ];
+        let bytes = encode_pairs(&pairs);
+        assert_eq!(decode_pairs(&bytes), Some(pairs));
+        assert_eq!(decode_pairs(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(decode_pairs(&[255, 255, 255, 255]), None);
+        assert_eq!(decode_pairs(&[]), Some(vec![]));
+    }
+}

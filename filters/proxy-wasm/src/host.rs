@@ -1,0 +1,83 @@
+//! The one seam between the filter and its proxy: everything the filter asks
+//! of the host, as a trait.
+//!
+//! [`crate::abi::AbiHost`] implements it with proxy-wasm hostcalls inside a
+//! proxy; unit tests implement it with a recording mock. Every method returns
+//! a `Result` instead of panicking on an unexpected status (as the SDK's own
+//! wrappers do), because a panic in wasm is a trap and a trap is a dead VM.
+
+use portcullis_core::engine::{Env, LocalReply};
+use std::fmt;
+
+/// A hostcall that did not succeed, with the proxy-wasm status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} returned status {}", self.call, self.status)
+    }
+}
+
+/// Which header map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headers {
+    Request,
+    Response,
+}
+
+/// Which body buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Request,
+    Response,
+}
+
+/// Log levels, as proxy-wasm numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+pub trait Host {
+    fn headers(&self, which: Headers) -> Result<Vec<(String, String)>, HostError>;
+    /// Sets (replacing every value) or, with `None`, removes a header.
+    fn set_header(
+        &mut self,
+        which: Headers,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostError>;
+    /// The first `size` bytes of a body buffer.
+    fn body(&self, which: Body, size: usize) -> Result<Vec<u8>, HostError>;
+    /// Replaces the first `size` bytes of a body buffer (all of it, as the
+    /// filter always passes the size it was given) with `data`.
+    fn replace_body(&mut self, which: Body, size: usize, data: &[u8]) -> Result<(), HostError>;
+    fn send_local_reply(&mut self, reply: &LocalReply) -> Result<(), HostError>;
+    /// Sets a per-stream property; Envoy keeps it as filter state under the
+    /// key `wasm.<path>`, where access loggers read it.
+    fn set_property(&mut self, path: &str, value: &[u8]) -> Result<(), HostError>;
+    fn log(&mut self, level: Level, message: &str);
+    fn now_nanos(&self) -> u64;
+    fn random_bytes(&mut self, buf: &mut [u8]);
+}
+
+/// Adapts a [`Host`] to the engine's [`Env`].
+pub struct EnvOf<'a>(pub &'a mut dyn Host);
+
+impl Env for EnvOf<'_> {
+    fn now_nanos(&self) -> u64 {
+        self.0.now_nanos()
+    }
+
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        self.0.random_bytes(buf)
+    }
+}

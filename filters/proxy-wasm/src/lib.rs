@@ -1,0 +1,207 @@
+//! portcullis-filter: the Portcullis proxy-wasm filter.
+//!
+//! A thin adapter: proxy-wasm 0.2 callbacks in, [`portcullis_core`] calls,
+//! hostcalls out. The root context compiles the bundle (the plugin
+//! configuration) in `on_configure` and refuses a bad one, so Envoy rejects
+//! the configuration instead of running without policy. Each HTTP context
+//! drives one [`filter::Stream`].
+//!
+//! Panics: wasm32 on stable Rust cannot unwind, so a panic is a trap. The
+//! code is kept panic-free by clippy lints (no `unwrap`, `expect`, `panic`,
+//! indexing), the SDK's panicking hostcall wrappers are not used (see
+//! [`abi`]), and as a last resort a panic hook logs the failure, writes an
+//! audit record and asks for a fail-closed 500 before the trap. What the
+//! proxy does with the VM afterwards is its `failure_policy` (see
+//! `docs/failure.md`).
+
+pub mod abi;
+pub mod filter;
+pub mod host;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use crate::abi::AbiHost;
+    use crate::filter::{AUDIT_PROPERTY, Step, Stream};
+    use crate::host::{Host, Level};
+    use portcullis_core::Engine;
+    use portcullis_core::audit::{AuditRecord, Decision, Direction, Outcome, SCHEMA, rfc3339};
+    use portcullis_core::engine::LocalReply;
+    use portcullis_core::mcp::{codes, error_response};
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, ContextType, LogLevel};
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    thread_local! {
+        /// The request and bundle of the callback running now, for the
+        /// panic hook's record.
+        static CURRENT: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+    }
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(LogLevel::Info);
+        std::panic::set_hook(Box::new(on_panic));
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
+    }}
+
+    fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
+        let mut host = AbiHost;
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "unknown location".into());
+        let (request_id, bundle_version) = CURRENT.with(|c| c.borrow().clone());
+        let reason = format!("the filter panicked at {location}; the request is refused");
+        let record = AuditRecord {
+            schema: SCHEMA,
+            time: rfc3339(host.now_nanos()),
+            request_id: request_id.clone(),
+            message_index: 0,
+            direction: Direction::Client,
+            kind: "invalid",
+            jsonrpc_id: None,
+            method: None,
+            server: None,
+            tool: None,
+            resource: None,
+            prompt: None,
+            protocol_version: None,
+            session: None,
+            decision: Decision::Deny,
+            reason: reason.clone(),
+            rule: None,
+            bundle_version,
+            outcome: Outcome::Invalid,
+            http_status: Some(500),
+            error_code: Some(codes::INTERNAL),
+            arguments_sha256: None,
+            filtered_out: None,
+            latency_ms: None,
+        };
+        let line = record.to_json_line();
+        host.log(Level::Critical, &format!("portcullis: {reason}"));
+        host.log(Level::Info, &line);
+        let _ = host.set_property(AUDIT_PROPERTY, format!("{line}\n").as_bytes());
+        let body = error_response(
+            None,
+            codes::INTERNAL,
+            "Internal error",
+            Some(serde_json::json!({"reason": reason, "requestId": request_id})),
+        );
+        let _ = host.send_local_reply(&LocalReply {
+            status: 500,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+            details: "portcullis_panic".into(),
+        });
+    }
+
+    struct Root {
+        engine: Option<Arc<Engine>>,
+    }
+
+    impl Context for Root {}
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let mut host = AbiHost;
+            let Some(config) = self.get_plugin_configuration() else {
+                host.log(
+                    Level::Error,
+                    "portcullis: no plugin configuration; give the filter a bundle built with `portcullis bundle build DIR`",
+                );
+                return false;
+            };
+            match Engine::from_config(&config) {
+                Ok(engine) => {
+                    host.log(
+                        Level::Info,
+                        &format!(
+                            "portcullis: bundle {} loaded ({} servers)",
+                            engine.version(),
+                            engine.bundle().servers.len()
+                        ),
+                    );
+                    // A reconfiguration replaces the engine for new streams;
+                    // streams in flight keep the one they started with.
+                    self.engine = Some(Arc::new(engine));
+                    true
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        host.log(Level::Error, &format!("portcullis: bundle refused: {e}"));
+                    }
+                    false
+                }
+            }
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            let engine = self.engine.clone()?;
+            let version = engine.version().to_owned();
+            Some(Box::new(Http {
+                stream: Stream::new(engine),
+                version,
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    struct Http {
+        stream: Stream,
+        version: String,
+    }
+
+    impl Http {
+        fn enter(&self) {
+            let id = self.stream.request_id().to_owned();
+            let version = self.version.clone();
+            CURRENT.with(|c| *c.borrow_mut() = (id, version));
+        }
+    }
+
+    fn action(step: Step) -> Action {
+        match step {
+            Step::Continue => Action::Continue,
+            Step::Pause => Action::Pause,
+        }
+    }
+
+    impl Context for Http {}
+
+    impl HttpContext for Http {
+        fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(self.stream.on_request_headers(&mut AbiHost, end_of_stream))
+        }
+
+        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(
+                self.stream
+                    .on_request_body(&mut AbiHost, body_size, end_of_stream),
+            )
+        }
+
+        fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(self.stream.on_response_headers(&mut AbiHost, end_of_stream))
+        }
+
+        fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(
+                self.stream
+                    .on_response_body(&mut AbiHost, body_size, end_of_stream),
+            )
+        }
+
+        fn on_log(&mut self) {
+            self.enter();
+            self.stream.on_log(&mut AbiHost);
+        }
+    }
+}

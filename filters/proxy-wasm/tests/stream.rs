@@ -1,0 +1,241 @@
+//! The adapter over a mock host: callbacks in, hostcalls out.
+
+use portcullis_core::Engine;
+use portcullis_core::bundle::{API_VERSION, Document, Metadata, assemble};
+use portcullis_core::engine::LocalReply;
+use portcullis_filter::filter::{AUDIT_PROPERTY, Step, Stream};
+use portcullis_filter::host::{Body, Headers, Host, HostError, Level};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+struct MockHost {
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
+    request_body: Vec<u8>,
+    response_body: Vec<u8>,
+    replies: Vec<LocalReply>,
+    properties: HashMap<String, Vec<u8>>,
+    logs: Vec<(Level, String)>,
+    fail_header_edits: bool,
+}
+
+impl MockHost {
+    fn map(&mut self, which: Headers) -> &mut Vec<(String, String)> {
+        match which {
+            Headers::Request => &mut self.request_headers,
+            Headers::Response => &mut self.response_headers,
+        }
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.request_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn audit(&self) -> Vec<Value> {
+        let lines = self
+            .properties
+            .get(AUDIT_PROPERTY)
+            .cloned()
+            .unwrap_or_default();
+        String::from_utf8(lines)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Host for MockHost {
+    fn headers(&self, which: Headers) -> Result<Vec<(String, String)>, HostError> {
+        Ok(match which {
+            Headers::Request => self.request_headers.clone(),
+            Headers::Response => self.response_headers.clone(),
+        })
+    }
+    fn set_header(
+        &mut self,
+        which: Headers,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostError> {
+        if self.fail_header_edits {
+            return Err(HostError {
+                call: "proxy_replace_header_map_value",
+                status: 2,
+            });
+        }
+        let map = self.map(which);
+        map.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            map.push((name.to_string(), v.to_string()));
+        }
+        Ok(())
+    }
+    fn body(&self, which: Body, size: usize) -> Result<Vec<u8>, HostError> {
+        let b = match which {
+            Body::Request => &self.request_body,
+            Body::Response => &self.response_body,
+        };
+        Ok(b[..size.min(b.len())].to_vec())
+    }
+    fn replace_body(&mut self, which: Body, _size: usize, data: &[u8]) -> Result<(), HostError> {
+        match which {
+            Body::Request => self.request_body = data.to_vec(),
+            Body::Response => self.response_body = data.to_vec(),
+        }
+        Ok(())
+    }
+    fn send_local_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
+        self.replies.push(reply.clone());
+        Ok(())
+    }
+    fn set_property(&mut self, path: &str, value: &[u8]) -> Result<(), HostError> {
+        self.properties.insert(path.to_string(), value.to_vec());
+        Ok(())
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        self.logs.push((level, message.to_string()));
+    }
+    fn now_nanos(&self) -> u64 {
+        1_796_140_800_000_000_000
+    }
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(7);
+    }
+}
+
+fn engine() -> Arc<Engine> {
+    let doc = Document {
+        api_version: API_VERSION.into(),
+        kind: "McpServer".into(),
+        metadata: Metadata {
+            name: "everything".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+        spec: json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "echo"}]}),
+        source: None,
+    };
+    Arc::new(Engine::from_config(&serde_json::to_vec(&assemble(vec![doc])).unwrap()).unwrap())
+}
+
+fn host_with(body: &str) -> MockHost {
+    MockHost {
+        request_headers: vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), "/mcp".into()),
+            (":authority".into(), "localhost".into()),
+            ("content-type".into(), "application/json".into()),
+            ("x-mcp-decision".into(), "allow".into()),
+        ],
+        request_body: body.as_bytes().to_vec(),
+        ..MockHost::default()
+    }
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool}}).to_string()
+}
+
+#[test]
+fn allowed_call_pauses_for_the_body_then_forwards_with_audit_headers() {
+    let body = call("echo");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(
+        host.header("x-mcp-decision"),
+        None,
+        "spoofed header removed in the headers phase"
+    );
+    assert_eq!(s.on_request_body(&mut host, 5, false), Step::Pause);
+    assert_eq!(
+        s.on_request_body(&mut host, body.len(), true),
+        Step::Continue
+    );
+    assert_eq!(host.header("x-mcp-tool"), Some("echo"));
+    assert_eq!(host.header("x-mcp-decision"), Some("allow"));
+
+    host.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+        ("content-length".into(), "40".into()),
+    ];
+    assert_eq!(s.on_response_headers(&mut host, false), Step::Continue);
+    assert!(
+        host.response_headers
+            .iter()
+            .all(|(k, _)| k != "content-length")
+    );
+    host.response_body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec();
+    let n = host.response_body.len();
+    assert_eq!(
+        s.on_response_body(&mut host, n, true),
+        Step::Continue
+    );
+    s.on_log(&mut host);
+    let audit = host.audit();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["decision"], "allow");
+    assert_eq!(audit[0]["outcome"], "result");
+    assert!(
+        host.logs
+            .iter()
+            .any(|(l, m)| *l == Level::Info && m.contains("\"portcullis.audit/v1\""))
+    );
+}
+
+#[test]
+fn denied_call_is_answered_locally_and_its_reply_passes_back_untouched() {
+    let body = call("rm");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(s.on_request_body(&mut host, body.len(), true), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(reply["error"]["code"], -32090);
+    // Envoy runs the local reply through this filter's encode path.
+    host.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    assert_eq!(s.on_response_headers(&mut host, false), Step::Continue);
+    host.response_body = host.replies[0].body.clone();
+    let n = host.response_body.len();
+    assert_eq!(
+        s.on_response_body(&mut host, n, true),
+        Step::Continue
+    );
+    s.on_log(&mut host);
+    assert_eq!(host.audit().len(), 1);
+}
+
+#[test]
+fn a_failed_hostcall_fails_the_stream_closed_with_a_record() {
+    let body = call("echo");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(engine());
+    host.fail_header_edits = true;
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    assert_eq!(host.replies[0].status, 500);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(reply["error"]["code"], -32093);
+    let audit = host.audit();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["decision"], "deny");
+    assert!(host.logs.iter().any(|(l, _)| *l == Level::Error));
+}
+
+#[test]
+fn a_post_without_a_body_is_decided_in_the_headers_phase() {
+    let mut host = host_with("");
+    let mut s = Stream::new(engine());
+    assert_eq!(s.on_request_headers(&mut host, true), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    assert_eq!(host.replies[0].status, 400);
+}
