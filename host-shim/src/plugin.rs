@@ -1,0 +1,117 @@
+//! Plugin loading: compile once, validate with a load-time VM.
+//!
+//! Envoy compiles a plugin's module once and, before accepting the config,
+//! starts a VM on the main thread and runs `on_vm_start` and `on_configure`;
+//! `false` from either (or a trap) rejects the config. Worker VMs are then
+//! created from the same compiled module. [`Plugin::load`] does the same with
+//! one process-wide wasmtime `Engine`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use wasmtime::{Engine, Linker, Module};
+
+use crate::metrics::{MetricsSnapshot, MetricsStore};
+use crate::vm::{Host, WasmVm, linker};
+use crate::{LoadError, PluginConfig};
+
+/// A compiled, validated plugin. Cheap to share; each worker makes its VM.
+pub struct Plugin {
+    id: u64,
+    module: Module,
+    linker: Linker<Host>,
+    config: PluginConfig,
+    metrics: MetricsStore,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.id)
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+pub(crate) fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        Engine::new(&cfg).unwrap_or_else(|_| Engine::default())
+    })
+}
+
+/// ABI versions cpp-host accepts for the 0.2 line (`BytecodeUtil::getAbiVersion`).
+const ABI_EXPORTS: [&str; 2] = ["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"];
+
+impl Plugin {
+    /// Compiles `wasm` (binary or WAT text), checks its ABI version and
+    /// imports, and validates it with a load-time VM.
+    pub fn load(wasm: &[u8], config: PluginConfig) -> Result<Arc<Plugin>, LoadError> {
+        Self::load_with_clusters(wasm, config, HashMap::new())
+    }
+
+    /// Like [`Plugin::load`], with the clusters `http_call` may use during
+    /// `on_vm_start`/`on_configure` of the load-time VM.
+    pub fn load_with_clusters(
+        wasm: &[u8],
+        config: PluginConfig,
+        clusters: HashMap<String, http::Uri>,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let module =
+            Module::new(engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+        if !module.exports().any(|e| ABI_EXPORTS.contains(&e.name())) {
+            return Err(LoadError::AbiVersion);
+        }
+        let linker = linker(engine()).map_err(|e| LoadError::Instantiate(format!("{e:?}")))?;
+        let plugin = Arc::new(Plugin {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            module,
+            linker,
+            config,
+            metrics: MetricsStore::default(),
+        });
+        let vm = WasmVm::new(plugin.clone(), Arc::new(clusters))?;
+        // Envoy keeps its base VM; only its start/configure results matter.
+        drop(vm);
+        Ok(plugin)
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    /// Unique per load; a reloaded plugin gets a new id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The plugin's custom metrics (`wasmcustom.*`), shared by all its VMs.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        crate::metrics::prometheus_text(&self.metrics.snapshot())
+    }
+
+    pub(crate) fn metrics(&self) -> &MetricsStore {
+        &self.metrics
+    }
+
+    pub(crate) fn engine(&self) -> &'static Engine {
+        engine()
+    }
+
+    pub(crate) fn module(&self) -> &Module {
+        &self.module
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<Host> {
+        &self.linker
+    }
+}
