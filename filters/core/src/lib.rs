@@ -25,3 +25,10 @@ pub mod mcp;
 pub mod sse;
 
 pub use engine::{Engine, Env, Exchange};
+
+// content security (issue 4)
+pub mod jcs;
+pub mod pins;
+
+// identity (issue 3)
+pub mod identity;
