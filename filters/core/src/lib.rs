@@ -29,3 +29,6 @@ pub use engine::{Engine, Env, Exchange};
 // content security (issue 4)
 pub mod jcs;
 pub mod pins;
+
+// identity (issue 3)
+pub mod identity;

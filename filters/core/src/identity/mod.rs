@@ -1,0 +1,59 @@
+//! Identity: who is calling, on whose behalf, and with what right.
+//!
+//! The MCP authorization spec makes every MCP server an OAuth 2.1 resource
+//! server. Portcullis plays that role for every server in the bundle, in the
+//! filter, so the same rules hold whatever sits behind it:
+//!
+//! * [`provider`]: `kind: IdentityProvider` documents (issuer, inline JWKS,
+//!   algorithm allowlist, skew, claim mappings), compiled once at configure
+//!   time so a bad key or algorithm is a bundle error with a JSON pointer,
+//!   never a runtime surprise;
+//! * [`jwks`]: public keys (and HMAC secrets) parsed into ready-to-verify
+//!   form; [`jwt`]: strict compact-JWS parsing and signature checks;
+//! * [`claims`]: the time, issuer and audience checks, and the mapping of
+//!   claims to an [`Identity`];
+//! * [`cache`]: a bounded per-VM cache of verified tokens, because RSA and
+//!   ECDSA in wasm cost far more than the rest of a request;
+//! * [`scopes`]: per-tool scope requirements; [`metadata`]: the 401 challenge
+//!   and RFC 9728 protected-resource metadata; [`mint`]: per-call upstream
+//!   tokens (token isolation); [`server`]: the per-`McpServer` settings that
+//!   tie these together; [`extract`]: where a token may come from.
+//!
+//! Everything here is host-agnostic like the rest of the crate: time arrives
+//! as a parameter, randomness through [`crate::engine::Env`], and nothing is
+//! fetched. Errors are a closed enum with one variant per attack class, so the
+//! audit record can say exactly what was refused; no error ever carries any
+//! part of a token.
+
+pub mod b64;
+pub mod cache;
+pub mod claims;
+pub mod error;
+pub mod extract;
+pub mod jwks;
+pub mod jwt;
+pub mod metadata;
+pub mod mint;
+pub mod provider;
+pub mod scopes;
+pub mod server;
+
+pub use cache::TokenCache;
+pub use claims::Identity;
+pub use error::IdentityError;
+pub use extract::extract_bearer;
+pub use jwt::Algorithm;
+pub use metadata::ProtectedResource;
+pub use mint::{MintRequest, MintedToken, Minter};
+pub use provider::{IdentityProviderSpec, Provider, ProviderSet, TrustMode};
+pub use scopes::ScopePolicy;
+pub use server::{ServerIdentity, ServerIdentitySpec, UpstreamAuth, UpstreamTokenMode};
+
+/// A configure-time error: the JSON pointer of the offending field, relative
+/// to the spec being compiled, and a message for people.
+pub type SpecError = (String, String);
+
+/// Escapes a JSON-pointer segment (`~` → `~0`, `/` → `~1`).
+pub(crate) fn pointer_segment(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
