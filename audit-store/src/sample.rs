@@ -29,7 +29,7 @@ pub fn record(n: u64, subject: &str, tool: &str, time_ms: i64) -> Value {
         "mcp.protocol.version": "2025-06-18",
         "session": "5f2b9c1d0e7a4b33",
         "subject": subject,
-        "agent": format!("agent-{}", n % AGENTS as u64),
+        "agent": format!("agent-{}", mix(n ^ 0xa5a5) % AGENTS as u64),
         "tenant": "acme",
         "decision": if denied { "deny" } else { "allow" },
         "reason": if denied { "tool not allowed for caller" } else { "allowed by rule" },
@@ -43,10 +43,19 @@ pub fn record(n: u64, subject: &str, tool: &str, time_ms: i64) -> Value {
 }
 
 /// Record `n` of a synthetic stream: subject, tool and agent spread
-/// deterministically, times one every `step_ms` from `start_ms`.
+/// pseudo-randomly and independently (so each subject calls every tool),
+/// times one every `step_ms` from `start_ms`.
 pub fn nth(n: u64, start_ms: i64, step_ms: i64) -> Value {
-    let subject = format!("user-{}", (n.wrapping_mul(2_654_435_761)) % SUBJECTS as u64);
-    let tool = format!("tool-{}", (n.wrapping_mul(40_503)) % TOOLS as u64);
+    let subject = format!("user-{}", mix(n) % SUBJECTS as u64);
+    let tool = format!("tool-{}", mix(n ^ 0x5bd1_e995) % TOOLS as u64);
     let t = start_ms.saturating_add(step_ms.saturating_mul(i64::try_from(n).unwrap_or(i64::MAX)));
     record(n, &subject, &tool, t)
+}
+
+/// SplitMix64's finaliser: a cheap, well-spread hash of `n`.
+pub fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
