@@ -131,6 +131,19 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
+/// Runs an audit subcommand for `main`: exit 0 on success, 1 when
+/// `verify` finds tampering, 2 when the command could not run (the error is
+/// printed as one line on standard error).
+pub fn dispatch(cmd: &AuditCommand) -> ExitCode {
+    match run(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: audit: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs an audit subcommand, writing to standard output.
 pub fn run(cmd: &AuditCommand) -> Result<ExitCode> {
     let stdout = std::io::stdout();
