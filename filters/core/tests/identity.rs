@@ -1326,3 +1326,57 @@ fn audit_headers_are_header_safe() {
         ]
     );
 }
+
+// ------------------------------------------------------------- performance
+
+/// Prints cold (uncached) and cached verification costs per algorithm, and
+/// minting costs. Not a pass/fail test: run it in release, natively or in
+/// wasm, with `cargo test --release --test identity -- --ignored
+/// --nocapture perf_report`. The figures are in docs/identity.md.
+#[test]
+#[ignore]
+fn perf_report() {
+    use std::time::{Duration, Instant};
+    fn time(n: u32, mut f: impl FnMut()) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed() / n
+    }
+    let providers = providers();
+    println!("{:<8} {:>12} {:>12}", "alg", "cold", "cached");
+    for name in ALL_ALGS {
+        let token = good(jalg(name));
+        let mut none = TokenCache::new(0);
+        let cold = time(50, || {
+            providers
+                .authenticate(&token, RES, &[], NOW, &mut none)
+                .unwrap();
+        });
+        let mut cache = TokenCache::new(64);
+        providers
+            .authenticate(&token, RES, &[], NOW, &mut cache)
+            .unwrap();
+        let cached = time(5000, || {
+            providers
+                .authenticate(&token, RES, &[], NOW, &mut cache)
+                .unwrap();
+        });
+        println!("{name:<8} {cold:>12.1?} {cached:>12.1?}");
+    }
+    let srv = server(&providers);
+    let id = auth(&providers, &good(A::EdDSA)).unwrap();
+    let mut env = TestEnv {
+        now: NOW,
+        counter: 0,
+    };
+    let mint = time(2000, || {
+        let _ = srv.upstream_authorization(&id, "tools/call", Some("echo"), &mut env);
+    });
+    println!("mint EdDSA {mint:>12.1?}");
+    let extract = time(100_000, || {
+        let _ = extract_bearer(&["Bearer abc.def.ghi"], "/mcp?x=1");
+    });
+    println!("extract {extract:>12.1?}");
+}

@@ -24,7 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Default number of entries.
-pub const DEFAULT_CAPACITY: usize = 4096;
+pub const DEFAULT_CAPACITY: usize = 1024;
 
 /// The cache key of a token: SHA-256 of its bytes.
 pub type TokenKey = [u8; 32];

@@ -45,7 +45,7 @@ fn is_b64token(t: &str) -> bool {
 
 /// Whether the query has an `access_token` parameter, in any case and with
 /// any percent-encoding of its name.
-fn query_has_token(path: &str) -> bool {
+pub fn query_has_token(path: &str) -> bool {
     let Some((_, query)) = path.split_once('?') else {
         return false;
     };

@@ -19,6 +19,20 @@
 //!   tokens (token isolation); [`server`]: the per-`McpServer` settings that
 //!   tie these together; [`extract`]: where a token may come from.
 //!
+//! How the engine uses it, per request to a server with identity settings:
+//!
+//! 1. on a `GET` whose path [`ProtectedResource::serves`], answer 200 with
+//!    [`ProtectedResource::document_json`] (no token needed);
+//! 2. on request headers, [`ServerIdentity::authenticate`] with all
+//!    `Authorization` values, `:path`, now in seconds and the VM's
+//!    [`TokenCache`]; on `Err(e)` reply `e.status()` with
+//!    `WWW-Authenticate: server.challenge(&e)` and audit `e.code()`;
+//! 3. once the MCP message is classified, [`ServerIdentity::authorize`]
+//!    (403 on [`IdentityError::InsufficientScope`]);
+//! 4. before forwarding, [`ServerIdentity::upstream_authorization`]: remove,
+//!    replace or (flagged) keep the `Authorization` header; put
+//!    [`Identity::audit_headers`] and the `jti` in the audit record.
+//!
 //! Everything here is host-agnostic like the rest of the crate: time arrives
 //! as a parameter, randomness through [`crate::engine::Env`], and nothing is
 //! fetched. Errors are a closed enum with one variant per attack class, so the
@@ -28,6 +42,7 @@
 pub mod b64;
 pub mod cache;
 pub mod claims;
+pub mod envoy;
 pub mod error;
 pub mod extract;
 pub mod jwks;
@@ -41,7 +56,7 @@ pub mod server;
 pub use cache::TokenCache;
 pub use claims::Identity;
 pub use error::IdentityError;
-pub use extract::extract_bearer;
+pub use extract::{extract_bearer, query_has_token};
 pub use jwt::Algorithm;
 pub use metadata::ProtectedResource;
 pub use mint::{MintRequest, MintedToken, Minter};

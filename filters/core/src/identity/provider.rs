@@ -359,7 +359,7 @@ impl Provider {
         let ok = identity
             .audiences
             .iter()
-            .any(|a| a == resource || self.audiences.iter().any(|x| x == a));
+            .any(|a| same_resource(a, resource) || self.audiences.iter().any(|x| x == a));
         if !ok {
             return Err(IdentityError::WrongAudience);
         }
@@ -367,7 +367,8 @@ impl Provider {
     }
 
     /// Maps a payload verified elsewhere (Envoy `jwt_authn`'s
-    /// `payload_in_metadata`, as JSON bytes) to an [`Identity`]. No signature
+    /// `payload_in_metadata`: protobuf `Struct`/`Value` bytes as
+    /// `get_property` returns them, or JSON) to an [`Identity`]. No signature
     /// is checked, so call this only with a provider in
     /// [`TrustMode::EnvoyJwtAuthn`] and only with the value read from
     /// Envoy's dynamic metadata, never with anything from the request.
@@ -381,10 +382,7 @@ impl Provider {
         if self.mode != TrustMode::EnvoyJwtAuthn {
             return Err(IdentityError::WrongIssuer);
         }
-        let claims = match crate::json::parse_strict(payload) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(IdentityError::Malformed),
-        };
+        let claims = super::envoy::payload_claims(payload)?;
         let identity = super::claims::build_identity(
             &self.name,
             claims,
@@ -409,6 +407,19 @@ impl Provider {
             &self.envoy_payload_key,
         ]
     }
+}
+
+/// `aud` names `resource`: exactly, or with a trailing slash when the
+/// resource is a bare origin (`https://h` and `https://h/` are one resource,
+/// and clients and issuers disagree on which to write).
+fn same_resource(aud: &str, resource: &str) -> bool {
+    if aud == resource {
+        return true;
+    }
+    let bare_origin = resource
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?']));
+    bare_origin && aud.strip_suffix('/') == Some(resource)
 }
 
 /// All identity providers of a bundle.
@@ -530,14 +541,11 @@ impl ProviderSet {
         allowed: &[String],
         now: u64,
     ) -> Result<Identity, IdentityError> {
-        let iss = match crate::json::parse_strict(payload) {
-            Ok(Value::Object(map)) => match map.get("iss") {
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(IdentityError::WrongIssuer),
-            },
-            _ => return Err(IdentityError::Malformed),
+        let claims = super::envoy::payload_claims(payload)?;
+        let Some(Value::String(iss)) = claims.get("iss") else {
+            return Err(IdentityError::WrongIssuer);
         };
-        self.by_issuer(&iss, allowed)
+        self.by_issuer(iss, allowed)
             .ok_or(IdentityError::WrongIssuer)?
             .identity_from_trusted_payload(payload, resource, now)
     }

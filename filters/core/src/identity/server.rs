@@ -263,9 +263,10 @@ impl ServerIdentity {
         providers.authenticate(token, self.resource(), &self.providers, now, cache)
     }
 
-    /// Step 1 in Envoy `jwt_authn` mode: `payload` is the JSON Envoy stored
-    /// at [`super::Provider::envoy_property_path`]. A token in the query is
-    /// still refused (pass the request `path`).
+    /// Step 1 in Envoy `jwt_authn` mode: `payload` is what
+    /// `get_property` returned for [`super::Provider::envoy_property_path`]
+    /// (protobuf `Struct`/`Value` or JSON; `None` when absent). A token in
+    /// the query is still refused (pass the request `path`).
     pub fn authenticate_envoy(
         &self,
         providers: &ProviderSet,
@@ -273,7 +274,7 @@ impl ServerIdentity {
         path: &str,
         now: u64,
     ) -> Result<Arc<Identity>, IdentityError> {
-        if extract_bearer(&["Bearer x"], path) == Err(IdentityError::TokenInQuery) {
+        if super::extract::query_has_token(path) {
             return Err(IdentityError::TokenInQuery);
         }
         let payload = payload.ok_or(IdentityError::MissingToken)?;
