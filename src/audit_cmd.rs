@@ -226,6 +226,13 @@ pub fn verify(a: &VerifyArgs, out: &mut dyn Write) -> Result<ExitCode> {
             )?,
             Some(f) => writeln!(out, "FAILED: {f}")?,
         }
+        if report.is_ok() && report.checkpoints == 0 && report.records > 0 {
+            writeln!(
+                out,
+                "warning: no signed checkpoints: the chain is self-consistent, but nothing is \
+                 sealed against a consistent rewrite"
+            )?;
+        }
         if !report.trusted_key && report.checkpoints > 0 {
             writeln!(
                 out,

@@ -276,3 +276,34 @@ fn write_table(rows: &[Vec<String>], out: &mut dyn Write) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting_and_formats() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+        assert_eq!("table".parse::<Format>(), Ok(Format::Table));
+        assert_eq!("jsonl".parse::<Format>(), Ok(Format::Json));
+        assert!("xml".parse::<Format>().is_err());
+    }
+
+    #[test]
+    fn sql_binds_every_filter() {
+        let f = Filter {
+            subject: Some("alice".into()),
+            tool: Some("t".into()),
+            since: Some(1),
+            until: Some(2),
+            limit: Some(3),
+            ..Filter::default()
+        };
+        let (sql, args) = sql(&f);
+        assert!(sql.contains("subject = ?1 AND tool = ?2 AND time_ms >= ?3 AND time_ms < ?4"));
+        assert!(sql.ends_with("ORDER BY time_ms, seq LIMIT ?5"));
+        assert_eq!(args.len(), 5);
+    }
+}
