@@ -29,6 +29,7 @@ pub use engine::{Engine, Env, Exchange};
 // content security (issue 4)
 pub mod jcs;
 pub mod pins;
+pub mod scan;
 
 // identity (issue 3)
 pub mod identity;
