@@ -264,7 +264,7 @@ pub fn ingest(a: &IngestArgs, out: &mut dyn Write) -> Result<ExitCode> {
     };
     let mut store = Store::open(&a.db, cfg)?;
     let report = if a.file.as_os_str() == "-" {
-        audit_store::ingest_jsonl(&mut store, std::io::stdin().lock(), a.batch, |_, _| {})
+        audit_store::ingest_jsonl_stream(&mut store, std::io::stdin().lock(), a.batch, |_, _| {})
     } else {
         let f = std::fs::File::open(&a.file)
             .with_context(|| format!("cannot open {}", a.file.display()))?;

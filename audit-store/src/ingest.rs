@@ -29,14 +29,37 @@ pub struct IngestReport {
     pub last_seq: Option<u64>,
 }
 
-/// Ingests JSON lines from `input`, `batch` records per transaction at
-/// most. Blank lines are skipped. A bad line stops the ingest with its line
-/// number; every batch before it is committed, nothing after. `on_commit`
-/// hears each committed `(first_seq, last_seq)`.
+/// Ingests JSON lines from a file-like `input`, `batch` records per
+/// transaction (the last batch may be smaller). Blank lines are skipped. A
+/// bad line stops the ingest with its line number; every batch before it is
+/// committed, nothing after. `on_commit` hears each committed
+/// `(first_seq, last_seq)`.
 pub fn ingest_jsonl<R: Read>(
     store: &mut Store,
     input: R,
     batch: usize,
+    on_commit: impl FnMut(u64, u64),
+) -> Result<IngestReport> {
+    ingest(store, input, batch, false, on_commit)
+}
+
+/// As [`ingest_jsonl`], for a live stream (a pipe, standard input): also
+/// commits whenever no more input is buffered, so records are acknowledged
+/// as they arrive instead of waiting for a batch to fill.
+pub fn ingest_jsonl_stream<R: Read>(
+    store: &mut Store,
+    input: R,
+    batch: usize,
+    on_commit: impl FnMut(u64, u64),
+) -> Result<IngestReport> {
+    ingest(store, input, batch, true, on_commit)
+}
+
+fn ingest<R: Read>(
+    store: &mut Store,
+    input: R,
+    batch: usize,
+    flush_when_idle: bool,
     mut on_commit: impl FnMut(u64, u64),
 ) -> Result<IngestReport> {
     let batch = batch.max(1);
@@ -76,7 +99,7 @@ pub fn ingest_jsonl<R: Read>(
                 }
             }
         }
-        if pending.len() >= batch || reader.buffer().is_empty() {
+        if pending.len() >= batch || (flush_when_idle && reader.buffer().is_empty()) {
             flush(store, &mut pending, &mut report)?;
         }
     }

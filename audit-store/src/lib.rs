@@ -35,7 +35,7 @@ pub mod time;
 pub mod verify;
 
 pub use chain::Checkpoint;
-pub use ingest::{IngestHandle, IngestReport, Ingestor, ingest_jsonl};
+pub use ingest::{IngestHandle, IngestReport, Ingestor, ingest_jsonl, ingest_jsonl_stream};
 pub use keys::{generate_key, load_signing_key, load_verifying_key};
 pub use query::{Filter, Format, Row};
 pub use record::Prepared;

@@ -489,6 +489,38 @@ fn ingest_jsonl_commits_good_lines_and_names_a_bad_one() {
     assert!(store.verify(None).unwrap().is_ok());
 }
 
+/// A reader that yields one line per `read`, like a pipe fed slowly.
+struct Trickle(Vec<Vec<u8>>);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() {
+            return Ok(0);
+        }
+        let line = self.0.remove(0);
+        buf[..line.len()].copy_from_slice(&line);
+        Ok(line.len())
+    }
+}
+
+#[test]
+fn a_stream_is_committed_as_it_arrives_and_a_file_in_full_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("audit.db"), cfg(10)).unwrap();
+    let lines: Vec<Vec<u8>> = (0..5u64)
+        .map(|i| format!("{}\n", sample::nth(i, now_ms(), 0)).into_bytes())
+        .collect();
+    let mut commits = Vec::new();
+    audit_store::ingest_jsonl_stream(&mut store, Trickle(lines.clone()), 100, |a, b| {
+        commits.push((a, b))
+    })
+    .unwrap();
+    assert_eq!(commits, vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+    commits.clear();
+    ingest_jsonl(&mut store, Trickle(lines), 100, |a, b| commits.push((a, b))).unwrap();
+    assert_eq!(commits, vec![(6, 10)]);
+}
+
 /// The child half of the crash test: ingests forever through the group
 /// commit path from two threads, printing each acknowledged seq.
 #[test]
