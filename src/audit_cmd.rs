@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use audit_store::time::{now_ms, parse_duration_ms, parse_time_arg};
-use audit_store::{Config, Filter, Format, Store, Synchronous};
+use audit_store::{Config, Filter, Format, Order, Store, Synchronous};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,6 +77,9 @@ pub struct QueryArgs {
     pub limit: Option<u64>,
     #[arg(long, value_enum, default_value = "json")]
     pub format: OutputFormat,
+    /// Order by seq (the chain's order) instead of time.
+    #[arg(long)]
+    pub by_seq: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,6 +183,7 @@ pub fn query(a: &QueryArgs, out: &mut dyn Write) -> Result<ExitCode> {
         since: time(&a.since, "since")?,
         until: time(&a.until, "until")?,
         limit: a.limit,
+        order: if a.by_seq { Order::Seq } else { Order::Time },
     };
     let store = open_existing(&a.db, Config::default())?;
     let format = match a.format {

@@ -28,6 +28,18 @@ pub struct Filter {
     pub since: Option<i64>,
     pub until: Option<i64>,
     pub limit: Option<u64>,
+    /// Time order (the default), or seq (chain) order.
+    pub order: Order,
+}
+
+/// The order rows come back in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// By `time_ms`, then seq: what an auditor reads.
+    #[default]
+    Time,
+    /// By seq: the chain's order, for recomputing hashes from an export.
+    Seq,
 }
 
 /// One stored record as a query returns it.
@@ -100,7 +112,10 @@ pub fn sql(filter: &Filter) -> (String, Vec<SqlValue>) {
         args.push(SqlValue::Integer(u));
         sql.push_str(&format!(" AND time_ms < ?{}", args.len()));
     }
-    sql.push_str(" ORDER BY time_ms, seq");
+    sql.push_str(match filter.order {
+        Order::Time => " ORDER BY time_ms, seq",
+        Order::Seq => " ORDER BY seq",
+    });
     if let Some(l) = filter.limit {
         args.push(SqlValue::Integer(i64::try_from(l).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" LIMIT ?{}", args.len()));
