@@ -696,7 +696,7 @@ macro_rules! wrap {
     };
 }
 
-#[allow(unused_braces)]
+#[allow(unused_braces, clippy::redundant_closure_call)]
 pub(crate) fn add(l: &mut Linker<Host>) -> wasmtime::Result<()> {
     wrap!(l, "proxy_log", |c, level: i32, p: i32, n: i32| {
         let msg = str_of(&read(&c, p, n)?);

@@ -128,6 +128,12 @@ pub struct PluginConfig {
     pub node: NodeInfo,
     pub log_level: LogLevel,
     pub log_sink: Option<Arc<dyn LogSink>>,
+    /// Envoy `PluginConfig.allow_on_headers_stop_iteration` (default false):
+    /// when false, `StopIteration` from a headers callback is turned into
+    /// `StopAllIterationAndWatermark` (no body callbacks until
+    /// `proxy_continue_stream`); when true, body callbacks run while the
+    /// headers are held and may still be modified.
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 impl std::fmt::Debug for PluginConfig {

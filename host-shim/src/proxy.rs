@@ -359,10 +359,7 @@ impl WorkerState {
         let weak = Rc::downgrade(vm);
         let notify = vm.tick_notify();
         tokio::task::spawn_local(async move {
-            loop {
-                let Some(period) = weak.upgrade().map(|v| v.tick_period()) else {
-                    break;
-                };
+            while let Some(period) = weak.upgrade().map(|v| v.tick_period()) {
                 match period {
                     None => notify.notified().await,
                     Some(d) => {
@@ -562,6 +559,14 @@ pub(crate) fn request_header_map(parts: &http::request::Parts) -> HeaderMap {
 
 type RespBody = Channel<Bytes, std::io::Error>;
 
+type UpstreamFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<Incoming>, hyper_util::client::legacy::Error>,
+            >,
+    >,
+>;
+
 fn to_http_headers(h: &HeaderMap, out: &mut http::HeaderMap) {
     for (k, v) in h.iter() {
         if k.starts_with(':') || HOP_BY_HOP.contains(&k) {
@@ -646,18 +651,7 @@ async fn drive(
     let mut head_tx = Some(head_tx);
     let mut down_tx: Option<Sender<Bytes, std::io::Error>> = None;
     let mut up_tx: Option<Sender<Bytes>> = None;
-    let mut up_fut: Option<
-        std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Result<
-                            http::Response<Incoming>,
-                            hyper_util::client::legacy::Error,
-                        >,
-                    >,
-            >,
-        >,
-    > = None;
+    let mut up_fut: Option<UpstreamFuture> = None;
     let mut up_body: Option<Incoming> = None;
     let mut req_done = end;
     core.decode_headers(headers, end);

@@ -242,6 +242,10 @@ enum HeadersState {
     Stopped {
         limit: bool,
     },
+    /// Plain `StopIteration`: headers are held (and stay mutable) while body
+    /// callbacks still run; a body `Continue` releases them (Envoy
+    /// `commonHandleAfterDataCallback` -> `commonContinue`).
+    StoppedSingle,
     Forwarded,
 }
 
@@ -511,14 +515,21 @@ impl StreamCore {
             FilterHeadersStatus::StopAllIterationAndBuffer => {
                 self.side(dir).headers = HeadersState::Stopped { limit: true }
             }
-            FilterHeadersStatus::StopIteration
-            | FilterHeadersStatus::StopAllIterationAndWatermark => {
+            FilterHeadersStatus::StopIteration => {
+                self.side(dir).headers = HeadersState::StoppedSingle
+            }
+            FilterHeadersStatus::StopAllIterationAndWatermark => {
                 self.side(dir).headers = HeadersState::Stopped { limit: false }
             }
         }
     }
 
     fn forward_headers(&mut self, dir: Dir) {
+        self.forward_headers_more(dir, false);
+    }
+
+    /// `more_data`: body follows right away (released by a body callback).
+    fn forward_headers_more(&mut self, dir: Dir, more_data: bool) {
         let h = {
             let mut d = self.data.borrow_mut();
             let s = d.side_mut(dir);
@@ -536,7 +547,7 @@ impl StreamCore {
             .get_str("content-length")
             .and_then(|v| v.trim().parse().ok());
         let has_pending = !side.pending.is_empty() || side.pending_end;
-        let eos = side.end_seen && !has_pending && side.trailers.is_none();
+        let eos = side.end_seen && !has_pending && side.trailers.is_none() && !more_data;
         if eos {
             side.done = true;
         }
@@ -575,7 +586,9 @@ impl StreamCore {
                     self.overflow(dir);
                 }
             }
-            HeadersState::Forwarded => self.body_to_filter(dir, chunk, end_stream),
+            HeadersState::Forwarded | HeadersState::StoppedSingle => {
+                self.body_to_filter(dir, chunk, end_stream)
+            }
         }
     }
 
@@ -621,6 +634,9 @@ impl StreamCore {
                 side.buffering = false;
                 side.data_stopped = false;
                 let b = std::mem::take(&mut side.buffer);
+                if side.headers == HeadersState::StoppedSingle {
+                    self.forward_headers_more(dir, true);
+                }
                 self.forward_data(dir, b, end_stream);
             }
             // Watermark is treated as Buffer: the Rust SDK never returns it.
@@ -696,7 +712,9 @@ impl StreamCore {
         let side = self.side(dir);
         side.end_seen = true;
         match side.headers {
-            HeadersState::Forwarded => self.trailers_to_filter(dir, trailers),
+            HeadersState::Forwarded | HeadersState::StoppedSingle => {
+                self.trailers_to_filter(dir, trailers)
+            }
             _ => side.trailers = Some(trailers),
         }
     }
@@ -719,6 +737,9 @@ impl StreamCore {
     }
 
     fn forward_trailers(&mut self, dir: Dir) {
+        if self.side(dir).headers == HeadersState::StoppedSingle {
+            self.forward_headers_more(dir, true);
+        }
         let t = {
             let mut d = self.data.borrow_mut();
             let s = d.side_mut(dir);
@@ -745,6 +766,18 @@ impl StreamCore {
         let side = self.side(dir);
         match side.headers {
             HeadersState::Stopped { .. } => self.forward_headers(dir),
+            HeadersState::StoppedSingle => {
+                let more = side.data_stopped;
+                self.forward_headers_more(dir, more);
+                let side = self.side(dir);
+                if more {
+                    side.buffering = false;
+                    side.data_stopped = false;
+                    let b = std::mem::take(&mut side.buffer);
+                    let end = side.data_end;
+                    self.forward_data(dir, b, end);
+                }
+            }
             HeadersState::NotYet => {}
             HeadersState::Forwarded => {
                 if side.trailers_stopped {

@@ -100,6 +100,9 @@ impl WasmFilter {
         match r.ret.unwrap_or(0) {
             _ if r.stop_next => FilterHeadersStatus::StopAllIterationAndWatermark,
             0 => FilterHeadersStatus::Continue,
+            1 if self.vm.plugin().config().allow_on_headers_stop_iteration => {
+                FilterHeadersStatus::StopIteration
+            }
             2 => FilterHeadersStatus::StopAllIterationAndBuffer,
             _ => FilterHeadersStatus::StopAllIterationAndWatermark,
         }

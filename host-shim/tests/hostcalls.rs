@@ -921,3 +921,80 @@ fn forwarded_headers_are_immutable_and_content_length_is_checked() {
         "body grew past content-length"
     );
 }
+
+fn stop_iteration_module(w: &Wat) -> String {
+    let body = format!(
+        r#"
+  (func (export "proxy_on_request_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
+    (i32.const 1))
+  (func (export "proxy_on_request_body") (param $c i32) (param $size i32) (param $eos i32) (result i32)
+    (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    (call $rec {k_size} (local.get $size))
+    (call $rec {k_add} (call $proxy_add_header_map_value (i32.const 0) {xb} {one}))
+    (i32.const 0))
+"#,
+        k_size = w.s("size"),
+        k_add = w.s("add"),
+        xb = w.s("x-from-body"),
+        one = w.s("1"),
+    );
+    w.module(&body)
+}
+
+#[test]
+fn stop_iteration_from_headers_is_stop_all_by_default() {
+    let w = Wat::new();
+    let (p, _) = load(&stop_iteration_module(&w), config("stopall"));
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    let mut h = req_headers("/");
+    h.remove("content-length");
+    s.decode_headers(h, false);
+    s.decode_data(b"abc".to_vec(), false);
+    s.decode_data(b"def".to_vec(), true);
+    assert!(s.take_outputs().is_empty());
+    assert_eq!(
+        status(&s, "size"),
+        None,
+        "no body callback while stopped-all"
+    );
+    // What proxy_continue_stream(Request) queues, e.g. from an http_call callback.
+    s.data()
+        .borrow_mut()
+        .actions
+        .push(host_shim::StreamAction::Continue(Dir::Request));
+    s.process_actions();
+    assert_eq!(status(&s, "size"), Some(6), "the held body arrives whole");
+    assert_eq!(status(&s, "add"), Some(2), "headers already went on");
+    let outs = s.take_outputs();
+    let (h, eos) = headers_out(&outs, Dir::Request).unwrap();
+    assert!(!eos);
+    assert!(h.get("x-from-body").is_none());
+    assert_eq!(data_out(&outs, Dir::Request), b"abcdef");
+}
+
+#[test]
+fn allow_on_headers_stop_iteration_keeps_headers_mutable_in_body() {
+    let w = Wat::new();
+    let mut cfg = config("stopsingle");
+    cfg.allow_on_headers_stop_iteration = true;
+    let (p, _) = load(&stop_iteration_module(&w), cfg);
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    let mut h = req_headers("/");
+    h.remove("content-length");
+    s.decode_headers(h, false);
+    s.decode_data(b"abc".to_vec(), false);
+    assert!(s.take_outputs().is_empty());
+    s.decode_data(b"def".to_vec(), true);
+    assert_eq!(status(&s, "size"), Some(6));
+    assert_eq!(status(&s, "add"), Some(0), "held headers are still mutable");
+    let outs = s.take_outputs();
+    let (h, eos) = headers_out(&outs, Dir::Request).unwrap();
+    assert!(!eos);
+    assert_eq!(h.get("x-from-body").unwrap(), b"1");
+    assert_eq!(
+        outs.last().unwrap(),
+        &Output::Data(Dir::Request, b"abcdef".to_vec(), true)
+    );
+}
