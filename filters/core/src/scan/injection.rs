@@ -292,6 +292,22 @@ pub const BUILTIN_RULES: &[Builtin] = &[
         r"(?i)\b(?:read|cat|send|include|upload|pass|attach|extract|copy|collect|append)\b[^.\n]{0,40}\b(?:private\s+keys?|ssh\s+keys?|api\s+keys?|access\s+tokens?|credentials|passwords?|secrets?|seed\s+phrases?)\b",
         DEFS,
     ),
+    r(
+        "secret.env-secret-name",
+        C::SecretAccess,
+        S::High,
+        r"\b[A-Z][A-Z0-9_]*_(?:API_KEY|SECRET(?:_KEY)?|ACCESS_KEY|TOKEN|PASSWORD)\b",
+        DEFS,
+    ),
+    // A result or prompt that asks the model for a local file's contents:
+    // the "advanced tool poisoning" shape, where the output does the asking.
+    r(
+        "secret.request-file-contents",
+        C::SecretAccess,
+        S::High,
+        r"(?i)\b(?:provide|send|include|pass|paste|share|attach|upload)\s+(?:me\s+)?(?:the\s+)?(?:full\s+|entire\s+|complete\s+)?(?:contents?|text)\s+of\s+(?:the\s+)?(?:file\s+)?[`'\x22]?(?:~|\$HOME|/etc|/root|/home|\.\.?/|[A-Za-z]:\\)",
+        ALL,
+    ),
     // --- cross-tool shadowing
     r(
         "shadowing.when-other-tool",
@@ -347,7 +363,7 @@ pub const BUILTIN_RULES: &[Builtin] = &[
         "exfiltration.send-data-to",
         C::Exfiltration,
         S::High,
-        r"(?i)\b(?:send|post|upload|forward|transmit|exfiltrate|leak|email)\s+(?:it|them|this|everything|all\s+(?:of\s+)?(?:it|the\s+\w+)|the\s+(?:data|contents?|results?|files?|conversation|chat\s+history|messages?))\s+to\s+(?:https?://|[\w.+\-]+@[\w\-]+\.|\+?\d{6,})",
+        r"(?i)\b(?:send|post|upload|forward|transmit|exfiltrate|leak|email)\s+(?:it|them|this|everything|all\s+(?:of\s+)?(?:it|the\s+\w+)|the\s+(?:data|contents?|results?|files?|conversation|chat\s+history|messages?))(?:\s+of\s+[^.\n]{1,40}?)?\s+to\s+(?:https?://|[\w.+\-]+@[\w\-]+\.|\+?\d{6,})",
         ALL,
     ),
     r(
@@ -357,12 +373,39 @@ pub const BUILTIN_RULES: &[Builtin] = &[
         r"(?i)\b(?:full|entire|whole|complete)\s+(?:list\s+of\s+(?:last|previous|recent)\s+messages|conversation(?:\s+history)?|chat\s+history)",
         DEFS,
     ),
+    r(
+        "exfiltration.include-history",
+        C::Exfiltration,
+        S::High,
+        r"(?i)\b(?:include|attach|append|add|pass|put)\s+(?:a\s+|the\s+)?(?:full|entire|whole|complete)\s+(?:list\s+of\s+)?(?:(?:last|previous|recent|prior)\s+)?(?:messages|conversation|chat\s+history|emails|chats)",
+        DEFS,
+    ),
+    Builtin {
+        id: "exfiltration.data-parameter",
+        category: C::Exfiltration,
+        severity: S::High,
+        pattern: Some(
+            r"(?i)(?:^|_)(?:content_from|contents_of|file_contents|conversation_?history|chat_?history|previous_?messages|system_?prompt)(?:_|$)",
+        ),
+        target: Target::ParamName,
+        surfaces: &[Surface::ToolDefinition],
+    },
+    Builtin {
+        id: "secret.param-name",
+        category: C::SecretAccess,
+        severity: S::High,
+        pattern: Some(
+            r"(?i)(?:ssh|id_rsa|id_ed25519|id_ecdsa|private_?key|mnemonic|seed_?phrase|aws_?secret|\.env)",
+        ),
+        target: Target::ParamName,
+        surfaces: &[Surface::ToolDefinition],
+    },
     Builtin {
         id: "exfiltration.hidden-parameter",
         category: C::Exfiltration,
         severity: S::Medium,
         pattern: Some(
-            r"(?i)^(?:side_?note|sidenote|hidden\w*|secret\w*|internal_\w+|debug_?info|__\w+|conversation_?history|chat_?history|previous_?messages|system_?prompt|content_from_\w+|\w*(?:ssh|id_rsa|private_key|passwd|credentials)\w*)$",
+            r"(?i)^(?:side_?note|sidenote|hidden\w*|secret\w*|internal_\w+|debug_?info|__\w+|\w*(?:passw(?:or)?d|credentials?|api_?key|access_?token)\w*)$",
         ),
         target: Target::ParamName,
         surfaces: &[Surface::ToolDefinition],
@@ -660,11 +703,15 @@ impl Screen {
     }
 
     fn action(&self, rule: &Rule, surface: Surface) -> ScreenAction {
+        self.action_at(rule, surface, rule.severity)
+    }
+
+    fn action_at(&self, rule: &Rule, surface: Surface, severity: Severity) -> ScreenAction {
         let a = rule.action.unwrap_or_else(|| {
             self.actions
-                .get(&(surface, rule.severity))
+                .get(&(surface, severity))
                 .copied()
-                .unwrap_or_else(|| default_action(surface, rule.severity))
+                .unwrap_or_else(|| default_action(surface, severity))
         });
         if a == ScreenAction::DropTool && surface != Surface::ToolDefinition {
             ScreenAction::BlockCall
@@ -705,13 +752,23 @@ impl Screen {
                 }
                 let Some(re) = &rule.regex else { continue };
                 for m in re.find_iter(text).take(MAX_SPANS_PER_RULE) {
-                    if rule.id == BASE64_BLOB && !looks_encoded(text.get(m.range()).unwrap_or("")) {
-                        continue;
+                    let (mut severity, mut action) = (rule.severity, action);
+                    if rule.id == BASE64_BLOB {
+                        match decoded_blob(text.get(m.range()).unwrap_or("")) {
+                            None => continue,
+                            // Encoded readable text has no business in a
+                            // description: one notch up.
+                            Some(true) if rule.severity < Severity::High => {
+                                severity = Severity::High;
+                                action = self.action_at(rule, surface, severity);
+                            }
+                            Some(_) => {}
+                        }
                     }
                     out.push(Finding {
                         rule_id: rule.id.clone(),
                         category: rule.category,
-                        severity: rule.severity,
+                        severity,
                         action,
                         pointer: pointer.to_owned(),
                         start: m.start(),
@@ -899,18 +956,27 @@ pub fn worst(findings: &[Finding]) -> Option<ScreenAction> {
 }
 
 /// A base64 run worth reporting: mixed case and digits (a long identifier or
-/// a word is not), and it decodes.
-fn looks_encoded(s: &str) -> bool {
+/// a word is not) and it decodes. `Some(true)` when what it decodes to is
+/// readable text (an encoded instruction), `Some(false)` for binary data.
+fn decoded_blob(s: &str) -> Option<bool> {
     use base64::Engine as _;
     let has = |f: fn(&u8) -> bool| s.bytes().any(|b| f(&b));
     if !(has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase) && has(u8::is_ascii_digit)) {
-        return false;
+        return None;
     }
     let body = s.trim_end_matches('=');
     let cut = body.len() - body.len() % 4;
-    base64::engine::general_purpose::STANDARD_NO_PAD
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(body.get(..cut).unwrap_or(""))
-        .is_ok()
+        .ok()?;
+    let text = std::str::from_utf8(&bytes).ok();
+    Some(text.is_some_and(|t| {
+        let printable = t
+            .chars()
+            .filter(|c| !c.is_control() || c.is_whitespace())
+            .count();
+        printable * 10 >= t.chars().count() * 9
+    }))
 }
 
 fn script(c: char) -> Option<u8> {

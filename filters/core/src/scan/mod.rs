@@ -384,16 +384,24 @@ impl Scanner {
     fn scan_each(&self, text: &str, mut f: impl FnMut(&Rule, usize, usize) -> bool) {
         let Some(regex) = &self.regex else { return };
         let mut pos = 0;
+        // The last rejected candidate: a suffix of it from the same pattern
+        // (`doe@example.com` inside `jane..doe@example.com`) is no better.
+        let mut rejected: Option<(usize, usize)> = None;
         while pos <= text.len() {
             let Some(m) = regex.find(Input::new(text).range(pos..)) else {
                 break;
             };
             let (s, e) = (m.start(), m.end());
-            let accepted = self.rules.get(m.pattern().as_usize()).and_then(|rule| {
-                let cand = text.get(s..e)?;
-                let (a, b) = validators::validate(rule.validator, text, s, cand)?;
-                (b > a).then_some((rule, s + a, s + b))
-            });
+            let pid = m.pattern().as_usize();
+            let accepted = if rejected == Some((pid, e)) {
+                None
+            } else {
+                self.rules.get(pid).and_then(|rule| {
+                    let cand = text.get(s..e)?;
+                    let (a, b) = validators::validate(rule.validator, text, s, cand)?;
+                    (b > a).then_some((rule, s + a, s + b))
+                })
+            };
             match accepted {
                 Some((rule, a, b)) => {
                     if !f(rule, a, b) {
@@ -402,6 +410,7 @@ impl Scanner {
                     pos = b.max(s + 1);
                 }
                 None => {
+                    rejected = Some((pid, e));
                     // Resume one character after the rejected start.
                     pos = s + text
                         .get(s..)

@@ -144,6 +144,29 @@ pub fn phone(text: &str, start: usize, cand: &str) -> bool {
     if char_before(text, start).is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '-') {
         return false;
     }
+    // A national number is not the tail of a longer run of groups
+    // (`0044 0532 0130 01` inside a rejected IBAN or card).
+    if !international {
+        let before: Vec<char> = text
+            .get(..start)
+            .unwrap_or("")
+            .chars()
+            .rev()
+            .take(2)
+            .collect();
+        if let [' ', c] = before.as_slice()
+            && c.is_ascii_alphanumeric()
+            && text.get(..start).is_some_and(|b| {
+                b.trim_end().rsplit(' ').next().is_some_and(|w| {
+                    w.len() >= 2
+                        && w.bytes()
+                            .all(|x| x.is_ascii_digit() || x.is_ascii_uppercase())
+                })
+            })
+        {
+            return false;
+        }
+    }
     let next = after(text, start, cand.len());
     let mut rest = next.chars();
     match (rest.next(), rest.next()) {

@@ -1,0 +1,277 @@
+//! Labelled evaluation of the content scanners: precision and recall per
+//! entity type (PII and secrets) and per attack category (poisoning and
+//! injection), printed, and checked against floors.
+//!
+//! The cases live in `tests/data/scan/` (`pii.json`, `poisoning.json`),
+//! each with the source it comes from; `tests/data/scan/README.md` and
+//! `docs/content-security.md` explain the set and why the floors are where
+//! they are. Run with `--nocapture` to see the tables.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use portcullis_core::scan::injection::{ScreenAction, Surface};
+use portcullis_core::scan::{Scanner, Screen};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn load(name: &str) -> Vec<Value> {
+    let path = format!("{}/tests/data/scan/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    tp: u32,
+    fp: u32,
+    fn_: u32,
+}
+
+impl Counts {
+    fn precision(&self) -> f64 {
+        if self.tp + self.fp == 0 {
+            1.0
+        } else {
+            f64::from(self.tp) / f64::from(self.tp + self.fp)
+        }
+    }
+    fn recall(&self) -> f64 {
+        if self.tp + self.fn_ == 0 {
+            1.0
+        } else {
+            f64::from(self.tp) / f64::from(self.tp + self.fn_)
+        }
+    }
+}
+
+fn print_table(title: &str, rows: &BTreeMap<String, Counts>) -> Counts {
+    println!("\n{title}");
+    println!(
+        "{:<26} {:>4} {:>4} {:>4} {:>9} {:>7}",
+        "", "tp", "fp", "fn", "precision", "recall"
+    );
+    let mut all = Counts::default();
+    for (k, c) in rows {
+        println!(
+            "{:<26} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
+            k,
+            c.tp,
+            c.fp,
+            c.fn_,
+            c.precision(),
+            c.recall()
+        );
+        all.tp += c.tp;
+        all.fp += c.fp;
+        all.fn_ += c.fn_;
+    }
+    println!(
+        "{:<26} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
+        "ALL",
+        all.tp,
+        all.fp,
+        all.fn_,
+        all.precision(),
+        all.recall()
+    );
+    all
+}
+
+/// Floors, explained in docs/content-security.md ("Evaluation").
+const PII_MICRO_FLOOR: f64 = 0.95;
+const PII_PER_ENTITY_FLOOR: f64 = 0.85;
+const POISON_CASE_PRECISION_FLOOR: f64 = 0.95;
+const POISON_CASE_RECALL_FLOOR: f64 = 0.95;
+const POISON_CATEGORY_FLOOR: f64 = 0.75;
+
+#[test]
+fn pii_and_secrets_precision_recall() {
+    let scanner = Scanner::builtin().unwrap();
+    let cases = load("pii.json");
+    let mut rows: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut misses = Vec::new();
+    for case in &cases {
+        let id = case["id"].as_str().unwrap();
+        let text = case["text"].as_str().unwrap();
+        // Expected spans: each value located in the text, in order.
+        let mut expected: Vec<(String, usize, usize, bool)> = Vec::new();
+        let mut from = 0;
+        for e in case["expect"].as_array().unwrap() {
+            let (entity, value) = (e[0].as_str().unwrap(), e[1].as_str().unwrap());
+            let at = text[from..]
+                .find(value)
+                .map(|i| i + from)
+                .or_else(|| text.find(value));
+            let at = at.unwrap_or_else(|| panic!("{id}: {value:?} not in text"));
+            expected.push((entity.to_owned(), at, at + value.len(), false));
+            from = at + value.len();
+        }
+        for f in scanner.scan_text(text) {
+            let hit = expected
+                .iter_mut()
+                .find(|(e, s, t, used)| !*used && *e == f.entity && f.start < *t && *s < f.end);
+            match hit {
+                Some(h) => {
+                    h.3 = true;
+                    rows.entry(f.entity.clone()).or_default().tp += 1;
+                }
+                None => {
+                    rows.entry(f.entity.clone()).or_default().fp += 1;
+                    misses.push(format!("FP {id}: {} {:?}", f.entity, &text[f.start..f.end]));
+                }
+            }
+        }
+        for (entity, s, t, used) in &expected {
+            if !used {
+                rows.entry(entity.clone()).or_default().fn_ += 1;
+                misses.push(format!("FN {id}: {entity} {:?}", &text[*s..*t]));
+            }
+        }
+    }
+    let all = print_table(&format!("PII and secrets ({} cases)", cases.len()), &rows);
+    for m in &misses {
+        println!("  {m}");
+    }
+    assert!(
+        all.precision() >= PII_MICRO_FLOOR,
+        "micro precision {:.3}",
+        all.precision()
+    );
+    assert!(
+        all.recall() >= PII_MICRO_FLOOR,
+        "micro recall {:.3}",
+        all.recall()
+    );
+    for (k, c) in &rows {
+        assert!(
+            c.precision() >= PII_PER_ENTITY_FLOOR,
+            "{k} precision {:.3}",
+            c.precision()
+        );
+        assert!(
+            c.recall() >= PII_PER_ENTITY_FLOOR,
+            "{k} recall {:.3}",
+            c.recall()
+        );
+    }
+}
+
+fn surface(s: &str) -> Surface {
+    match s {
+        "toolDefinition" => Surface::ToolDefinition,
+        "toolResult" => Surface::ToolResult,
+        "prompt" => Surface::Prompt,
+        other => panic!("surface {other}"),
+    }
+}
+
+#[test]
+fn poisoning_precision_recall() {
+    let screen = Screen::builtin().unwrap();
+    let cases = load("poisoning.json");
+    let mut rows: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut case_level = Counts::default();
+    let mut notes = Vec::new();
+    for case in &cases {
+        let id = case["id"].as_str().unwrap();
+        let surf = surface(case["surface"].as_str().unwrap());
+        let findings = match case.get("tool") {
+            Some(tool) => screen.check_tool(tool),
+            None => screen.check_text(case["text"].as_str().unwrap(), surf),
+        };
+        // A category counts as detected when a finding of it would act
+        // (drop, block or strip), not merely be flagged.
+        let acting: Vec<_> = findings
+            .iter()
+            .filter(|f| f.action > ScreenAction::Flag)
+            .collect();
+        let mut predicted: Vec<&str> = acting.iter().map(|f| f.category.as_str()).collect();
+        predicted.sort_unstable();
+        predicted.dedup();
+        let labels: Vec<&str> = case["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        for cat in portcullis_core::scan::injection::Category::ALL.map(|c| c.as_str()) {
+            let (p, l) = (predicted.contains(&cat), labels.contains(&cat));
+            let row = rows.entry(cat.to_owned()).or_default();
+            match (p, l) {
+                (true, true) => row.tp += 1,
+                (true, false) => {
+                    row.fp += 1;
+                    notes.push(format!("FP {id}: {cat}"));
+                }
+                (false, true) => {
+                    row.fn_ += 1;
+                    notes.push(format!("FN {id}: {cat}"));
+                }
+                (false, false) => {}
+            }
+        }
+        match (!acting.is_empty(), !labels.is_empty()) {
+            (true, true) => case_level.tp += 1,
+            (true, false) => {
+                case_level.fp += 1;
+                let rules: Vec<&str> = acting.iter().map(|f| f.rule_id.as_str()).collect();
+                notes.push(format!("BENIGN ACTED ON {id}: {rules:?}"));
+            }
+            (false, true) => {
+                case_level.fn_ += 1;
+                notes.push(format!("MISSED {id}"));
+            }
+            (false, false) => {}
+        }
+    }
+    let malicious = cases
+        .iter()
+        .filter(|c| !c["labels"].as_array().unwrap().is_empty())
+        .count();
+    print_table(
+        &format!(
+            "Poisoning and injection per category ({} cases, {malicious} malicious)",
+            cases.len()
+        ),
+        &rows,
+    );
+    println!(
+        "\nCase level (malicious case acted on / benign case left alone): precision {:.3} recall {:.3} (tp {} fp {} fn {})",
+        case_level.precision(),
+        case_level.recall(),
+        case_level.tp,
+        case_level.fp,
+        case_level.fn_
+    );
+    for n in &notes {
+        println!("  {n}");
+    }
+    assert!(
+        case_level.precision() >= POISON_CASE_PRECISION_FLOOR,
+        "case precision"
+    );
+    assert!(
+        case_level.recall() >= POISON_CASE_RECALL_FLOOR,
+        "case recall"
+    );
+    for (k, c) in &rows {
+        assert!(
+            c.precision() >= POISON_CATEGORY_FLOOR,
+            "{k} precision {:.3}",
+            c.precision()
+        );
+        assert!(
+            c.recall() >= POISON_CATEGORY_FLOOR,
+            "{k} recall {:.3}",
+            c.recall()
+        );
+    }
+}
