@@ -85,17 +85,26 @@ fn print_table(title: &str, rows: &BTreeMap<String, Counts>) -> Counts {
     all
 }
 
-/// Floors, explained in docs/content-security.md ("Evaluation").
+/// Development-set floors, explained in docs/content-security.md
+/// ("Evaluation"): the rules were tuned on this set, so these are regression
+/// guards, not estimates of real-world performance.
 const PII_MICRO_FLOOR: f64 = 0.95;
 const PII_PER_ENTITY_FLOOR: f64 = 0.85;
 const POISON_CASE_PRECISION_FLOOR: f64 = 0.95;
 const POISON_CASE_RECALL_FLOOR: f64 = 0.95;
 const POISON_CATEGORY_FLOOR: f64 = 0.75;
+// Held-out floors: the level measured when the held-out set was frozen
+// (PII 1.000 / 0.952; poisoning cases 1.000 / 0.833, categories 1.000 /
+// 0.667), less a margin. The held-out set is never tuned against; a change
+// that pushes it under these is a regression.
+const HOLDOUT_PII_FLOOR: f64 = 0.90;
+const HOLDOUT_POISON_CASE_PRECISION_FLOOR: f64 = 0.90;
+const HOLDOUT_POISON_CASE_RECALL_FLOOR: f64 = 0.75;
+const HOLDOUT_POISON_CATEGORY_FLOOR: f64 = 0.60;
 
-#[test]
-fn pii_and_secrets_precision_recall() {
+fn eval_pii(file: &str) -> (BTreeMap<String, Counts>, Counts) {
     let scanner = Scanner::builtin().unwrap();
-    let cases = load("pii.json");
+    let cases = load(file);
     let mut rows: BTreeMap<String, Counts> = BTreeMap::new();
     let mut misses = Vec::new();
     for case in &cases {
@@ -136,10 +145,19 @@ fn pii_and_secrets_precision_recall() {
             }
         }
     }
-    let all = print_table(&format!("PII and secrets ({} cases)", cases.len()), &rows);
+    let all = print_table(
+        &format!("PII and secrets, {file} ({} cases)", cases.len()),
+        &rows,
+    );
     for m in &misses {
         println!("  {m}");
     }
+    (rows, all)
+}
+
+#[test]
+fn pii_and_secrets_development_set() {
+    let (rows, all) = eval_pii("pii.json");
     assert!(
         all.precision() >= PII_MICRO_FLOOR,
         "micro precision {:.3}",
@@ -164,6 +182,21 @@ fn pii_and_secrets_precision_recall() {
     }
 }
 
+#[test]
+fn pii_and_secrets_held_out_set() {
+    let (_, all) = eval_pii("holdout_pii.json");
+    assert!(
+        all.precision() >= HOLDOUT_PII_FLOOR,
+        "micro precision {:.3}",
+        all.precision()
+    );
+    assert!(
+        all.recall() >= HOLDOUT_PII_FLOOR,
+        "micro recall {:.3}",
+        all.recall()
+    );
+}
+
 fn surface(s: &str) -> Surface {
     match s {
         "toolDefinition" => Surface::ToolDefinition,
@@ -173,10 +206,9 @@ fn surface(s: &str) -> Surface {
     }
 }
 
-#[test]
-fn poisoning_precision_recall() {
+fn eval_poisoning(file: &str) -> (BTreeMap<String, Counts>, Counts) {
     let screen = Screen::builtin().unwrap();
-    let cases = load("poisoning.json");
+    let cases = load(file);
     let mut rows: BTreeMap<String, Counts> = BTreeMap::new();
     let mut case_level = Counts::default();
     let mut notes = Vec::new();
@@ -238,7 +270,7 @@ fn poisoning_precision_recall() {
         .count();
     print_table(
         &format!(
-            "Poisoning and injection per category ({} cases, {malicious} malicious)",
+            "Poisoning and injection per category, {file} ({} cases, {malicious} malicious)",
             cases.len()
         ),
         &rows,
@@ -254,6 +286,12 @@ fn poisoning_precision_recall() {
     for n in &notes {
         println!("  {n}");
     }
+    (rows, case_level)
+}
+
+#[test]
+fn poisoning_development_set() {
+    let (rows, case_level) = eval_poisoning("poisoning.json");
     assert!(
         case_level.precision() >= POISON_CASE_PRECISION_FLOOR,
         "case precision"
@@ -274,4 +312,34 @@ fn poisoning_precision_recall() {
             c.recall()
         );
     }
+}
+
+#[test]
+fn poisoning_held_out_set() {
+    let (rows, case_level) = eval_poisoning("holdout_poisoning.json");
+    assert!(
+        case_level.precision() >= HOLDOUT_POISON_CASE_PRECISION_FLOOR,
+        "case precision {:.3}",
+        case_level.precision()
+    );
+    assert!(
+        case_level.recall() >= HOLDOUT_POISON_CASE_RECALL_FLOOR,
+        "case recall {:.3}",
+        case_level.recall()
+    );
+    let all = rows.values().fold(Counts::default(), |a, c| Counts {
+        tp: a.tp + c.tp,
+        fp: a.fp + c.fp,
+        fn_: a.fn_ + c.fn_,
+    });
+    assert!(
+        all.precision() >= HOLDOUT_POISON_CATEGORY_FLOOR,
+        "category micro precision {:.3}",
+        all.precision()
+    );
+    assert!(
+        all.recall() >= HOLDOUT_POISON_CATEGORY_FLOOR,
+        "category micro recall {:.3}",
+        all.recall()
+    );
 }
