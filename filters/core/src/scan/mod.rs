@@ -196,6 +196,12 @@ pub struct Scanner {
 /// report says so.
 pub const MAX_FINDINGS_PER_TEXT: usize = 10_000;
 
+/// Rejected candidates up to this length are rescanned from their next
+/// character, so one cannot hide an overlapping real entity; longer ones
+/// (no built-in entity but keys and tokens is this long) resume after their
+/// end. This bounds the rescanning to `MAX_RESCAN` per byte.
+const MAX_RESCAN: usize = 64;
+
 fn entity_name_ok(e: &str) -> bool {
     !e.is_empty()
         && e.len() <= 64
@@ -408,6 +414,12 @@ impl Scanner {
                         return;
                     }
                     pos = b.max(s + 1);
+                }
+                None if e - s > MAX_RESCAN => {
+                    // A long rejected candidate is not rescanned from every
+                    // offset (that would be quadratic on hostile input).
+                    rejected = Some((pid, e));
+                    pos = e.max(s + 1);
                 }
                 None => {
                     rejected = Some((pid, e));

@@ -46,12 +46,20 @@ const fn b(
 use Class::{Pii, Secret};
 
 /// Every built-in pattern, in priority order.
+///
+/// No pattern has an unbounded "anything" repetition: the body of a key
+/// block is base64, blanks and PEM header characters, so a search that finds
+/// no `-----END` stops at the first other character instead of running to
+/// the end of a hostile input once per `-----BEGIN`; an email's local part
+/// is at most 64 characters (RFC 5321), so `1.1.1.1…` is not one long
+/// potential address keeping the automaton scanning to the end for every
+/// rejected IPv4 candidate inside it.
 pub const BUILTINS: &[Builtin] = &[
     b(
         "secret.private-key",
         "PRIVATE_KEY",
         Secret,
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=\s:,\-]|\\[nr])*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
         Validator::None,
     ),
     // A key block cut short (truncated output, a streamed chunk): the header
@@ -116,7 +124,7 @@ pub const BUILTINS: &[Builtin] = &[
         "pii.email",
         "EMAIL",
         Pii,
-        r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+",
+        r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){1,8}",
         Validator::Email,
     ),
     b(

@@ -462,3 +462,36 @@ fn reports_serialise_for_audit() {
     assert_eq!(j[0]["category"], "instruction");
     assert_eq!(j[0]["action"], "dropTool");
 }
+
+/// Hostile inputs stay linear: a long rejected email local part, thousands
+/// of unterminated key headers, thousands of unclosed `<IMPORTANT>` tags.
+/// Quadratic behaviour would take minutes here; linear takes well under the
+/// bound even in a debug build.
+#[test]
+fn adversarial_inputs_stay_linear() {
+    let s = scanner();
+    let sc = screen();
+    let n = 10;
+    let t0 = std::time::Instant::now();
+    let local = "a..".repeat(2_000 * n) + "@example.com";
+    assert!(s.scan_text(&local).len() <= 1);
+    let t1 = t0.elapsed();
+    let headers = "-----BEGIN PRIVATE KEY----- !".repeat(500 * n);
+    let found = s.scan_text(&headers);
+    assert_eq!(found.len(), 500 * n);
+    let t2 = t0.elapsed();
+    let tags = "<IMPORTANT> x ".repeat(1_000 * n);
+    let f = sc.check_text(&tags, Surface::ToolResult);
+    assert!(!f.is_empty() && f.len() <= 64 * 4);
+    let t3 = t0.elapsed();
+    let digits = "1.".repeat(5_000 * n);
+    assert!(s.scan_text(&digits).is_empty());
+    let t4 = t0.elapsed();
+    println!(
+        "email {t1:?} pem {:?} tags {:?} digits {:?}",
+        t2 - t1,
+        t3 - t2,
+        t4 - t3
+    );
+    assert!(t4 < std::time::Duration::from_secs(20), "{t4:?}");
+}
