@@ -9,6 +9,9 @@
 
 use std::fmt;
 
+/// Longest `scope` attribute put in a challenge, bytes.
+pub const MAX_SCOPE_ATTRIBUTE: usize = 1024;
+
 /// A refused identity. `Display` gives the fixed, token-free description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityError {
@@ -135,7 +138,19 @@ impl IdentityError {
             params.push(("error_description", self.description().to_string()));
         }
         if let IdentityError::InsufficientScope { required } = self {
-            params.push(("scope", required.join(" ")));
+            // Scopes derived from a tool name are request-controlled text:
+            // bound what they can add to a response header.
+            let mut scope = String::new();
+            for s in required {
+                if scope.len() + s.len() + 1 > MAX_SCOPE_ATTRIBUTE {
+                    break;
+                }
+                if !scope.is_empty() {
+                    scope.push(' ');
+                }
+                scope.push_str(s);
+            }
+            params.push(("scope", scope));
         }
         if let Some(url) = resource_metadata {
             params.push(("resource_metadata", url.to_string()));

@@ -29,7 +29,7 @@ pub const MIN_HMAC_BYTES: usize = 32;
 /// What a key can verify.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    Rsa(Box<rsa::PublicKey>),
+    Rsa(Box<super::rsa_verify::RsaPublicKey>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -334,9 +334,7 @@ fn rsa_key(
         ));
         return None;
     }
-    let n_int = rsa::BoxedUint::from_be_slice_vartime(&n);
-    let e_int = rsa::BoxedUint::from_be_slice_vartime(&e);
-    match rsa::PublicKey::new_with_size_limits(n_int, e_int, MIN_RSA_BITS..=MAX_RSA_BITS) {
+    match super::rsa_verify::RsaPublicKey::new(&n, &e) {
         Ok(key) => Some(KeyMaterial::Rsa(Box::new(key))),
         Err(err) => {
             errors.push((format!("{at}/n"), format!("invalid RSA public key: {err}")));

@@ -18,7 +18,7 @@ use super::b64;
 use super::error::IdentityError;
 use super::jwks::KeyMaterial;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Sha256, Sha384, Sha512};
 
 /// Default largest token accepted, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -206,6 +206,7 @@ fn decode_object(segment: &str) -> Result<Map<String, Value>, IdentityError> {
 /// already checked that the key fits the algorithm; a mismatch here is
 /// simply `false`.
 pub fn verify_signature(alg: Algorithm, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> bool {
+    use super::rsa_verify::Hash;
     use hmac::{KeyInit, Mac};
     use p256::ecdsa::signature::Verifier;
     match (alg, key) {
@@ -227,37 +228,19 @@ pub fn verify_signature(alg: Algorithm, key: &KeyMaterial, input: &[u8], signatu
                 m.verify_slice(signature).is_ok()
             })
             .unwrap_or(false),
-        (Algorithm::Rs256, KeyMaterial::Rsa(k)) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<Sha256>(),
-                &Sha256::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (Algorithm::Rs384, KeyMaterial::Rsa(k)) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<Sha384>(),
-                &Sha384::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (Algorithm::Rs512, KeyMaterial::Rsa(k)) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<Sha512>(),
-                &Sha512::digest(input),
-                signature,
-            )
-            .is_ok(),
+        (Algorithm::Rs256, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha256, input, signature)
+        }
+        (Algorithm::Rs384, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha384, input, signature)
+        }
+        (Algorithm::Rs512, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha512, input, signature)
+        }
         // RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash.
-        (Algorithm::Ps256, KeyMaterial::Rsa(k)) => k
-            .verify(rsa::Pss::<Sha256>::new(), &Sha256::digest(input), signature)
-            .is_ok(),
-        (Algorithm::Ps384, KeyMaterial::Rsa(k)) => k
-            .verify(rsa::Pss::<Sha384>::new(), &Sha384::digest(input), signature)
-            .is_ok(),
-        (Algorithm::Ps512, KeyMaterial::Rsa(k)) => k
-            .verify(rsa::Pss::<Sha512>::new(), &Sha512::digest(input), signature)
-            .is_ok(),
+        (Algorithm::Ps256, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha256, input, signature),
+        (Algorithm::Ps384, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha384, input, signature),
+        (Algorithm::Ps512, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha512, input, signature),
         // JWS ECDSA signatures are fixed-size r || s, not DER.
         (Algorithm::Es256, KeyMaterial::P256(k)) => p256::ecdsa::Signature::from_slice(signature)
             .map(|sig| k.verify(input, &sig).is_ok())

@@ -50,6 +50,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod mint;
 pub mod provider;
+pub mod rsa_verify;
 pub mod scopes;
 pub mod server;
 
