@@ -144,6 +144,99 @@ pub struct ContentPolicy {
     pub screen: Screen,
 }
 
+/// What inspecting one message part found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    /// PII and secrets.
+    pub pii: Report,
+    /// Injection screening (empty for request arguments).
+    pub screen: Vec<injection::Finding>,
+    /// Refuse the message: a PII `block`, or a screening `blockCall` /
+    /// `dropTool`.
+    pub blocked: bool,
+    /// The value was changed (redacted or stripped): re-serialise it.
+    pub modified: bool,
+}
+
+/// The screening verdict on one tool of a tools/list result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolScreen {
+    /// Position in the list as received.
+    pub index: usize,
+    pub name: String,
+    /// Removed from the list.
+    pub dropped: bool,
+    pub findings: Vec<injection::Finding>,
+}
+
+impl ContentPolicy {
+    /// tools/call `params.arguments`: PII and secrets, request direction.
+    pub fn inspect_arguments(&self, arguments: &mut serde_json::Value) -> Inspection {
+        let pii = self.scanner.redact_json(arguments, Direction::Request);
+        Inspection {
+            blocked: pii.blocked,
+            modified: pii.modified(),
+            pii,
+            screen: Vec::new(),
+        }
+    }
+
+    /// A tools/call `result` (`Surface::ToolResult`) or a prompts/get
+    /// `result` (`Surface::Prompt`): screening (strip) first, so stripped
+    /// spans are not also reported as PII, then PII redaction.
+    pub fn inspect_result(
+        &self,
+        result: &mut serde_json::Value,
+        surface: injection::Surface,
+    ) -> Inspection {
+        use injection::ScreenAction;
+        let screen = self.screen.strip_json(result, surface);
+        let pii = self.scanner.redact_json(result, Direction::Response);
+        let blocked = pii.blocked
+            || screen
+                .iter()
+                .any(|f| matches!(f.action, ScreenAction::BlockCall | ScreenAction::DropTool));
+        let modified = pii.modified() || screen.iter().any(|f| f.action == ScreenAction::Strip);
+        Inspection {
+            pii,
+            screen,
+            blocked,
+            modified,
+        }
+    }
+
+    /// The `tools` array of a tools/list result: removes every tool whose
+    /// worst finding is `dropTool`, and returns a verdict for each tool that
+    /// had findings (dropped or not), for the audit record. Pins are checked
+    /// before this, by [`crate::pins::PinSet::check`].
+    pub fn screen_tools(&self, tools: &mut Vec<serde_json::Value>) -> Vec<ToolScreen> {
+        let mut out = Vec::new();
+        let mut keep = Vec::with_capacity(tools.len());
+        for (index, tool) in tools.iter().enumerate() {
+            let findings = self.screen.check_tool(tool);
+            let dropped = injection::worst(&findings) == Some(injection::ScreenAction::DropTool);
+            keep.push(!dropped);
+            if !findings.is_empty() {
+                out.push(ToolScreen {
+                    index,
+                    name: tool
+                        .get("name")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    dropped,
+                    findings,
+                });
+            }
+        }
+        let mut keep = keep.into_iter();
+        tools.retain(|_| keep.next().unwrap_or(false));
+        out
+    }
+}
+
 /// Compiles a ContentPolicy spec: every error, with a JSON pointer relative
 /// to the spec.
 pub fn compile(spec: &ContentPolicySpec) -> Result<ContentPolicy, Vec<(String, String)>> {
