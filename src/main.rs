@@ -1,0 +1,164 @@
+//! `portcullis`: the one command-line tool.
+//!
+//! * `portcullis bundle build DIR [-o FILE]` / `bundle check DIR`: compile a
+//!   directory of registry and policy documents into the filter's JSON.
+//! * `portcullis serve ...`: run a proxy-wasm filter (ours by default, with
+//!   the bundle as its configuration) in front of an upstream, in host-shim.
+//!
+//! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
+//! errors); 2 the command itself is wrong (a bad flag, a missing file).
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+use portcullis_core::bundle::{BundleError, yaml};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "MCP governance in the proxy you already run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile and check bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Run a proxy-wasm filter in front of an upstream (host-shim).
+    Serve(serve::ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Compile DIR's YAML documents into the filter's JSON configuration.
+    Build {
+        /// Directory of *.yaml / *.yml documents.
+        dir: PathBuf,
+        /// Write the JSON here instead of standard output.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Validate DIR without writing anything.
+    Check {
+        /// Directory of *.yaml / *.yml documents.
+        dir: PathBuf,
+    },
+}
+
+/// A failure, and which exit code it earns.
+pub enum Failure {
+    /// Exit 2: the invocation is wrong (one line).
+    Usage(String),
+    /// Exit 1: the input is wrong (one line per problem).
+    Input(Vec<String>),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One clear line, not clap's usage block.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("portcullis: {first} (see `portcullis --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Bundle { command } => run_bundle(command),
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(line)) => {
+            eprintln!("portcullis: {line}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Input(lines)) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads and compiles a bundle directory, with errors ready to print.
+pub fn load_bundle(dir: &Path) -> Result<portcullis_core::bundle::BundleJson, Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::Usage(format!(
+            "bundle directory {} does not exist or is not a directory",
+            dir.display()
+        )));
+    }
+    yaml::load_dir(dir).map_err(|errors| Failure::Input(format_errors(dir, &errors)))
+}
+
+fn format_errors(dir: &Path, errors: &[BundleError]) -> Vec<String> {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(f) = &e.file {
+                if !Path::new(f).is_absolute() {
+                    e.file = Some(dir.join(f).display().to_string());
+                }
+            }
+            format!("error: {e}")
+        })
+        .collect();
+    lines.push(format!(
+        "portcullis: {} error{} in bundle {}",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" },
+        dir.display()
+    ));
+    lines
+}
+
+fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
+    match command {
+        BundleCommand::Build { dir, output } => {
+            let bundle = load_bundle(&dir)?;
+            let json = serde_json::to_string_pretty(&bundle)
+                .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, format!("{json}\n"))
+                        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
+                    eprintln!(
+                        "portcullis: wrote {} ({} documents, version {})",
+                        path.display(),
+                        bundle.documents.len(),
+                        bundle.version
+                    );
+                }
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
+        BundleCommand::Check { dir } => {
+            let bundle = load_bundle(&dir)?;
+            println!(
+                "ok: {} documents, version {}",
+                bundle.documents.len(),
+                bundle.version
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `portcullis serve`: a proxy-wasm filter in front of an upstream, in
+//! host-shim (our Envoy stand-in).
+//!
+//! By default the filter is Portcullis's own (embedded in this binary at
+//! build time) with the compiled `--bundle` as its plugin configuration.
+//! `--filter` runs any other proxy-wasm module instead, and
+//! `--filter-config` overrides the configuration it gets. Audit records are
+//! read from the filter state `wasm.portcullis.audit` at the end of each
+//! stream, as Envoy's access loggers read it, and appended to `--audit-log`.
+
+use crate::{Failure, load_bundle};
+use clap::Args;
+use host_shim::{AccessLogEntry, AccessLogSink, FilterHandle, Plugin, PluginConfig, ProxyConfig};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The filter this binary embeds (see build.rs).
+pub static DEFAULT_FILTER: &[u8] = include_bytes!(env!("PORTCULLIS_FILTER_WASM"));
+
+/// The filter-state key Portcullis writes its audit records to.
+pub const AUDIT_FILTER_STATE: &str = "wasm.portcullis.audit";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Bundle directory: the filter's configuration (compiled on start).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Upstream base URL, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    upstream: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A proxy-wasm module to run instead of the embedded Portcullis filter.
+    #[arg(long)]
+    filter: Option<PathBuf>,
+    /// A file whose bytes are the filter's plugin configuration (instead of
+    /// the compiled bundle).
+    #[arg(long = "filter-config")]
+    filter_config: Option<PathBuf>,
+    /// A file whose bytes are the VM configuration.
+    #[arg(long = "vm-config")]
+    vm_config: Option<PathBuf>,
+    /// A named cluster for the filter's http_call, NAME=URL (repeatable).
+    #[arg(long = "cluster", value_parser = parse_cluster)]
+    clusters: Vec<(String, String)>,
+    /// Worker threads, each with its own VM (as Envoy's --concurrency).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Append each stream's audit records (JSON lines) to this file.
+    #[arg(long = "audit-log")]
+    audit_log: Option<PathBuf>,
+    /// Admin address serving /stats/prometheus and /ready.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Buffer limit per stream and direction, bytes (Envoy's
+    /// per_connection_buffer_limit_bytes).
+    #[arg(long = "buffer-limit", default_value_t = 2 * 1024 * 1024)]
+    buffer_limit: usize,
+}
+
+fn parse_cluster(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => Ok((name.to_owned(), url.to_owned())),
+        _ => Err(format!("--cluster takes NAME=URL, got {s:?}")),
+    }
+}
+
+fn read_file(flag: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    let upstream: http::Uri = args
+        .upstream
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--upstream {:?} is not a URL: {e}", args.upstream)))?;
+    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+        return Err(Failure::Usage(format!(
+            "--upstream {:?} must be an http:// URL with a host",
+            args.upstream
+        )));
+    }
+    let wasm = match &args.filter {
+        Some(path) => read_file("--filter", path)?,
+        None => DEFAULT_FILTER.to_vec(),
+    };
+    let configuration = match (&args.filter_config, &args.bundle) {
+        (Some(path), _) => read_file("--filter-config", path)?,
+        (None, Some(dir)) => {
+            let bundle = load_bundle(dir)?;
+            serde_json::to_vec(&bundle).map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?
+        }
+        (None, None) => {
+            return Err(Failure::Usage(
+                "give --bundle DIR (or --filter-config FILE for another filter)".into(),
+            ));
+        }
+    };
+    let vm_config = match &args.vm_config {
+        Some(path) => read_file("--vm-config", path)?,
+        None => Vec::new(),
+    };
+    let mut clusters = HashMap::new();
+    for (name, url) in &args.clusters {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Failure::Usage(format!("--cluster {name}={url}: not a URL: {e}")))?;
+        clusters.insert(name.clone(), uri);
+    }
+    let access_log: Option<Arc<dyn AccessLogSink>> = match &args.audit_log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Failure::Usage(format!("cannot open --audit-log {}: {e}", path.display())))?;
+            Some(Arc::new(AuditFile {
+                file: Mutex::new(file),
+            }))
+        }
+        None => None,
+    };
+    let config = PluginConfig {
+        name: "portcullis".into(),
+        root_id: "portcullis".into(),
+        vm_id: "portcullis".into(),
+        vm_config,
+        configuration,
+        ..PluginConfig::default()
+    };
+    let plugin = Plugin::load(&wasm, config).map_err(|e| Failure::Input(vec![format!("portcullis: the filter refused its configuration: {e}")]))?;
+    let proxy = ProxyConfig {
+        listen: args.listen,
+        upstream,
+        clusters,
+        workers: args.workers.max(1),
+        buffer_limit: args.buffer_limit,
+        access_log,
+        admin: args.admin,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(1)
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let server = host_shim::serve(proxy, FilterHandle::new(plugin))
+            .await
+            .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e:#}", args.listen)))?;
+        // The one line tests and scripts wait for.
+        println!("portcullis: listening on http://{}", server.local_addr());
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Appends each stream's audit lines to a file.
+struct AuditFile {
+    file: Mutex<std::fs::File>,
+}
+
+impl AccessLogSink for AuditFile {
+    fn log(&self, entry: &AccessLogEntry) {
+        let Some(lines) = entry.filter_state.get(AUDIT_FILTER_STATE) else {
+            return;
+        };
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.write_all(lines);
+            let _ = f.flush();
+        }
+    }
+}

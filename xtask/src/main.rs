@@ -1,0 +1,214 @@
+//! `cargo xtask`: the README's two set-up commands.
+//!
+//! * `cargo xtask demo`: a real MCP server (the official Python SDK) behind
+//!   `portcullis serve` with `examples/bundle`, and a client showing the
+//!   filtered tools list, an allowed call, a denied call and the audit
+//!   records.
+//! * `cargo xtask test`: every test: the workspace's unit and integration
+//!   tests, the wasm build, and the end-to-end tests with the Python SDK.
+//!
+//! Both start from a machine with only rustup: they add the wasm target and
+//! create a Python virtual environment with the pinned SDK under the target
+//! directory (reused while `tests/e2e/requirements.txt` is unchanged).
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = workspace_root();
+    match task.as_str() {
+        "test" => test(&root),
+        "demo" => demo(&root),
+        "venv" => venv(&root).map(|p| println!("{}", p.display())),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|venv>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// rustup installs the toolchain's targets on first use, unless its
+/// auto-install is off; adding the target explicitly works either way.
+fn ensure_wasm_target() {
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The Python environment for the end-to-end tests, created on first use.
+fn venv(root: &Path) -> Result<PathBuf> {
+    let dir = target_dir(root).join("e2e-venv");
+    let python = dir.join("bin/python");
+    let requirements = root.join("tests/e2e/requirements.txt");
+    let wanted = std::fs::read(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = dir.join(".requirements");
+    if python.exists() && std::fs::read(&stamp).ok().as_deref() == Some(wanted.as_slice()) {
+        return Ok(python);
+    }
+    let system_python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()))
+        .context("the end-to-end tests need Python 3.10 or newer (python3) for the official MCP SDK")?;
+    run(Command::new(system_python).args(["-m", "venv", "--clear"]).arg(&dir))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+    std::fs::write(&stamp, &wanted)?;
+    Ok(python)
+}
+
+fn test(root: &Path) -> Result<()> {
+    ensure_wasm_target();
+    let python = venv(root)?;
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+        .env("PORTCULLIS_E2E_PYTHON", &python))?;
+    // Doc tests (not covered by --all-targets).
+    run(cargo().current_dir(root).args(["test", "--workspace", "--doc"]))?;
+    Ok(())
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a line starting with `prefix` on the child's stdout and returns
+/// the rest of it.
+fn wait_for_line(child: &mut Child, prefix: &str, what: &str) -> Result<String> {
+    let stdout = child.stdout.take().context("child has no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .with_context(|| format!("{what} did not start within 60 s"))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    ensure_wasm_target();
+    let python = venv(root)?;
+    run(cargo().current_dir(root).args(["build", "--bin", "portcullis"]))?;
+    let portcullis = target_dir(root).join("debug/portcullis");
+    let work = target_dir(root).join("demo");
+    std::fs::create_dir_all(&work)?;
+    let audit = work.join("audit.jsonl");
+    let _ = std::fs::remove_file(&audit);
+
+    let mut server = Guard(
+        Command::new(&python)
+            .arg(root.join("tests/e2e/mcp_server.py"))
+            .args(["--port", "0", "--allow-any-host", "--root"])
+            .arg(root.join("tests/e2e"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the demo MCP server")?,
+    );
+    let port = wait_for_line(&mut server.0, "READY ", "the MCP server")?;
+    let mut proxy = Guard(
+        Command::new(&portcullis)
+            .args(["serve", "--bundle"])
+            .arg(root.join("examples/bundle"))
+            .args(["--upstream", &format!("http://127.0.0.1:{port}"), "--listen", "127.0.0.1:0", "--audit-log"])
+            .arg(&audit)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start portcullis serve")?,
+    );
+    let url = wait_for_line(&mut proxy.0, "portcullis: listening on ", "portcullis serve")?;
+    println!("\n== MCP server (Python SDK) on 127.0.0.1:{port}, behind portcullis serve at {url}, bundle examples/bundle\n");
+
+    let script = r#"[
+      {"op": "list_tools"},
+      {"op": "call_tool", "name": "get-weather", "arguments": {"city": "Paris"}},
+      {"op": "call_tool", "name": "delete-file", "arguments": {"path": "/etc/passwd"}}
+    ]"#;
+    let mut client = Command::new(&python)
+        .arg(root.join("tests/e2e/mcp_client.py"))
+        .args(["--url", &format!("{url}/mcp"), "--protocol-version", "2025-11-25", "--script", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the MCP client")?;
+    if let Some(mut stdin) = client.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = client.wait_with_output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        match v["op"].as_str() {
+            Some("list_tools") => {
+                let names: Vec<&str> = v["result"]["tools"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+                    .unwrap_or_default();
+                println!("tools/list (filtered by the bundle): {}", names.join(", "));
+                println!("  (the server also has delete-file and read-file; the bundle does not allow them)\n");
+            }
+            Some("call_tool") if v["ok"] == true => {
+                let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+                println!("allowed call get-weather(Paris) -> {text:?}\n");
+            }
+            Some("call_tool") => {
+                println!("denied call delete-file(/etc/passwd) -> JSON-RPC error {}:", v["error"]["code"]);
+                println!("  {}\n", serde_json::to_string_pretty(&v["error"]["data"]).unwrap_or_default().replace('\n', "\n  "));
+            }
+            _ => {}
+        }
+    }
+    drop(proxy);
+    drop(server);
+    println!("audit records ({}), one per MCP message:", audit.display());
+    for line in std::fs::read_to_string(&audit).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        println!(
+            "  {:<26} {:<12} {:<6} {:<10} {}",
+            v["mcp.method.name"].as_str().unwrap_or(v["kind"].as_str().unwrap_or("")),
+            v["gen_ai.tool.name"].as_str().unwrap_or("-"),
+            v["decision"].as_str().unwrap_or(""),
+            v["outcome"].as_str().unwrap_or(""),
+            v["rule"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
