@@ -38,9 +38,44 @@ pub(crate) fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
         let mut cfg = wasmtime::Config::new();
-        cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        // File:line in trap backtraces costs a DWARF pass per compile; names
+        // are always there. WASMTIME_BACKTRACE_DETAILS=1 turns lines on.
+        cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Environment);
+        // Compiling a debug filter with an unoptimised (dev-profile) cranelift
+        // takes minutes, so compiled code is cached on disk across processes.
+        if std::env::var_os("HOST_SHIM_NO_CODE_CACHE").is_none() {
+            let mut cc = wasmtime::CacheConfig::new();
+            cc.with_directory(std::env::temp_dir().join("host-shim-wasmtime-cache"));
+            if let Ok(cache) = wasmtime::Cache::new(cc) {
+                cfg.cache(Some(cache));
+            }
+        }
         Engine::new(&cfg).unwrap_or_else(|_| Engine::default())
     })
+}
+
+/// Compiled modules by content, so loading the same bytes twice in one
+/// process (tests, hot reload of an unchanged bundle) compiles once.
+fn compile(wasm: &[u8]) -> Result<Module, LoadError> {
+    use std::hash::{Hash, Hasher};
+    static MODULES: OnceLock<std::sync::Mutex<HashMap<u64, Vec<(Vec<u8>, Module)>>>> =
+        OnceLock::new();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    wasm.hash(&mut h);
+    let key = h.finish();
+    let cache = MODULES.get_or_init(Default::default);
+    if let Ok(c) = cache.lock()
+        && let Some((_, m)) = c.get(&key).and_then(|v| v.iter().find(|(b, _)| b == wasm))
+    {
+        return Ok(m.clone());
+    }
+    let module = Module::new(engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+    if let Ok(mut c) = cache.lock() {
+        c.entry(key)
+            .or_default()
+            .push((wasm.to_vec(), module.clone()));
+    }
+    Ok(module)
 }
 
 /// ABI versions cpp-host accepts for the 0.2 line (`BytecodeUtil::getAbiVersion`).
@@ -61,8 +96,7 @@ impl Plugin {
         clusters: HashMap<String, http::Uri>,
     ) -> Result<Arc<Plugin>, LoadError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let module =
-            Module::new(engine(), wasm).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+        let module = compile(wasm)?;
         if !module.exports().any(|e| ABI_EXPORTS.contains(&e.name())) {
             return Err(LoadError::AbiVersion);
         }
