@@ -1452,3 +1452,48 @@ fn rsa_verification_agrees_with_jsonwebtoken_on_many_messages() {
         }
     }
 }
+
+#[test]
+fn every_attack_class_has_its_own_audit_code() {
+    let all = [
+        IdentityError::MissingToken,
+        IdentityError::TokenInQuery,
+        IdentityError::InvalidRequest,
+        IdentityError::TooLarge,
+        IdentityError::Malformed,
+        IdentityError::AlgNone,
+        IdentityError::AlgNotAllowed,
+        IdentityError::KeyConfusion,
+        IdentityError::UnknownKid,
+        IdentityError::BadSignature,
+        IdentityError::UnsupportedCrit,
+        IdentityError::Expired,
+        IdentityError::NotYetValid,
+        IdentityError::WrongIssuer,
+        IdentityError::WrongAudience,
+        IdentityError::MissingClaim {
+            claim: "tid".into(),
+        },
+        IdentityError::InsufficientScope {
+            required: vec!["a".into()],
+        },
+    ];
+    let codes: std::collections::BTreeSet<&str> = all.iter().map(IdentityError::code).collect();
+    assert_eq!(codes.len(), all.len());
+    for e in &all {
+        let expected = match e {
+            IdentityError::InsufficientScope { .. } => 403,
+            IdentityError::TokenInQuery | IdentityError::InvalidRequest => 400,
+            _ => 401,
+        };
+        assert_eq!(e.status(), expected, "{e:?}");
+        let c = e.www_authenticate(Some("https://h/.well-known/oauth-protected-resource"));
+        assert!(c.starts_with("Bearer "), "{c}");
+        assert!(!c.contains('\n'));
+    }
+    // A huge tool name cannot blow up the challenge header.
+    let e = IdentityError::InsufficientScope {
+        required: vec!["mcp".into(), format!("tools:{}", "x".repeat(5000))],
+    };
+    assert!(e.www_authenticate(None).len() < 1200);
+}
