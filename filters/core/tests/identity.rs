@@ -825,6 +825,12 @@ fn cache_hit_reuses_the_verification() {
         .authenticate(&token, RES, &["someone-else".into()], NOW, &mut cache)
         .unwrap_err();
     assert_eq!(err, IdentityError::WrongIssuer);
+    // Without losing the entry for the servers that do.
+    let hits = cache.stats().hits;
+    providers
+        .authenticate(&token, RES, &["corp-idp".into()], NOW, &mut cache)
+        .unwrap();
+    assert_eq!(cache.stats().hits, hits + 1);
 }
 
 #[test]

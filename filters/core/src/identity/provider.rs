@@ -497,11 +497,16 @@ impl ProviderSet {
         if let Some(hit) = cache.get(&key, now) {
             if let Some(p) = self.get(&hit.identity.provider)
                 && p.fingerprint == hit.fingerprint
-                && (allowed.is_empty() || allowed.contains(&p.name))
             {
+                // Still valid for the servers that do trust this provider:
+                // keep the entry either way.
+                if !(allowed.is_empty() || allowed.contains(&p.name)) {
+                    return Err(IdentityError::WrongIssuer);
+                }
                 p.check(&hit.identity, resource, now)?;
                 return Ok(hit.identity.clone());
             }
+            // Verified under a provider that changed or is gone.
             cache.remove(&key);
         }
         let parsed = jwt::parse(token, self.max_token_bytes)?;
