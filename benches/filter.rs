@@ -44,7 +44,10 @@ impl Env for BenchEnv {
 fn native(c: &mut Criterion) {
     let engine = Arc::new(Engine::from_config(&bundle_json()).expect("engine"));
     let mut group = c.benchmark_group("tools_call");
-    for (name, tool) in [("native/allowed", "get-weather"), ("native/denied", "delete-file")] {
+    for (name, tool) in [
+        ("native/allowed", "get-weather"),
+        ("native/denied", "delete-file"),
+    ] {
         let body = call_body(tool);
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -56,14 +59,21 @@ fn native(c: &mut Criterion) {
                     authority: "127.0.0.1:8080".into(),
                     headers: vec![
                         ("content-type".into(), "application/json".into()),
-                        ("accept".into(), "application/json, text/event-stream".into()),
+                        (
+                            "accept".into(),
+                            "application/json, text/event-stream".into(),
+                        ),
                         ("mcp-protocol-version".into(), "2025-11-25".into()),
                         ("x-request-id".into(), "bench".into()),
                     ],
                 };
                 black_box(ex.on_request_headers(&mut env, head));
                 black_box(ex.on_request_body(&mut env, &body, true));
-                black_box(ex.on_response_headers(&mut env, 200, &[("content-type".into(), "application/json".into())]));
+                black_box(ex.on_response_headers(
+                    &mut env,
+                    200,
+                    &[("content-type".into(), "application/json".into())],
+                ));
                 black_box(ex.on_response_body(&mut env, RESPONSE, true));
                 black_box(ex.take_audit());
             })
@@ -78,12 +88,16 @@ fn wasm(c: &mut Criterion) {
         root_id: "portcullis".into(),
         vm_id: "portcullis".into(),
         configuration: bundle_json(),
+        allow_on_headers_stop_iteration: true,
         ..PluginConfig::default()
     };
     let plugin = Plugin::load(WASM, config).expect("filter loads");
     let vm = TestVm::new(&plugin).expect("vm");
     let mut group = c.benchmark_group("tools_call");
-    for (name, tool) in [("wasm/allowed", "get-weather"), ("wasm/denied", "delete-file")] {
+    for (name, tool) in [
+        ("wasm/allowed", "get-weather"),
+        ("wasm/denied", "delete-file"),
+    ] {
         let body = call_body(tool);
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -104,7 +118,10 @@ fn wasm(c: &mut Criterion) {
                 s.decode_data(body.clone(), true);
                 black_box(s.take_outputs());
                 s.encode_headers(
-                    HeaderMap::from_pairs(&[(":status", "200"), ("content-type", "application/json")]),
+                    HeaderMap::from_pairs(&[
+                        (":status", "200"),
+                        ("content-type", "application/json"),
+                    ]),
                     false,
                 );
                 s.encode_data(RESPONSE.to_vec(), true);

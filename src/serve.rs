@@ -64,13 +64,16 @@ pub struct ServeArgs {
 
 fn parse_cluster(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((name, url)) if !name.is_empty() && !url.is_empty() => Ok((name.to_owned(), url.to_owned())),
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+            Ok((name.to_owned(), url.to_owned()))
+        }
         _ => Err(format!("--cluster takes NAME=URL, got {s:?}")),
     }
 }
 
 fn read_file(flag: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Failure::Usage(format!("cannot read {flag} {}: {e}", path.display())))
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -92,7 +95,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         (Some(path), _) => read_file("--filter-config", path)?,
         (None, Some(dir)) => {
             let bundle = load_bundle(dir)?;
-            serde_json::to_vec(&bundle).map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?
+            serde_json::to_vec(&bundle)
+                .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?
         }
         (None, None) => {
             return Err(Failure::Usage(
@@ -117,7 +121,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| Failure::Usage(format!("cannot open --audit-log {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    Failure::Usage(format!("cannot open --audit-log {}: {e}", path.display()))
+                })?;
             Some(Arc::new(AuditFile {
                 file: Mutex::new(file),
             }))
@@ -130,9 +136,17 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         vm_id: "portcullis".into(),
         vm_config,
         configuration,
+        // The filter holds request headers until it has read the body, so
+        // it can add audit headers and refuse before the upstream sees
+        // anything: Envoy (>= 1.35) needs this flag for that.
+        allow_on_headers_stop_iteration: true,
         ..PluginConfig::default()
     };
-    let plugin = Plugin::load(&wasm, config).map_err(|e| Failure::Input(vec![format!("portcullis: the filter refused its configuration: {e}")]))?;
+    let plugin = Plugin::load(&wasm, config).map_err(|e| {
+        Failure::Input(vec![format!(
+            "portcullis: the filter refused its configuration: {e}"
+        )])
+    })?;
     let proxy = ProxyConfig {
         listen: args.listen,
         upstream,

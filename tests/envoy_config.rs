@@ -21,7 +21,16 @@ fn envoy_bootstrap_inlines_the_example_bundle() {
     let docs = YamlLoader::load_from_str(&text).unwrap();
     let hcm = get(
         &docs[0],
-        &["static_resources", "listeners", "0", "filter_chains", "0", "filters", "0", "typed_config"],
+        &[
+            "static_resources",
+            "listeners",
+            "0",
+            "filter_chains",
+            "0",
+            "filters",
+            "0",
+            "typed_config",
+        ],
     );
     let wasm = get(hcm, &["http_filters", "0", "typed_config"]);
     assert_eq!(
@@ -29,7 +38,10 @@ fn envoy_bootstrap_inlines_the_example_bundle() {
         Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
     );
     let config = get(wasm, &["config", "configuration"]);
-    assert_eq!(config["@type"].as_str(), Some("type.googleapis.com/google.protobuf.StringValue"));
+    assert_eq!(
+        config["@type"].as_str(),
+        Some("type.googleapis.com/google.protobuf.StringValue")
+    );
     let inline = config["value"].as_str().unwrap();
     let inline: serde_json::Value = serde_json::from_str(inline).unwrap();
     let built = serde_json::to_value(load_dir(&root.join("examples/bundle")).unwrap()).unwrap();
@@ -37,8 +49,29 @@ fn envoy_bootstrap_inlines_the_example_bundle() {
         inline, built,
         "envoy/envoy.yaml's bundle is stale: paste `portcullis bundle build examples/bundle` into it"
     );
-    Engine::from_config(inline.to_string().as_bytes()).expect("the filter accepts the inline bundle");
-    assert_eq!(get(wasm, &["config", "failure_policy"]).as_str(), Some("FAIL_CLOSED"));
-    let log = get(hcm, &["access_log", "0", "typed_config", "log_format", "text_format_source", "inline_string"]);
-    assert_eq!(log.as_str(), Some("%FILTER_STATE(wasm.portcullis.audit:PLAIN)%"));
+    Engine::from_config(inline.to_string().as_bytes())
+        .expect("the filter accepts the inline bundle");
+    assert_eq!(
+        get(wasm, &["config", "failure_policy"]).as_str(),
+        Some("FAIL_CLOSED")
+    );
+    assert_eq!(
+        get(wasm, &["config", "allow_on_headers_stop_iteration"]).as_bool(),
+        Some(true)
+    );
+    let log = get(
+        hcm,
+        &[
+            "access_log",
+            "0",
+            "typed_config",
+            "log_format",
+            "text_format_source",
+            "inline_string",
+        ],
+    );
+    assert_eq!(
+        log.as_str(),
+        Some("%FILTER_STATE(wasm.portcullis.audit:PLAIN)%")
+    );
 }

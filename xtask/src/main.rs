@@ -48,7 +48,9 @@ fn cargo() -> Command {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -70,17 +72,37 @@ fn venv(root: &Path) -> Result<PathBuf> {
     let dir = target_dir(root).join("e2e-venv");
     let python = dir.join("bin/python");
     let requirements = root.join("tests/e2e/requirements.txt");
-    let wanted = std::fs::read(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
+    let wanted = std::fs::read(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
     let stamp = dir.join(".requirements");
     if python.exists() && std::fs::read(&stamp).ok().as_deref() == Some(wanted.as_slice()) {
         return Ok(python);
     }
     let system_python = ["python3", "python"]
         .into_iter()
-        .find(|p| Command::new(p).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()))
-        .context("the end-to-end tests need Python 3.10 or newer (python3) for the official MCP SDK")?;
-    run(Command::new(system_python).args(["-m", "venv", "--clear"]).arg(&dir))?;
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .context(
+            "the end-to-end tests need Python 3.10 or newer (python3) for the official MCP SDK",
+        )?;
+    run(Command::new(system_python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&dir))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
     std::fs::write(&stamp, &wanted)?;
     Ok(python)
 }
@@ -90,10 +112,22 @@ fn test(root: &Path) -> Result<()> {
     let python = venv(root)?;
     run(cargo()
         .current_dir(root)
-        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+        // Benches are compiled by clippy in CI and run by `cargo bench`;
+        // here they would only build their large fixtures for nothing.
+        .args([
+            "test",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--examples",
+            "--no-fail-fast",
+        ])
         .env("PORTCULLIS_E2E_PYTHON", &python))?;
-    // Doc tests (not covered by --all-targets).
-    run(cargo().current_dir(root).args(["test", "--workspace", "--doc"]))?;
+    // Doc tests (not covered by the target selection above).
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--doc"]))?;
     Ok(())
 }
 
@@ -128,7 +162,9 @@ fn wait_for_line(child: &mut Child, prefix: &str, what: &str) -> Result<String> 
 fn demo(root: &Path) -> Result<()> {
     ensure_wasm_target();
     let python = venv(root)?;
-    run(cargo().current_dir(root).args(["build", "--bin", "portcullis"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--bin", "portcullis"]))?;
     let portcullis = target_dir(root).join("debug/portcullis");
     let work = target_dir(root).join("demo");
     std::fs::create_dir_all(&work)?;
@@ -149,14 +185,26 @@ fn demo(root: &Path) -> Result<()> {
         Command::new(&portcullis)
             .args(["serve", "--bundle"])
             .arg(root.join("examples/bundle"))
-            .args(["--upstream", &format!("http://127.0.0.1:{port}"), "--listen", "127.0.0.1:0", "--audit-log"])
+            .args([
+                "--upstream",
+                &format!("http://127.0.0.1:{port}"),
+                "--listen",
+                "127.0.0.1:0",
+                "--audit-log",
+            ])
             .arg(&audit)
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot start portcullis serve")?,
     );
-    let url = wait_for_line(&mut proxy.0, "portcullis: listening on ", "portcullis serve")?;
-    println!("\n== MCP server (Python SDK) on 127.0.0.1:{port}, behind portcullis serve at {url}, bundle examples/bundle\n");
+    let url = wait_for_line(
+        &mut proxy.0,
+        "portcullis: listening on ",
+        "portcullis serve",
+    )?;
+    println!(
+        "\n== MCP server (Python SDK) on 127.0.0.1:{port}, behind portcullis serve at {url}, bundle examples/bundle\n"
+    );
 
     let script = r#"[
       {"op": "list_tools"},
@@ -165,7 +213,14 @@ fn demo(root: &Path) -> Result<()> {
     ]"#;
     let mut client = Command::new(&python)
         .arg(root.join("tests/e2e/mcp_client.py"))
-        .args(["--url", &format!("{url}/mcp"), "--protocol-version", "2025-11-25", "--script", "-"])
+        .args([
+            "--url",
+            &format!("{url}/mcp"),
+            "--protocol-version",
+            "2025-11-25",
+            "--script",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -183,15 +238,25 @@ fn demo(root: &Path) -> Result<()> {
                     .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
                     .unwrap_or_default();
                 println!("tools/list (filtered by the bundle): {}", names.join(", "));
-                println!("  (the server also has delete-file and read-file; the bundle does not allow them)\n");
+                println!(
+                    "  (the server also has delete-file and read-file; the bundle does not allow them)\n"
+                );
             }
             Some("call_tool") if v["ok"] == true => {
                 let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
                 println!("allowed call get-weather(Paris) -> {text:?}\n");
             }
             Some("call_tool") => {
-                println!("denied call delete-file(/etc/passwd) -> JSON-RPC error {}:", v["error"]["code"]);
-                println!("  {}\n", serde_json::to_string_pretty(&v["error"]["data"]).unwrap_or_default().replace('\n', "\n  "));
+                println!(
+                    "denied call delete-file(/etc/passwd) -> JSON-RPC error {}:",
+                    v["error"]["code"]
+                );
+                println!(
+                    "  {}\n",
+                    serde_json::to_string_pretty(&v["error"]["data"])
+                        .unwrap_or_default()
+                        .replace('\n', "\n  ")
+                );
             }
             _ => {}
         }
@@ -203,7 +268,9 @@ fn demo(root: &Path) -> Result<()> {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         println!(
             "  {:<26} {:<12} {:<6} {:<10} {}",
-            v["mcp.method.name"].as_str().unwrap_or(v["kind"].as_str().unwrap_or("")),
+            v["mcp.method.name"]
+                .as_str()
+                .unwrap_or(v["kind"].as_str().unwrap_or("")),
             v["gen_ai.tool.name"].as_str().unwrap_or("-"),
             v["decision"].as_str().unwrap_or(""),
             v["outcome"].as_str().unwrap_or(""),

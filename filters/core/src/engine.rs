@@ -310,9 +310,10 @@ impl Exchange {
                     .head
                     .header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    && len > self.bundle().settings.max_request_bytes {
-                        return RequestHeadersAction::Reply(self.too_large(len));
-                    }
+                    && len > self.bundle().settings.max_request_bytes
+                {
+                    return RequestHeadersAction::Reply(self.too_large(len));
+                }
                 RequestHeadersAction::ReadBody(edits)
             }
             "GET" => {
@@ -797,6 +798,16 @@ impl Exchange {
             out.extend_from_slice(&event.raw);
             return;
         }
+        // The legacy HTTP+SSE transport (2024-11-05) opens its GET stream
+        // with an `endpoint` event whose data is the URL to POST messages
+        // to: transport framing, not an MCP message.
+        if self.route == Route::Stream
+            && event.event.as_deref() == Some("endpoint")
+            && is_endpoint_url(data)
+        {
+            out.extend_from_slice(&event.raw);
+            return;
+        }
         let mut value = match parse_strict(data.as_bytes()) {
             Ok(v) => v,
             Err(e) => {
@@ -841,20 +852,21 @@ impl Exchange {
                 let reason = "upstream sent something that is not a JSON-RPC message";
                 let first = self.pending.first().map(|(k, _)| k.clone());
                 if let Some(key) = first
-                    && let Some(i) = self.pending.iter().position(|(k, _)| *k == key) {
-                        let (_, p) = self.pending.remove(i);
-                        *value = mcp::error_response(
-                            p.record.jsonrpc_id.as_ref(),
-                            codes::UPSTREAM_REJECTED,
-                            "Upstream response rejected by Portcullis",
-                            Some(json!({"reason": reason, "requestId": self.request_id})),
-                        );
-                        let mut record = p.record;
-                        record.outcome = Outcome::UpstreamInvalid;
-                        record.error_code = Some(codes::UPSTREAM_REJECTED);
-                        self.finish_record(env, record);
-                        return true;
-                    }
+                    && let Some(i) = self.pending.iter().position(|(k, _)| *k == key)
+                {
+                    let (_, p) = self.pending.remove(i);
+                    *value = mcp::error_response(
+                        p.record.jsonrpc_id.as_ref(),
+                        codes::UPSTREAM_REJECTED,
+                        "Upstream response rejected by Portcullis",
+                        Some(json!({"reason": reason, "requestId": self.request_id})),
+                    );
+                    let mut record = p.record;
+                    record.outcome = Outcome::UpstreamInvalid;
+                    record.error_code = Some(codes::UPSTREAM_REJECTED);
+                    self.finish_record(env, record);
+                    return true;
+                }
                 *value = mcp::error_response(
                     None,
                     codes::UPSTREAM_REJECTED,
@@ -1183,6 +1195,15 @@ impl Verdict {
             rule,
         }
     }
+}
+
+/// A legacy `endpoint` event's data: a path (or same-scheme URL) without
+/// whitespace or control characters.
+fn is_endpoint_url(data: &str) -> bool {
+    !data.is_empty()
+        && data.len() <= 2048
+        && (data.starts_with('/') || data.starts_with("http://") || data.starts_with("https://"))
+        && !data.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn json_headers() -> Vec<(String, String)> {

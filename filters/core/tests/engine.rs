@@ -577,3 +577,59 @@ fn an_unanswered_request_is_recorded_at_stream_end() {
     ex.on_stream_end(&mut e);
     assert!(ex.take_audit().is_empty());
 }
+
+#[test]
+fn legacy_sse_transport_keeps_its_endpoint_event_and_filters_lists() {
+    let mut e = env();
+    let mut ex = Exchange::new(engine());
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/mcp/sse".into(),
+        authority: "localhost".into(),
+        headers: vec![],
+    };
+    assert!(matches!(
+        ex.on_request_headers(&mut e, head),
+        RequestHeadersAction::Continue(_)
+    ));
+    ex.on_response_headers(
+        &mut e,
+        200,
+        &[("content-type".into(), "text/event-stream".into())],
+    );
+    let endpoint = b"event: endpoint\ndata: /mcp/messages?session_id=abc\n\n";
+    assert_eq!(
+        ex.on_response_body(&mut e, endpoint, false),
+        ResponseBodyAction::Pass
+    );
+    // The answer to a POSTed tools/list arrives on this stream, uncorrelated.
+    let list = format!(
+        "event: message\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}})
+    );
+    let ResponseBodyAction::Replace(out) = ex.on_response_body(&mut e, list.as_bytes(), false)
+    else {
+        panic!()
+    };
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("echo") && !text.contains("\"rm\""), "{text}");
+    assert_eq!(ex.take_audit().len(), 1);
+
+    // The POST that carried the request got 202: recorded as accepted.
+    let mut ex = Exchange::new(engine());
+    let mut head = post(&[("mcp-protocol-version", "2024-11-05")]);
+    head.path = "/mcp/messages?session_id=abc".into();
+    assert!(matches!(
+        ex.on_request_headers(&mut e, head),
+        RequestHeadersAction::ReadBody(_)
+    ));
+    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string();
+    assert!(matches!(
+        ex.on_request_body(&mut e, body.as_bytes(), true),
+        RequestBodyAction::Forward(_)
+    ));
+    ex.on_response_headers(&mut e, 202, &[]);
+    let records = ex.take_audit();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::Accepted);
+}

@@ -12,7 +12,7 @@
 //! [`abi`]), and as a last resort a panic hook logs the failure, writes an
 //! audit record and asks for a fail-closed 500 before the trap. What the
 //! proxy does with the VM afterwards is its `failure_policy` (see
-//! `docs/failure.md`).
+//! `docs/filter.md`).
 
 pub mod abi;
 pub mod filter;
