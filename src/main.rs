@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "MCP governance in the proxy you already run")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "MCP governance in the proxy you already run"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,8 +142,9 @@ fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?;
             match output {
                 Some(path) => {
-                    std::fs::write(&path, format!("{json}\n"))
-                        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))?;
+                    std::fs::write(&path, format!("{json}\n")).map_err(|e| {
+                        Failure::Usage(format!("cannot write {}: {e}", path.display()))
+                    })?;
                     eprintln!(
                         "portcullis: wrote {} ({} documents, version {})",
                         path.display(),

@@ -33,7 +33,13 @@ fn rig(name: &str) -> Rig {
         "--audit-log",
         &audit_arg,
     ]);
-    Rig { _server: server, _proxy: proxy, url, record, audit }
+    Rig {
+        _server: server,
+        _proxy: proxy,
+        url,
+        record,
+        audit,
+    }
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -53,7 +59,11 @@ impl Rig {
             records = jsonl(&self.audit);
             records.len() >= n
         });
-        assert!(ok, "expected {n} audit records, have {}: {records:?}", records.len());
+        assert!(
+            ok,
+            "expected {n} audit records, have {}: {records:?}",
+            records.len()
+        );
         records
     }
 
@@ -66,7 +76,9 @@ impl Rig {
 }
 
 fn error_code(resp: &Response) -> i64 {
-    resp.json()["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error code: {:?}", resp.json()))
+    resp.json()["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error code: {:?}", resp.json()))
 }
 
 #[test]
@@ -75,11 +87,19 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     let mut expected_records = 0;
 
     // Oversize body: 413 before the body is buffered whole.
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#, "x".repeat(1_100_000));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(1_100_000)
+    );
     let resp = rig.post(&[], big.as_bytes());
     assert_eq!(resp.status, 413);
     assert_eq!(error_code(&resp), -32091);
-    assert!(resp.json()["error"]["data"]["reason"].as_str().unwrap().contains("maxRequestBytes"));
+    assert!(
+        resp.json()["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maxRequestBytes")
+    );
     expected_records += 1;
 
     // Invalid JSON and invalid UTF-8: parse errors.
@@ -87,17 +107,33 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     assert_eq!((resp.status, error_code(&resp)), (400, -32700));
     let resp = rig.post(&[], b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"ech\xc3\x28\"}}");
     assert_eq!((resp.status, error_code(&resp)), (400, -32700));
-    assert!(resp.json()["error"]["data"]["reason"].as_str().unwrap().contains("UTF-8"));
+    assert!(
+        resp.json()["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
     expected_records += 2;
 
     // Duplicate keys: refused, whichever one a server would have picked.
     let resp = rig.post(&[], br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete-file"}}"#);
     assert_eq!((resp.status, error_code(&resp)), (400, -32700));
-    assert!(resp.json()["error"]["data"]["reason"].as_str().unwrap().contains("duplicate key"));
+    assert!(
+        resp.json()["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key")
+    );
     expected_records += 1;
 
     // Wrong content type on an MCP route.
-    let resp = http(&rig.url, "POST", "/mcp", &[("content-type", "text/plain"), ACCEPT], b"{}");
+    let resp = http(
+        &rig.url,
+        "POST",
+        "/mcp",
+        &[("content-type", "text/plain"), ACCEPT],
+        b"{}",
+    );
     assert_eq!((resp.status, error_code(&resp)), (415, -32092));
     expected_records += 1;
 
@@ -107,7 +143,10 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
         {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},
         {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete-file","arguments":{"path":"/x"}}}
     ]);
-    let resp = rig.post(&[("mcp-protocol-version", "2025-03-26")], batch.to_string().as_bytes());
+    let resp = rig.post(
+        &[("mcp-protocol-version", "2025-03-26")],
+        batch.to_string().as_bytes(),
+    );
     assert_eq!(resp.status, 200);
     let items = resp.json();
     assert_eq!(items[0]["error"]["code"], -32090);
@@ -118,7 +157,11 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     let body = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete-file","arguments":{},
         "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}});
     let resp = rig.post(
-        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ],
         body.to_string().as_bytes(),
     );
     assert_eq!((resp.status, error_code(&resp)), (400, -32020));
@@ -156,10 +199,18 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
 #[test]
 fn unmatched_routes_pass_through_with_spoofed_headers_stripped() {
     let rig = rig("unmatched");
-    let resp = http(&rig.url, "GET", "/health", &[("x-mcp-decision", "allow")], b"");
+    let resp = http(
+        &rig.url,
+        "GET",
+        "/health",
+        &[("x-mcp-decision", "allow")],
+        b"",
+    );
     // The SDK server has no /health; the point is that it got there.
     assert_eq!(resp.status, 404);
-    assert!(eventually(|| jsonl(&rig.record).iter().any(|r| r["path"] == "/health")));
+    assert!(eventually(|| jsonl(&rig.record)
+        .iter()
+        .any(|r| r["path"] == "/health")));
     let rec = jsonl(&rig.record);
     let r = rec.iter().find(|r| r["path"] == "/health").unwrap();
     assert!(r["headers"].get("x-mcp-decision").is_none(), "{r}");

@@ -53,14 +53,20 @@ fn tool_names(v: &Value) -> Vec<String> {
 fn upstream_messages(record: &[Value]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for r in record.iter().filter(|r| r["method"] == "POST") {
-        let Ok(body) = serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")) else { continue };
+        let Ok(body) = serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")) else {
+            continue;
+        };
         let items = match body {
             Value::Array(a) => a,
             other => vec![other],
         };
         for m in items {
             if let Some(method) = m["method"].as_str() {
-                let target = m["params"]["name"].as_str().or(m["params"]["uri"].as_str()).unwrap_or("").to_owned();
+                let target = m["params"]["name"]
+                    .as_str()
+                    .or(m["params"]["uri"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
                 out.push((method.to_owned(), target));
             }
         }
@@ -83,7 +89,12 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
     let audit = dir.join("audit.jsonl");
 
     let (_direct_server, direct_port) = mcp_server(server_flags, &direct_record);
-    let direct = mcp_client(&format!("http://127.0.0.1:{direct_port}/mcp"), revision, &script(), &[]);
+    let direct = mcp_client(
+        &format!("http://127.0.0.1:{direct_port}/mcp"),
+        revision,
+        &script(),
+        &[],
+    );
 
     let (_server, port) = mcp_server(server_flags, &proxied_record);
     let bundle = root().join("examples/bundle");
@@ -102,7 +113,10 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
 
     // tools/list is filtered to the bundle's tools.
     let direct_tools = tool_names(step(&direct, "list_tools", 0));
-    assert!(direct_tools.contains(&"delete-file".to_owned()), "{direct_tools:?}");
+    assert!(
+        direct_tools.contains(&"delete-file".to_owned()),
+        "{direct_tools:?}"
+    );
     assert_eq!(tool_names(step(&proxied, "list_tools", 0)), ALLOWED_TOOLS);
 
     // Allowed calls give exactly what the server gives directly.
@@ -110,31 +124,62 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
         let d = step(&direct, "call_tool", i);
         let p = step(&proxied, "call_tool", i);
         assert_eq!(p["ok"], true, "{tool}: {p}");
-        assert_eq!(p["result"], d["result"], "{tool} through the proxy differs from direct");
+        assert_eq!(
+            p["result"], d["result"],
+            "{tool} through the proxy differs from direct"
+        );
     }
-    assert_eq!(step(&proxied, "call_tool", 3)["result"], step(&direct, "call_tool", 3)["result"]);
-    assert_eq!(step(&proxied, "get_prompt", 0)["result"], step(&direct, "get_prompt", 0)["result"]);
-    assert_eq!(step(&proxied, "read_resource", 0)["result"], step(&direct, "read_resource", 0)["result"]);
+    assert_eq!(
+        step(&proxied, "call_tool", 3)["result"],
+        step(&direct, "call_tool", 3)["result"]
+    );
+    assert_eq!(
+        step(&proxied, "get_prompt", 0)["result"],
+        step(&direct, "get_prompt", 0)["result"]
+    );
+    assert_eq!(
+        step(&proxied, "read_resource", 0)["result"],
+        step(&direct, "read_resource", 0)["result"]
+    );
 
     // The denied call gets Portcullis's JSON-RPC error.
     let denied = step(&proxied, "call_tool", 2);
     assert_eq!(denied["ok"], false, "{denied}");
     assert_eq!(denied["error"]["code"], -32090, "{denied}");
-    assert_eq!(denied["error"]["data"]["rule"], "McpServer/everything#tools");
-    assert!(denied["error"]["data"]["reason"].as_str().unwrap().contains("delete-file"));
-    let request_id = denied["error"]["data"]["requestId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        denied["error"]["data"]["rule"],
+        "McpServer/everything#tools"
+    );
+    assert!(
+        denied["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("delete-file")
+    );
+    let request_id = denied["error"]["data"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(!request_id.is_empty());
 
     // The upstream never saw it, and saw audit headers on what it got.
     drop(proxy);
     let record = jsonl(&proxied_record);
     let forwarded = upstream_messages(&record);
-    assert!(!forwarded.iter().any(|(_, t)| t == "delete-file"), "{forwarded:?}");
+    assert!(
+        !forwarded.iter().any(|(_, t)| t == "delete-file"),
+        "{forwarded:?}"
+    );
     for r in record.iter().filter(|r| r["method"] == "POST") {
         let h = &r["headers"];
         assert_eq!(h["x-mcp-decision"], "allow", "{r}");
         assert_eq!(h["x-mcp-server"], "everything");
-        assert!(h["x-mcp-bundle-version"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            h["x-mcp-bundle-version"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
         assert!(h["x-mcp-request-id"].as_str().is_some());
     }
 
@@ -163,11 +208,20 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
         assert_eq!(r["schema"], "portcullis.audit/v1");
         assert!(r["bundle_version"].as_str().unwrap().starts_with("sha256:"));
         if r["direction"] == "client" && r["decision"] == "allow" && r["kind"] == "request" {
-            assert!(matches!(r["outcome"].as_str(), Some("result") | Some("error")), "{r}");
+            assert!(
+                matches!(r["outcome"].as_str(), Some("result") | Some("error")),
+                "{r}"
+            );
         }
     }
-    let list = records.iter().find(|r| r["mcp.method.name"] == "tools/list").unwrap();
-    assert_eq!(list["filtered_out"], 2, "delete-file and read-file hidden: {list}");
+    let list = records
+        .iter()
+        .find(|r| r["mcp.method.name"] == "tools/list")
+        .unwrap();
+    assert_eq!(
+        list["filtered_out"], 2,
+        "delete-file and read-file hidden: {list}"
+    );
 }
 
 fn client_keys(records: &[Value]) -> Vec<(String, String)> {
@@ -181,7 +235,10 @@ fn client_keys(records: &[Value]) -> Vec<(String, String)> {
                 .or(r["prompt"].as_str())
                 .unwrap_or("")
                 .to_owned();
-            (r["mcp.method.name"].as_str().unwrap_or("").to_owned(), target)
+            (
+                r["mcp.method.name"].as_str().unwrap_or("").to_owned(),
+                target,
+            )
         })
         .collect()
 }

@@ -74,7 +74,14 @@ fn wait_line(child: &mut Child, prefix: &'static str, name: &str) -> String {
 pub fn mcp_server(extra: &[&str], record: &Path) -> (Proc, u16) {
     let mut child = Command::new(python())
         .arg(root().join("tests/e2e/mcp_server.py"))
-        .args(["--port", "0", "--allow-any-host", "--fixed-time", "2026-01-01T00:00:00+00:00", "--root"])
+        .args([
+            "--port",
+            "0",
+            "--allow-any-host",
+            "--fixed-time",
+            "2026-01-01T00:00:00+00:00",
+            "--root",
+        ])
         .arg(root().join("tests/e2e"))
         .arg("--record")
         .arg(record)
@@ -82,8 +89,16 @@ pub fn mcp_server(extra: &[&str], record: &Path) -> (Proc, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start mcp_server.py");
-    let port = wait_line(&mut child, "READY ", "mcp_server.py").parse().unwrap();
-    (Proc { child, name: "mcp_server".into() }, port)
+    let port = wait_line(&mut child, "READY ", "mcp_server.py")
+        .parse()
+        .unwrap();
+    (
+        Proc {
+            child,
+            name: "mcp_server".into(),
+        },
+        port,
+    )
 }
 
 /// Starts `portcullis serve`; returns it and its base URL.
@@ -96,21 +111,39 @@ pub fn portcullis_serve(args: &[&str]) -> (Proc, String) {
         .spawn()
         .expect("start portcullis serve");
     let url = wait_line(&mut child, "portcullis: listening on ", "portcullis serve");
-    (Proc { child, name: "portcullis".into() }, url)
+    (
+        Proc {
+            child,
+            name: "portcullis".into(),
+        },
+        url,
+    )
 }
 
 /// Runs the SDK client over `script`; returns its output lines, parsed.
 pub fn mcp_client(url: &str, revision: &str, script: &Value, extra: &[&str]) -> Vec<Value> {
     let mut child = Command::new(python())
         .arg(root().join("tests/e2e/mcp_client.py"))
-        .args(["--url", url, "--protocol-version", revision, "--script", "-"])
+        .args([
+            "--url",
+            url,
+            "--protocol-version",
+            revision,
+            "--script",
+            "-",
+        ])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start mcp_client.py");
-    child.stdin.take().unwrap().write_all(script.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -157,23 +190,41 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
 /// One HTTP/1.1 request over a fresh connection, written by hand so a test
 /// can send exactly the bytes it means (invalid UTF-8, odd headers).
-pub fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     use std::io::Read;
     let authority = base.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -182,21 +233,36 @@ pub fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of headers");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut rest = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     if chunked {
         let mut body = Vec::new();
         loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
+                .unwrap_or(0);
             if size == 0 {
                 break;
             }
@@ -205,5 +271,9 @@ pub fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         }
         rest = body;
     }
-    Response { status, headers, body: rest }
+    Response {
+        status,
+        headers,
+        body: rest,
+    }
 }

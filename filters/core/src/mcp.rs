@@ -452,11 +452,12 @@ pub fn check_framing(
         _ => {}
     }
     if let (Some(h), Some(b)) = (headers.protocol_version, msg.meta_revision.as_deref())
-        && h.trim() != b {
-            return Err(mismatch(format!(
-                "MCP-Protocol-Version header {h:?} does not match the body's _meta revision {b:?}"
-            )));
-        }
+        && h.trim() != b
+    {
+        return Err(mismatch(format!(
+            "MCP-Protocol-Version header {h:?} does not match the body's _meta revision {b:?}"
+        )));
+    }
     Ok(())
 }
 

@@ -172,10 +172,7 @@ fn allowed_call_pauses_for_the_body_then_forwards_with_audit_headers() {
     );
     host.response_body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec();
     let n = host.response_body.len();
-    assert_eq!(
-        s.on_response_body(&mut host, n, true),
-        Step::Continue
-    );
+    assert_eq!(s.on_response_body(&mut host, n, true), Step::Continue);
     s.on_log(&mut host);
     let audit = host.audit();
     assert_eq!(audit.len(), 1);
@@ -206,10 +203,7 @@ fn denied_call_is_answered_locally_and_its_reply_passes_back_untouched() {
     assert_eq!(s.on_response_headers(&mut host, false), Step::Continue);
     host.response_body = host.replies[0].body.clone();
     let n = host.response_body.len();
-    assert_eq!(
-        s.on_response_body(&mut host, n, true),
-        Step::Continue
-    );
+    assert_eq!(s.on_response_body(&mut host, n, true), Step::Continue);
     s.on_log(&mut host);
     assert_eq!(host.audit().len(), 1);
 }

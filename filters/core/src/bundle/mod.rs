@@ -273,9 +273,10 @@ impl Server {
                 return false;
             }
             if let Some(port) = &self.authority_port
-                && req_port != Some(port.as_str()) {
-                    return false;
-                }
+                && req_port != Some(port.as_str())
+            {
+                return false;
+            }
         }
         match &self.path_prefix {
             None => true,
@@ -295,9 +296,10 @@ impl Server {
 fn split_authority(authority: &str) -> (&str, Option<&str>) {
     // [v6]:port, host:port, host
     if let Some(rest) = authority.strip_prefix('[')
-        && let Some((host, tail)) = rest.split_once(']') {
-            return (host, tail.strip_prefix(':'));
-        }
+        && let Some((host, tail)) = rest.split_once(']')
+    {
+        return (host, tail.strip_prefix(':'));
+    }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host, Some(port)),
         _ => (authority, None),
@@ -561,13 +563,14 @@ fn compile_server(doc: &Document) -> Result<Server, Vec<BundleError>> {
         "name",
     );
     if let Some(prefix) = &spec.route.path_prefix
-        && !prefix.starts_with('/') {
-            errors.push(BundleError::at(
-                doc,
-                "/spec/match/pathPrefix",
-                format!("pathPrefix {prefix:?} must start with '/'"),
-            ));
-        }
+        && !prefix.starts_with('/')
+    {
+        errors.push(BundleError::at(
+            doc,
+            "/spec/match/pathPrefix",
+            format!("pathPrefix {prefix:?} must start with '/'"),
+        ));
+    }
     let (authority_host, authority_port) = match &spec.route.authority {
         None => (None, None),
         Some(a) if a.is_empty() || a.contains(['/', ' ', '@']) => {

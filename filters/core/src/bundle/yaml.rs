@@ -143,9 +143,9 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<BundleJson, Vec<Bund
                     && let Some(doc) = located
                         .iter()
                         .find(|d| &d.file == file && doc_label(&d.value).as_ref() == Some(label))
-                    {
-                        e.line = Some(doc.line_of(&e.pointer));
-                    }
+                {
+                    e.line = Some(doc.line_of(&e.pointer));
+                }
                 e
             })
             .collect());
@@ -391,9 +391,10 @@ impl MarkedEventReceiver for Builder {
 /// YAML 1.2 core schema for plain scalars; quoted ones are always strings.
 fn scalar_value(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(t) = tag
-        && t.suffix == "str" {
-            return Value::String(text);
-        }
+        && t.suffix == "str"
+    {
+        return Value::String(text);
+    }
     if style != TScalarStyle::Plain {
         return Value::String(text);
     }
@@ -407,17 +408,17 @@ fn scalar_value(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value {
         return Value::from(i);
     }
     if let Some(hex) = text.strip_prefix("0x")
-        && let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::from(i);
-        }
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::from(i);
+    }
     let looks_float = text
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         && text.chars().any(|c| c.is_ascii_digit());
-    if looks_float
-        && let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_float && let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
+    }
     Value::String(text)
 }
 
