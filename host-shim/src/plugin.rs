@@ -58,8 +58,8 @@ pub(crate) fn engine() -> &'static Engine {
 /// process (tests, hot reload of an unchanged bundle) compiles once.
 fn compile(wasm: &[u8]) -> Result<Module, LoadError> {
     use std::hash::{Hash, Hasher};
-    static MODULES: OnceLock<std::sync::Mutex<HashMap<u64, Vec<(Vec<u8>, Module)>>>> =
-        OnceLock::new();
+    type ByHash = HashMap<u64, Vec<(Vec<u8>, Module)>>;
+    static MODULES: OnceLock<std::sync::Mutex<ByHash>> = OnceLock::new();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     wasm.hash(&mut h);
     let key = h.finish();
