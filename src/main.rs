@@ -4,10 +4,13 @@
 //!   directory of registry and policy documents into the filter's JSON.
 //! * `portcullis serve ...`: run a proxy-wasm filter (ours by default, with
 //!   the bundle as its configuration) in front of an upstream, in host-shim.
+//! * `portcullis audit query|verify|ingest|prune|keygen`: the tamper-evident
+//!   audit store (`audit-store/`), fed by `serve --audit-log` files.
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
+mod audit_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +38,11 @@ enum Command {
     },
     /// Run a proxy-wasm filter in front of an upstream (host-shim).
     Serve(serve::ServeArgs),
+    /// Query, verify, ingest and prune the tamper-evident audit store.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +93,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bundle { command } => run_bundle(command),
         Command::Serve(args) => serve::run(args),
+        Command::Audit { command } => return audit_cmd::dispatch(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -187,7 +187,12 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     assert_eq!(denied, expected_records - 1, "{records:?}");
 
     // Only the allowed call reached the upstream, with the filter's headers.
-    let upstream = jsonl(&rig.record);
+    // The upstream writes its record when its response ends.
+    let mut upstream = Vec::new();
+    eventually(|| {
+        upstream = jsonl(&rig.record);
+        !upstream.is_empty()
+    });
     let posts: Vec<&Value> = upstream.iter().filter(|r| r["method"] == "POST").collect();
     assert_eq!(posts.len(), 1, "{:?}", rig.upstream_bodies());
     let h = &posts[0]["headers"];

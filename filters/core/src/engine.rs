@@ -622,7 +622,13 @@ impl Exchange {
         let mut edits = HeaderEdits::default();
         if self.replied_locally {
             // Our own local reply, passing back through the encode path.
+            // Envoy builds it with `content-type: text/plain` and *adds* the
+            // reply's own headers (`addCopy`), so the JSON body would carry
+            // two content types; replacing here leaves the right one.
             self.mode = ResponseMode::Pass;
+            edits
+                .set
+                .push(("content-type".into(), "application/json".into()));
             return edits;
         }
         let ctype = headers

@@ -199,13 +199,21 @@ fn denied_call_gets_a_stable_jsonrpc_error_and_a_record() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].decision, Decision::Deny);
     assert_eq!(records[0].outcome, Outcome::Denied);
-    // The local reply comes back through the response path untouched.
+    // The local reply comes back through the response path; only its
+    // doubled content type (Envoy adds ours to its text/plain) is mended.
     let edits = ex.on_response_headers(
         &mut e,
         200,
-        &[("content-type".into(), "application/json".into())],
+        &[
+            ("content-type".into(), "text/plain".into()),
+            ("content-type".into(), "application/json".into()),
+        ],
     );
-    assert_eq!(edits, HeaderEdits::default());
+    assert_eq!(
+        edits.set,
+        vec![("content-type".to_string(), "application/json".to_string())]
+    );
+    assert!(edits.remove.is_empty());
     assert_eq!(
         ex.on_response_body(&mut e, b"{}", true),
         ResponseBodyAction::Pass
