@@ -5,6 +5,13 @@
 //! Each iteration is a whole exchange: request headers, request body
 //! (decided), response headers and response body (correlated, audited).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use host_shim::{HeaderMap, Plugin, PluginConfig, TestVm};
 use portcullis_core::engine::{Env, RequestHead};

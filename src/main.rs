@@ -126,10 +126,10 @@ fn format_errors(dir: &Path, errors: &[BundleError]) -> Vec<String> {
         .iter()
         .map(|e| {
             let mut e = e.clone();
-            if let Some(f) = &e.file {
-                if !Path::new(f).is_absolute() {
-                    e.file = Some(dir.join(f).display().to_string());
-                }
+            if let Some(f) = &e.file
+                && !Path::new(f).is_absolute()
+            {
+                e.file = Some(dir.join(f).display().to_string());
             }
             format!("error: {e}")
         })

@@ -4,6 +4,13 @@
 //! Requests are written by hand (see `support::http`) so the exact bytes are
 //! under the test's control: invalid UTF-8, duplicate keys, escapes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod support;
 
 use serde_json::{Value, json};

@@ -8,6 +8,13 @@
 //! error and never reaches the server; the audit records match the client's
 //! messages one for one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod support;
 
 use serde_json::{Value, json};

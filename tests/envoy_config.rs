@@ -2,6 +2,13 @@
 //! inline plugin configuration is the compiled `examples/bundle`, and the
 //! filter accepts it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use portcullis_core::Engine;
 use portcullis_core::bundle::yaml::load_dir;
 use std::path::Path;

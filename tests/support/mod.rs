@@ -5,7 +5,13 @@
 //! `portcullis` binary under test. Every process is killed when its guard
 //! drops, so a failing test leaves nothing running.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -257,10 +263,7 @@ pub fn http(
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     if chunked {
         let mut body = Vec::new();
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
                 .unwrap_or(0);
             if size == 0 {
