@@ -833,19 +833,30 @@ impl Exchange {
     /// event, and the event itself is dropped.
     fn sse_failed(&mut self, env: &mut dyn Env, reason: &str, out: &mut Vec<u8>) {
         for (_, p) in std::mem::take(&mut self.pending) {
-            let err = mcp::error_response(
-                p.record.jsonrpc_id.as_ref(),
-                codes::UPSTREAM_REJECTED,
-                "Upstream response rejected by Portcullis",
-                Some(json!({"reason": reason, "requestId": self.request_id})),
-            );
+            let err = self.reject(env, p, reason);
             out.extend_from_slice(format!("event: message\ndata: {err}\n\n").as_bytes());
-            let mut record = p.record;
-            record.outcome = Outcome::UpstreamInvalid;
-            record.error_code = Some(codes::UPSTREAM_REJECTED);
-            record.reason = format!("{}; response refused: {reason}", record.reason);
-            self.finish_record(env, record);
         }
+    }
+
+    /// Closes an open request whose answer was refused: its record says why,
+    /// and the JSON-RPC error returned goes to the client in its place.
+    fn reject(&mut self, env: &mut dyn Env, pending: Pending, reason: &str) -> Value {
+        let err = self.upstream_error(pending.record.jsonrpc_id.as_ref(), reason);
+        let mut record = pending.record;
+        record.outcome = Outcome::UpstreamInvalid;
+        record.error_code = Some(codes::UPSTREAM_REJECTED);
+        record.reason = format!("{}; response refused: {reason}", record.reason);
+        self.finish_record(env, record);
+        err
+    }
+
+    fn upstream_error(&self, id: Option<&Value>, reason: &str) -> Value {
+        mcp::error_response(
+            id,
+            codes::UPSTREAM_REJECTED,
+            "Upstream response rejected by Portcullis",
+            Some(json!({"reason": reason, "requestId": self.request_id})),
+        )
     }
 
     /// Inspects one JSON-RPC message from the upstream; returns whether it
@@ -856,29 +867,12 @@ impl Exchange {
             _ => {
                 // Not one JSON-RPC message: refuse rather than pass it.
                 let reason = "upstream sent something that is not a JSON-RPC message";
-                let first = self.pending.first().map(|(k, _)| k.clone());
-                if let Some(key) = first
-                    && let Some(i) = self.pending.iter().position(|(k, _)| *k == key)
-                {
-                    let (_, p) = self.pending.remove(i);
-                    *value = mcp::error_response(
-                        p.record.jsonrpc_id.as_ref(),
-                        codes::UPSTREAM_REJECTED,
-                        "Upstream response rejected by Portcullis",
-                        Some(json!({"reason": reason, "requestId": self.request_id})),
-                    );
-                    let mut record = p.record;
-                    record.outcome = Outcome::UpstreamInvalid;
-                    record.error_code = Some(codes::UPSTREAM_REJECTED);
-                    self.finish_record(env, record);
-                    return true;
-                }
-                *value = mcp::error_response(
-                    None,
-                    codes::UPSTREAM_REJECTED,
-                    "Upstream message rejected by Portcullis",
-                    Some(json!({"reason": reason, "requestId": self.request_id})),
-                );
+                *value = if self.pending.is_empty() {
+                    self.upstream_error(None, reason)
+                } else {
+                    let (_, p) = self.pending.remove(0);
+                    self.reject(env, p, reason)
+                };
                 return true;
             }
         };
@@ -984,25 +978,10 @@ impl Exchange {
     fn fail_pending(&mut self, env: &mut dyn Env, reason: &str) {
         let mut errors = Vec::new();
         for (_, p) in std::mem::take(&mut self.pending) {
-            errors.push(mcp::error_response(
-                p.record.jsonrpc_id.as_ref(),
-                codes::UPSTREAM_REJECTED,
-                "Upstream response rejected by Portcullis",
-                Some(json!({"reason": reason, "requestId": self.request_id})),
-            ));
-            let mut record = p.record;
-            record.outcome = Outcome::UpstreamInvalid;
-            record.error_code = Some(codes::UPSTREAM_REJECTED);
-            record.reason = format!("{}; response refused: {reason}", record.reason);
-            self.finish_record(env, record);
+            errors.push(self.reject(env, p, reason));
         }
         let body = match errors.len() {
-            0 => mcp::error_response(
-                None,
-                codes::UPSTREAM_REJECTED,
-                "Upstream response rejected by Portcullis",
-                Some(json!({"reason": reason, "requestId": self.request_id})),
-            ),
+            0 => self.upstream_error(None, reason),
             1 => errors.remove(0),
             _ => Value::Array(errors),
         };
