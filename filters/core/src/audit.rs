@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The schema identifier every record carries.
 pub const SCHEMA: &str = "portcullis.audit/v1";
@@ -62,6 +63,53 @@ pub enum Outcome {
     Invalid,
     /// Seen on a response stream and passed on (server messages).
     Delivered,
+    /// The upstream answered, and policy withheld the answer (a failed pin,
+    /// blocked content); the client got a JSON-RPC error instead.
+    Withheld,
+}
+
+/// Content findings of one message: types and counts, never the values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContentFindings {
+    /// PII and secrets by entity type (`EMAIL`, `AWS_ACCESS_KEY`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pii: BTreeMap<String, u64>,
+    /// Injection and poisoning findings by category (`instruction`,
+    /// `secretAccess`, `shadowing`, `exfiltration`, `hidden`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub injection: BTreeMap<String, u64>,
+    /// The screening rule ids that matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// flagged, redacted, dropped (tools removed) or blocked.
+    pub action: &'static str,
+}
+
+impl ContentFindings {
+    /// The types found, for reasons: `EMAIL, US_SSN, instruction`.
+    pub fn types(&self) -> String {
+        self.pii
+            .keys()
+            .chain(self.injection.keys())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One tool of a tools/list whose pin did not hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PinFinding {
+    pub tool: String,
+    /// mismatch, unpinned (strict mode), duplicate, missing (pinned, not
+    /// served) or invalid (no name).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One audit record.
@@ -97,6 +145,24 @@ pub struct AuditRecord {
     /// SHA-256 (first 16 hex digits) of the `Mcp-Session-Id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The person (or service) the verified token names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The agent or client acting for the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The client token's `jti` (the token itself is never recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_jti: Option<String>,
+    /// What went upstream in place of the client's token: minted, stripped,
+    /// or passthrough (token isolation off for this server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_token: Option<&'static str>,
+    /// Why authentication or scopes refused the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_error: Option<&'static str>,
     pub decision: Decision,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,11 +179,71 @@ pub struct AuditRecord {
     /// Entries removed from a list result (tools/list and the like).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filtered_out: Option<u32>,
+    /// The pin of the called tool's definition in the server's last
+    /// tools/list, as this VM saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_sha256: Option<String>,
+    /// PII and injection findings.
+    #[serde(rename = "findings", skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentFindings>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pin_failures: Vec<PinFinding>,
+    /// Tools removed from a tools/list as poisoned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_dropped: Vec<String>,
+    /// Tool names added or removed since the previous complete tools/list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_added: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_removed: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
 }
 
 impl AuditRecord {
+    /// A record with only the identifying fields set: an invalid client
+    /// message, denied, until the caller says otherwise.
+    pub fn blank(time: String, request_id: String, bundle_version: String) -> AuditRecord {
+        AuditRecord {
+            schema: SCHEMA,
+            time,
+            request_id,
+            message_index: 0,
+            direction: Direction::Client,
+            kind: "invalid",
+            jsonrpc_id: None,
+            method: None,
+            server: None,
+            tool: None,
+            resource: None,
+            prompt: None,
+            protocol_version: None,
+            session: None,
+            subject: None,
+            agent: None,
+            tenant: None,
+            token_jti: None,
+            upstream_token: None,
+            auth_error: None,
+            decision: Decision::Deny,
+            reason: String::new(),
+            rule: None,
+            bundle_version,
+            outcome: Outcome::Invalid,
+            http_status: None,
+            error_code: None,
+            arguments_sha256: None,
+            filtered_out: None,
+            tool_sha256: None,
+            content: None,
+            pin_failures: Vec::new(),
+            tools_dropped: Vec::new(),
+            tools_added: Vec::new(),
+            tools_removed: Vec::new(),
+            latency_ms: None,
+        }
+    }
+
     /// The record as one line of JSON.
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {

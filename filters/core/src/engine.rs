@@ -16,15 +16,40 @@
 //!    since headers cannot change once they are forwarded;
 //! 4. response body: correlate responses with requests by JSON-RPC id,
 //!    filter list results to what the caller may use, audit each message.
+//!
+//! Identity (docs/identity.md) runs in phase 1: a server with `identity`
+//! answers its RFC 9728 metadata, refuses a missing or bad token with 401
+//! and a challenge, and decides later, per message, whether the token's
+//! scopes cover the call (403). The client's `Authorization` never goes
+//! upstream unless the server says `passthrough`; a token minted for the
+//! call replaces it.
+//!
+//! Content security (docs/content-security.md) runs in phases 2 and 4:
+//! tool-call arguments are scanned for PII and secrets; tools/list answers
+//! have their tools' pins checked and their definitions screened for
+//! poisoning; tool results and prompts are screened and redacted, per SSE
+//! event as it completes. What a server's last tools/list showed decides
+//! whether a later tools/call to that tool is refused (rug pulls), shared
+//! across worker VMs through the host's shared data when it has some.
 
-use crate::audit::{AuditRecord, Decision, Direction, Outcome, SCHEMA, rfc3339};
-use crate::bundle::{Bundle, BundleError, Server, UnknownMethods, UnmatchedRoutes};
+use crate::audit::{
+    AuditRecord, ContentFindings, Decision, Direction, Outcome, PinFinding, rfc3339,
+};
+use crate::bundle::{Bundle, BundleError, PinFailure, Server, UnknownMethods, UnmatchedRoutes};
+use crate::identity::cache::CacheStats;
+use crate::identity::{
+    Identity, IdentityError, ServerIdentity, TokenCache, TrustMode, UpstreamAuth, extract_bearer,
+};
 use crate::json::{canonical_string, parse_strict};
 use crate::mcp::{self, Envelope, Kind, Message, RoutingHeaders, Target, codes};
+use crate::pins::PinStatus;
+use crate::scan::injection::Surface;
+use crate::scan::{ContentPolicy, Inspection};
 use crate::sse;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// What the engine needs from its host: the seam that adapters implement and
 /// tests mock.
@@ -33,6 +58,38 @@ pub trait Env {
     fn now_nanos(&self) -> u64;
     /// Fills `buf` with random bytes (ids, nonces).
     fn random_bytes(&mut self, buf: &mut [u8]);
+    /// A host property by path (Envoy: `get_property`), for claims Envoy's
+    /// `jwt_authn` filter verified. `None`: absent, or no such host.
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+    /// A value every VM of this plugin on this proxy sees (proxy-wasm shared
+    /// data). `None`: absent, or the host has no shared store.
+    fn shared_get(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+    /// Stores a shared value; `false` when the host cannot.
+    fn shared_set(&mut self, _key: &str, _value: &[u8]) -> bool {
+        false
+    }
+    /// Adds `delta` to the counter `metric` (dotted name, `portcullis.`…).
+    fn count(&mut self, _metric: &str, _delta: u64) {}
+}
+
+/// The counters the engine reports through [`Env::count`]. Per-type
+/// counters append `.<TYPE>` (`portcullis.pii_found.EMAIL`).
+pub mod metrics {
+    pub const MESSAGES_ALLOWED: &str = "portcullis.messages_allowed";
+    pub const MESSAGES_DENIED: &str = "portcullis.messages_denied";
+    pub const AUTH_FAILED: &str = "portcullis.auth_failed";
+    pub const SCOPE_DENIED: &str = "portcullis.scope_denied";
+    pub const TOKENS_MINTED: &str = "portcullis.tokens_minted";
+    pub const PINS_FAILED: &str = "portcullis.pins_failed";
+    pub const POISONED_TOOLS_DROPPED: &str = "portcullis.poisoned_tools_dropped";
+    pub const PII_FOUND: &str = "portcullis.pii_found";
+    pub const INJECTION_FOUND: &str = "portcullis.injection_found";
+    pub const CONTENT_BLOCKED: &str = "portcullis.content_blocked";
+    pub const CONTENT_REDACTED: &str = "portcullis.content_redacted";
 }
 
 /// Prefix of the headers the filter owns. Client-sent ones are removed.
@@ -46,6 +103,9 @@ pub mod headers {
     pub const DECISION: &str = "x-mcp-decision";
     pub const BUNDLE_VERSION: &str = "x-mcp-bundle-version";
     pub const REQUEST_ID: &str = "x-mcp-request-id";
+    pub const SUBJECT: &str = "x-mcp-subject";
+    pub const AGENT: &str = "x-mcp-agent";
+    pub const TENANT: &str = "x-mcp-tenant";
 }
 
 /// A header edit list: removals first, then sets (replacing any value).
@@ -100,6 +160,10 @@ pub enum RequestBodyAction {
     Wait,
     /// Forward the request with these header edits.
     Forward(HeaderEdits),
+    /// Forward the request with these header edits and this body in place
+    /// of the one received (redacted arguments); `content-length` is among
+    /// the edits.
+    Rewrite(HeaderEdits, Vec<u8>),
     /// Refuse the request.
     Reply(LocalReply),
 }
@@ -114,15 +178,53 @@ pub enum ResponseBodyAction {
     Replace(Vec<u8>),
 }
 
-/// A compiled configuration, shared by all exchanges of a VM.
+/// A compiled configuration, shared by all exchanges of a VM, with the
+/// VM's state: verified tokens, and what each server's tools looked like.
 #[derive(Debug)]
 pub struct Engine {
     bundle: Bundle,
+    tokens: Mutex<TokenCache>,
+    tools: Mutex<BTreeMap<String, ToolState>>,
+}
+
+/// What the last tools/list of a server showed.
+#[derive(Debug, Clone, Default)]
+struct ToolState {
+    /// Tools refused until a later list shows them passing, with why.
+    failed: BTreeMap<String, String>,
+    /// The pin of each tool's last-seen definition.
+    hashes: BTreeMap<String, String>,
+    /// Names of the last complete (unpaged) list.
+    names: Option<BTreeSet<String>>,
 }
 
 impl Engine {
     pub fn new(bundle: Bundle) -> Engine {
-        Engine { bundle }
+        let tokens = TokenCache::new(bundle.settings.token_cache_entries);
+        Engine {
+            bundle,
+            tokens: Mutex::new(tokens),
+            tools: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Hits and misses of the verified-token cache.
+    pub fn token_cache_stats(&self) -> CacheStats {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stats()
+    }
+
+    /// Tools of `server` that calls are refused for, after their last
+    /// definitions failed a pin or screening (as this VM saw them).
+    pub fn quarantined_tools(&self, server: &str) -> Vec<String> {
+        self.tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(server)
+            .map(|s| s.failed.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Compiles the filter's configuration (a bundle's JSON).
@@ -157,6 +259,8 @@ enum ResponseMode {
 struct Pending {
     record: AuditRecord,
     method: String,
+    /// A tools/list for a later page (`params.cursor`).
+    paged: bool,
 }
 
 /// What the request was, once its headers are seen.
@@ -194,6 +298,10 @@ pub struct Exchange {
     finished: bool,
     /// Bytes to send in place of a refused response body, once.
     replacement: Option<Vec<u8>>,
+    /// Who the verified token says is calling.
+    identity: Option<Arc<Identity>>,
+    /// What replaced the client's token upstream (audit).
+    upstream_token: Option<&'static str>,
 }
 
 impl Exchange {
@@ -216,6 +324,8 @@ impl Exchange {
             done: Vec::new(),
             finished: false,
             replacement: None,
+            identity: None,
+            upstream_token: None,
         }
     }
 
@@ -259,6 +369,22 @@ impl Exchange {
                 edits.remove.push(name.clone());
             }
         }
+        // RFC 9728 discovery needs no token, and lives outside the servers'
+        // routes (`/.well-known/...`), so it is answered before routing.
+        if head.method == "GET"
+            && let Some(doc) = self.metadata_document(&head.path)
+        {
+            self.replied_locally = true;
+            return RequestHeadersAction::Reply(LocalReply {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("cache-control".into(), "max-age=300".into()),
+                ],
+                body: doc.into_bytes(),
+                details: "portcullis_protected_resource_metadata".into(),
+            });
+        }
         let server = self
             .bundle()
             .route(&head.authority, &head.path)
@@ -285,6 +411,18 @@ impl Exchange {
                 return RequestHeadersAction::Reply(reply);
             }
             return RequestHeadersAction::Continue(edits);
+        }
+        let engine = Arc::clone(&self.engine);
+        if let Some(sid) = self.server().and_then(|s| s.identity.as_ref()) {
+            match self.authenticate(env, &engine, sid) {
+                Ok(identity) => {
+                    for (name, value) in identity.audit_headers() {
+                        edits.set.push((name.to_owned(), value));
+                    }
+                    self.identity = Some(identity);
+                }
+                Err(e) => return RequestHeadersAction::Reply(self.refuse_unauthenticated(env, &e)),
+            }
         }
         match method.as_str() {
             "POST" => {
@@ -318,11 +456,146 @@ impl Exchange {
             }
             "GET" => {
                 self.route = Route::Stream;
+                self.upstream_token_edits(env, &[], &mut edits);
                 RequestHeadersAction::Continue(edits)
             }
             _ => {
                 self.route = Route::Other;
+                self.upstream_token_edits(env, &[], &mut edits);
                 RequestHeadersAction::Continue(edits)
+            }
+        }
+    }
+
+    /// The RFC 9728 document for `path`, if it is a metadata path of a
+    /// server with identity settings. The bare `/.well-known/...` path
+    /// answers only when one server could be meant.
+    fn metadata_document(&self, path: &str) -> Option<String> {
+        let with_identity: Vec<&ServerIdentity> = self
+            .bundle()
+            .servers
+            .iter()
+            .filter_map(|s| s.identity.as_ref())
+            .collect();
+        let allow_bare = with_identity.len() == 1;
+        with_identity
+            .iter()
+            .find(|sid| sid.metadata.serves(path, allow_bare))
+            .map(|sid| sid.metadata.document_json())
+    }
+
+    /// Verifies the caller for a server with identity settings: claims from
+    /// Envoy's `jwt_authn` for providers in that mode (when present), else
+    /// the bearer token, checked here against providers in verify mode.
+    fn authenticate(
+        &self,
+        env: &mut dyn Env,
+        engine: &Engine,
+        sid: &ServerIdentity,
+    ) -> Result<Arc<Identity>, IdentityError> {
+        let now = env.now_nanos() / 1_000_000_000;
+        let providers = &engine.bundle.providers;
+        let accepted = |mode: TrustMode| -> Vec<String> {
+            providers
+                .iter()
+                .filter(|p| {
+                    p.mode == mode && (sid.providers.is_empty() || sid.providers.contains(&p.name))
+                })
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        let envoy = accepted(TrustMode::EnvoyJwtAuthn);
+        let verify = accepted(TrustMode::Verify);
+        if crate::identity::query_has_token(&self.head.path) {
+            return Err(IdentityError::TokenInQuery);
+        }
+        for name in &envoy {
+            let Some(p) = providers.get(name) else {
+                continue;
+            };
+            if let Some(payload) = env.property(&p.envoy_property_path()) {
+                return providers
+                    .authenticate_trusted_payload(&payload, sid.resource(), &envoy, now)
+                    .map(Arc::new);
+            }
+        }
+        if verify.is_empty() {
+            return Err(IdentityError::MissingToken);
+        }
+        let authorization: Vec<&str> = self
+            .head
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let token = extract_bearer(&authorization, &self.head.path)?;
+        let mut cache = engine.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        providers.authenticate(token, sid.resource(), &verify, now, &mut cache)
+    }
+
+    /// 401 (or 400) with the challenge that points at the metadata, and a
+    /// record: the body was never read, so the record is of the request.
+    fn refuse_unauthenticated(&mut self, env: &mut dyn Env, e: &IdentityError) -> LocalReply {
+        env.count(metrics::AUTH_FAILED, 1);
+        let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
+        let challenge = self
+            .server()
+            .and_then(|s| s.identity.as_ref())
+            .map(|sid| sid.challenge(e))
+            .unwrap_or_default();
+        let reason = format!("{}; the request was not read", e.description());
+        let mut record = self.unread_record(reason.clone(), codes::UNAUTHENTICATED, e.status());
+        record.auth_error = Some(e.code());
+        record.decision = Decision::Deny;
+        record.outcome = Outcome::Denied;
+        record.rule = Some(format!("McpServer/{server}#identity"));
+        self.complete(record);
+        let mut reply = self.reply(
+            e.status(),
+            None,
+            codes::UNAUTHENTICATED,
+            "Unauthorized",
+            reason,
+            Some(format!("McpServer/{server}#identity")),
+        );
+        reply.headers.push(("www-authenticate".into(), challenge));
+        reply
+    }
+
+    /// Replaces or removes the client's `Authorization` for the calls
+    /// `calls` (method and tool), per the server's `upstreamToken`.
+    fn upstream_token_edits(
+        &mut self,
+        env: &mut dyn Env,
+        calls: &[(&str, Option<&str>)],
+        edits: &mut HeaderEdits,
+    ) {
+        let engine = Arc::clone(&self.engine);
+        let Some(sid) = self
+            .server
+            .and_then(|i| engine.bundle.servers.get(i))
+            .and_then(|s| s.identity.as_ref())
+        else {
+            return;
+        };
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        match sid.upstream_authorization_for(&identity, calls, env) {
+            UpstreamAuth::Remove => {
+                edits.remove.push("authorization".into());
+                self.upstream_token = Some("stripped");
+            }
+            UpstreamAuth::Replace(minted) => {
+                env.count(metrics::TOKENS_MINTED, 1);
+                edits
+                    .set
+                    .push(("authorization".into(), minted.authorization()));
+                self.upstream_token = Some("minted");
+            }
+            UpstreamAuth::Passthrough => {
+                self.upstream_token = Some("passthrough");
             }
         }
     }
@@ -371,7 +644,6 @@ impl Exchange {
         if !end_of_stream {
             return RequestBodyAction::Wait;
         }
-        let _ = env;
         let value = match parse_strict(body) {
             Ok(v) => v,
             Err(e) => {
@@ -427,38 +699,137 @@ impl Exchange {
                 None,
             ));
         }
-        self.decide(envelope)
+        let mut value = value;
+        self.decide(env, envelope, &mut value)
     }
 
-    fn decide(&mut self, envelope: Envelope) -> RequestBodyAction {
-        let decisions: Vec<Verdict> = envelope.messages.iter().map(|m| self.verdict(m)).collect();
+    fn decide(
+        &mut self,
+        env: &mut dyn Env,
+        envelope: Envelope,
+        value: &mut Value,
+    ) -> RequestBodyAction {
+        let mut decisions: Vec<Verdict> = envelope
+            .messages
+            .iter()
+            .map(|m| self.verdict(env, m))
+            .collect();
+        // Content: tool-call arguments, in the body itself, so a redaction
+        // is what the upstream receives.
+        let mut rewritten = false;
+        let mut findings: Vec<Option<ContentFindings>> = vec![None; envelope.messages.len()];
+        if let Some((policy_name, policy)) = self.server().and_then(|s| s.content.clone()) {
+            for (i, msg) in envelope.messages.iter().enumerate() {
+                let allowed = decisions
+                    .get(i)
+                    .is_some_and(|d| d.decision == Decision::Allow);
+                if !allowed || msg.method.as_deref() != Some("tools/call") {
+                    continue;
+                }
+                let element = if envelope.batch {
+                    value.get_mut(i)
+                } else {
+                    Some(&mut *value)
+                };
+                let Some(args) = element
+                    .and_then(|v| v.get_mut("params"))
+                    .and_then(|p| p.get_mut("arguments"))
+                else {
+                    continue;
+                };
+                let inspection = policy.inspect_arguments(args);
+                rewritten |= inspection.modified && !inspection.blocked;
+                let summary = summarize(env, &inspection);
+                if inspection.blocked {
+                    env.count(metrics::CONTENT_BLOCKED, 1);
+                    if let Some(d) = decisions.get_mut(i) {
+                        *d = Verdict::deny(
+                            format!(
+                                "the arguments carry {} which ContentPolicy/{policy_name} refuses on requests",
+                                summary
+                                    .as_ref()
+                                    .map(ContentFindings::types)
+                                    .unwrap_or_default()
+                            ),
+                            Some(format!("ContentPolicy/{policy_name}#pii")),
+                        );
+                    }
+                }
+                if let Some(f) = findings.get_mut(i) {
+                    *f = summary;
+                }
+            }
+        }
         let denied = decisions.iter().position(|d| d.decision == Decision::Deny);
         if let Some(first_denied) = denied {
-            return RequestBodyAction::Reply(self.refuse(&envelope, &decisions, first_denied));
+            env.count(metrics::MESSAGES_DENIED, decisions.len() as u64);
+            if decisions.iter().any(|d| d.auth.is_some()) {
+                env.count(metrics::SCOPE_DENIED, 1);
+            }
+            return RequestBodyAction::Reply(self.refuse(
+                &envelope,
+                &decisions,
+                &findings,
+                first_denied,
+            ));
         }
+        env.count(metrics::MESSAGES_ALLOWED, decisions.len() as u64);
         let mut methods = Vec::new();
         let mut tools = Vec::new();
+        let mut calls: Vec<(String, Option<String>)> = Vec::new();
         for (i, (msg, verdict)) in envelope.messages.iter().zip(decisions).enumerate() {
-            let record = self.record_for(i as u32, Direction::Client, msg, &verdict);
+            let mut record = self.record_for(i as u32, Direction::Client, msg, &verdict);
+            record.content = findings.get_mut(i).and_then(Option::take);
             if let Some(m) = &msg.method {
                 methods.push(m.clone());
+                let tool = match &msg.target {
+                    Target::Tool(t) => Some(t.clone()),
+                    _ => None,
+                };
+                calls.push((m.clone(), tool));
             }
             if let Target::Tool(t) = &msg.target {
                 tools.push(t.clone());
+                record.tool_sha256 = self.last_seen_hash(t);
             }
             match (msg.kind, &msg.id) {
-                (Kind::Request, Some(id)) => self.pending.push((
-                    mcp::id_key(id),
-                    Pending {
-                        record,
-                        method: msg.method.clone().unwrap_or_default(),
-                    },
-                )),
+                (Kind::Request, Some(id)) => {
+                    let element = if envelope.batch {
+                        value.get(i)
+                    } else {
+                        Some(&*value)
+                    };
+                    let paged = element
+                        .and_then(|v| v.get("params"))
+                        .and_then(|p| p.get("cursor"))
+                        .is_some_and(|c| !c.is_null());
+                    self.pending.push((
+                        mcp::id_key(id),
+                        Pending {
+                            record,
+                            method: msg.method.clone().unwrap_or_default(),
+                            paged,
+                        },
+                    ))
+                }
                 _ => self.accepted.push(record),
             }
         }
         let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
-        let mut set = vec![
+        let mut edits = HeaderEdits::default();
+        let call_refs: Vec<(&str, Option<&str>)> = calls
+            .iter()
+            .map(|(m, t)| (m.as_str(), t.as_deref()))
+            .collect();
+        self.upstream_token_edits(env, &call_refs, &mut edits);
+        let token_mode = self.upstream_token;
+        for (_, p) in self.pending.iter_mut() {
+            p.record.upstream_token = token_mode;
+        }
+        for r in self.accepted.iter_mut() {
+            r.upstream_token = token_mode;
+        }
+        edits.set.extend([
             (headers::METHOD.to_owned(), methods.join(",")),
             (headers::SERVER.to_owned(), server),
             (
@@ -470,17 +841,113 @@ impl Exchange {
                 self.engine.version().to_owned(),
             ),
             (headers::REQUEST_ID.to_owned(), self.request_id.clone()),
-        ];
+        ]);
         if !tools.is_empty() {
-            set.push((headers::TOOL.to_owned(), tools.join(",")));
+            edits.set.push((headers::TOOL.to_owned(), tools.join(",")));
         }
-        RequestBodyAction::Forward(HeaderEdits {
-            remove: Vec::new(),
-            set,
-        })
+        if let Some(identity) = &self.identity {
+            for (name, value) in identity.audit_headers() {
+                edits.set.push((name.to_owned(), value));
+            }
+        }
+        if rewritten {
+            let body = value.to_string().into_bytes();
+            edits
+                .set
+                .push(("content-length".into(), body.len().to_string()));
+            return RequestBodyAction::Rewrite(edits, body);
+        }
+        RequestBodyAction::Forward(edits)
     }
 
-    fn verdict(&self, msg: &Message) -> Verdict {
+    /// The pin of `tool`'s definition in the server's last tools/list.
+    fn last_seen_hash(&self, tool: &str) -> Option<String> {
+        let server = self.server()?;
+        let state = self
+            .engine
+            .tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.get(&server.name)?.hashes.get(tool).cloned()
+    }
+
+    /// Why calls to `tool` are refused, if its last-seen definition failed:
+    /// the shared store when the host has one (all worker VMs agree), else
+    /// this VM's own view.
+    fn quarantine_reason(&self, env: &dyn Env, server: &Server, tool: &str) -> Option<String> {
+        if let Some(bytes) = env.shared_get(&self.quarantine_key(server)) {
+            return parse_strict(&bytes)
+                .ok()?
+                .get(tool)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        let state = self
+            .engine
+            .tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.get(&server.name)?.failed.get(tool).cloned()
+    }
+
+    fn quarantine_key(&self, server: &Server) -> String {
+        format!(
+            "portcullis.quarantine/{}/{}",
+            self.engine.version(),
+            server.name
+        )
+    }
+
+    fn verdict(&self, env: &dyn Env, msg: &Message) -> Verdict {
+        let verdict = self.registry_verdict(msg);
+        if verdict.decision == Decision::Deny {
+            return verdict;
+        }
+        let Some(server) = self.server() else {
+            return verdict;
+        };
+        if let (Some(method), Some(sid), Some(identity)) = (
+            msg.method.as_deref(),
+            server.identity.as_ref(),
+            self.identity.as_ref(),
+        ) {
+            let tool = match &msg.target {
+                Target::Tool(t) => Some(t.as_str()),
+                _ => None,
+            };
+            if let Err(e) = sid.authorize(identity, method, tool) {
+                let required = match &e {
+                    IdentityError::InsufficientScope { required } => required.join(" "),
+                    _ => String::new(),
+                };
+                let mut v = Verdict::deny(
+                    format!(
+                        "the token's scopes do not cover {method}{}; it needs {required:?}",
+                        tool.map(|t| format!(" of tool {:?}", truncate(t, 128)))
+                            .unwrap_or_default()
+                    ),
+                    Some(format!("McpServer/{}#identity.scopes", server.name)),
+                );
+                v.auth = Some(e);
+                return v;
+            }
+        }
+        if let Target::Tool(tool) = &msg.target
+            && msg.method.as_deref() == Some("tools/call")
+            && let Some(why) = self.quarantine_reason(env, server, tool)
+        {
+            return Verdict::deny(
+                format!(
+                    "tool {:?} is refused: its last-seen definition {why}",
+                    truncate(tool, 128)
+                ),
+                Some(format!("McpServer/{}#pins", server.name)),
+            );
+        }
+        verdict
+    }
+
+    fn registry_verdict(&self, msg: &Message) -> Verdict {
         let Some(server) = self.server() else {
             return Verdict::deny("no McpServer matches this route".into(), None);
         };
@@ -541,6 +1008,7 @@ impl Exchange {
         &mut self,
         envelope: &Envelope,
         decisions: &[Verdict],
+        findings: &[Option<ContentFindings>],
         first_denied: usize,
     ) -> LocalReply {
         let mut responses = Vec::new();
@@ -548,6 +1016,10 @@ impl Exchange {
             .get(first_denied)
             .map(|d| d.reason.clone())
             .unwrap_or_default();
+        // Too little scope is answered as OAuth says (403 and a challenge
+        // naming the scopes), so a client can step up its authorization.
+        let scope_error = decisions.iter().find_map(|d| d.auth.clone());
+        let http_status = if scope_error.is_some() { 403 } else { 200 };
         for (i, (msg, verdict)) in envelope.messages.iter().zip(decisions).enumerate() {
             let verdict = if verdict.decision == Decision::Deny {
                 verdict.clone()
@@ -559,21 +1031,36 @@ impl Exchange {
                     decisions.get(first_denied).and_then(|d| d.rule.clone()),
                 )
             };
+            let code = if verdict.auth.is_some() {
+                codes::INSUFFICIENT_SCOPE
+            } else {
+                codes::DENIED
+            };
             let mut record = self.record_for(i as u32, Direction::Client, msg, &verdict);
             record.outcome = Outcome::Denied;
-            record.http_status = Some(200);
-            record.error_code = Some(codes::DENIED);
+            record.http_status = Some(http_status);
+            record.error_code = Some(code);
+            record.auth_error = verdict.auth.as_ref().map(IdentityError::code);
+            record.content = findings.get(i).cloned().flatten();
             self.complete(record);
             if msg.kind == Kind::Request {
+                let mut data = json!({
+                    "reason": verdict.reason,
+                    "rule": verdict.rule,
+                    "requestId": self.request_id,
+                });
+                if let (Some(e), Some(obj)) = (&verdict.auth, data.as_object_mut()) {
+                    obj.insert("authError".into(), Value::from(e.code()));
+                }
                 responses.push(mcp::error_response(
                     msg.id.as_ref(),
-                    codes::DENIED,
-                    "Denied by Portcullis",
-                    Some(json!({
-                        "reason": verdict.reason,
-                        "rule": verdict.rule,
-                        "requestId": self.request_id,
-                    })),
+                    code,
+                    if verdict.auth.is_some() {
+                        "Insufficient scope"
+                    } else {
+                        "Denied by Portcullis"
+                    },
+                    Some(data),
                 ));
             }
         }
@@ -584,21 +1071,32 @@ impl Exchange {
                     Value::Array(vec![self.denial_without_id(&denied_reason)]),
                 )
             } else {
-                (200, Value::Array(responses))
+                (http_status, Value::Array(responses))
             }
         } else {
             match responses.pop() {
-                Some(r) => (200, r),
+                Some(r) => (http_status, r),
                 // A refused notification has no id to answer; the HTTP status carries it.
                 None => (403, self.denial_without_id(&denied_reason)),
             }
         };
         self.replied_locally = true;
+        let mut headers = json_headers();
+        if let (Some(e), Some(sid)) = (
+            &scope_error,
+            self.server().and_then(|s| s.identity.as_ref()),
+        ) {
+            headers.push(("www-authenticate".into(), sid.challenge(e)));
+        }
         LocalReply {
             status,
-            headers: json_headers(),
+            headers,
             body: body.to_string().into_bytes(),
-            details: "portcullis_denied".into(),
+            details: if scope_error.is_some() {
+                "portcullis_insufficient_scope".into()
+            } else {
+                "portcullis_denied".into()
+            },
         }
     }
 
@@ -888,7 +1386,8 @@ impl Exchange {
                 // filtered as if it answered a list call: showing a caller a
                 // tool it may not use is never the safe default.
                 let method = pending.as_ref().map(|p| p.method.clone());
-                let removed = self.filter_list_result(method.as_deref(), value);
+                let paged = pending.as_ref().is_none_or(|p| p.paged);
+                let review = self.review_result(env, method.as_deref(), paged, value);
                 let mut record = match pending {
                     Some(p) => p.record,
                     None => {
@@ -907,6 +1406,16 @@ impl Exchange {
                         r
                     }
                 };
+                record.content = review.content;
+                record.pin_failures = review.pins;
+                record.tools_dropped = review.dropped;
+                record.tools_added = review.added;
+                record.tools_removed = review.removed;
+                if let Some(reason) = review.refuse {
+                    *value = self.withhold(env, record, msg.id.as_ref(), &reason);
+                    return true;
+                }
+                let removed = self.filter_list_result(method.as_deref(), value);
                 if record.outcome != Outcome::Delivered {
                     record.outcome = if msg.error_code.is_some() {
                         Outcome::Error
@@ -915,11 +1424,12 @@ impl Exchange {
                     };
                 }
                 record.error_code = msg.error_code;
+                let removed = removed.saturating_add(review.removed_from_list);
                 if removed > 0 {
                     record.filtered_out = Some(removed);
                 }
                 self.finish_record(env, record);
-                removed > 0
+                removed > 0 || review.changed
             }
             Kind::Request | Kind::Notification => {
                 let index = self.next_stream_index();
@@ -929,6 +1439,261 @@ impl Exchange {
                 self.finish_record(env, record);
                 false
             }
+        }
+    }
+
+    /// Refuses an upstream answer that policy withholds (a pin or content
+    /// finding): its record says why, and the client gets a JSON-RPC error
+    /// in its place.
+    fn withhold(
+        &mut self,
+        env: &mut dyn Env,
+        mut record: AuditRecord,
+        id: Option<&Value>,
+        reason: &str,
+    ) -> Value {
+        record.outcome = Outcome::Withheld;
+        record.error_code = Some(codes::UPSTREAM_REJECTED);
+        record.reason = format!("{}; response withheld: {reason}", record.reason);
+        self.finish_record(env, record);
+        self.upstream_error(id, reason)
+    }
+
+    /// Applies the server's pins and content policy to one answer, by what
+    /// it answers (guessed from its shape when it matches no request of
+    /// this exchange).
+    fn review_result(
+        &mut self,
+        env: &mut dyn Env,
+        method: Option<&str>,
+        paged: bool,
+        value: &mut Value,
+    ) -> Review {
+        let mut review = Review::default();
+        let engine = Arc::clone(&self.engine);
+        let Some(server) = self.server.and_then(|i| engine.bundle.servers.get(i)) else {
+            return review;
+        };
+        let Some(result) = value.get_mut("result").filter(|r| r.is_object()) else {
+            return review;
+        };
+        let kind = match method {
+            Some(m) => m,
+            None if result.get("tools").is_some() => "tools/list",
+            None if result.get("serverInfo").is_some() => "initialize",
+            None if result.get("messages").is_some() => "prompts/get",
+            None if result.get("contents").is_some() => "resources/read",
+            None => "tools/call",
+        };
+        match kind {
+            "initialize" => {
+                let version = result
+                    .pointer("/serverInfo/version")
+                    .and_then(Value::as_str);
+                if let Err((expected, actual)) = server.pins.check_server_version(version) {
+                    env.count(metrics::PINS_FAILED, 1);
+                    review.refuse = Some(format!(
+                        "server version {actual:?} is not the approved {expected:?} (McpServer/{}.spec.serverVersion)",
+                        server.name
+                    ));
+                }
+            }
+            "tools/list" => self.review_tools(env, server, paged, result, &mut review),
+            "tools/call" | "resources/read" => {
+                review_content(env, server, Surface::ToolResult, result, &mut review)
+            }
+            "prompts/get" => review_content(env, server, Surface::Prompt, result, &mut review),
+            _ => {}
+        }
+        review
+    }
+
+    /// A tools/list result: pins first (the rug-pull check), then poisoning
+    /// screening; what fails is removed (or fails the list) and quarantined,
+    /// so calls to it are refused until a later list shows it passing.
+    fn review_tools(
+        &mut self,
+        env: &mut dyn Env,
+        server: &Server,
+        paged: bool,
+        result: &mut Value,
+        review: &mut Review,
+    ) {
+        let complete = !paged && result.get("nextCursor").is_none_or(Value::is_null);
+        let Some(Value::Array(tools)) = result.get_mut("tools") else {
+            return;
+        };
+        let received: BTreeSet<String> = tools
+            .iter()
+            .filter_map(|t| t.get("name").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+        let report = server.pins.check(tools);
+        for t in &report.tools {
+            if !t.name.is_empty() && !t.actual.is_empty() {
+                hashes.insert(t.name.clone(), t.actual.clone());
+            }
+            let (status, expected, why) = match &t.status {
+                PinStatus::Mismatch { expected, .. } => (
+                    "mismatch",
+                    Some(expected.clone()),
+                    format!(
+                        "changed since it was pinned (pinned {expected}, served {})",
+                        t.actual
+                    ),
+                ),
+                PinStatus::Unpinned if !t.pass => (
+                    "unpinned",
+                    None,
+                    format!(
+                        "is not pinned, and McpServer/{} says pinning: strict",
+                        server.name
+                    ),
+                ),
+                PinStatus::Duplicate => (
+                    "duplicate",
+                    server.pins.pin(&t.name).map(str::to_owned),
+                    "appeared twice in one tools/list".to_owned(),
+                ),
+                PinStatus::Invalid { reason } => {
+                    review.pins.push(PinFinding {
+                        tool: String::new(),
+                        status: "invalid",
+                        expected: None,
+                        actual: None,
+                        detail: Some(reason.clone()),
+                    });
+                    continue;
+                }
+                _ => continue,
+            };
+            review.pins.push(PinFinding {
+                tool: t.name.clone(),
+                status,
+                expected,
+                actual: Some(t.actual.clone()).filter(|a| !a.is_empty()),
+                detail: None,
+            });
+            failed.insert(t.name.clone(), why);
+        }
+        for name in &report.removed {
+            review.pins.push(PinFinding {
+                tool: name.clone(),
+                status: "missing",
+                expected: server.pins.pin(name).map(str::to_owned),
+                actual: None,
+                detail: None,
+            });
+        }
+        let pin_failures = report.failures().count();
+        if pin_failures > 0 {
+            env.count(metrics::PINS_FAILED, pin_failures as u64);
+            match server.pin_failure {
+                PinFailure::FailServer => {
+                    let names: Vec<&str> = failed.keys().map(String::as_str).collect();
+                    review.refuse = Some(format!(
+                        "tools/list withheld: {pin_failures} tool(s) failed their pins ({}); McpServer/{} says onPinFailure: failServer",
+                        names.join(", "),
+                        server.name
+                    ));
+                    // The whole server is untrusted until its pins are reviewed.
+                    for name in &received {
+                        failed.entry(name.clone()).or_insert_with(|| {
+                            "was served in a tools/list that failed its pins (onPinFailure: failServer)".to_owned()
+                        });
+                    }
+                }
+                PinFailure::RemoveTool => {
+                    let n = report.retain_passing(tools);
+                    review.removed_from_list = review.removed_from_list.saturating_add(n as u32);
+                }
+            }
+        }
+        if review.refuse.is_none()
+            && let Some((policy_name, policy)) = &server.content
+        {
+            let screens = policy.screen_tools(tools);
+            let mut findings = ContentFindings::default();
+            for sc in &screens {
+                for f in &sc.findings {
+                    *findings
+                        .injection
+                        .entry(f.category.as_str().to_owned())
+                        .or_insert(0) += 1;
+                    if !findings.rules.contains(&f.rule_id) {
+                        findings.rules.push(f.rule_id.clone());
+                    }
+                    env.count(
+                        &format!("{}.{}", metrics::INJECTION_FOUND, f.category.as_str()),
+                        1,
+                    );
+                }
+                if sc.dropped {
+                    env.count(metrics::POISONED_TOOLS_DROPPED, 1);
+                    let rules: Vec<&str> = sc.findings.iter().map(|f| f.rule_id.as_str()).collect();
+                    failed.insert(
+                        sc.name.clone(),
+                        format!(
+                            "was screened as poisoned by ContentPolicy/{policy_name} ({})",
+                            rules.join(", ")
+                        ),
+                    );
+                    review.dropped.push(sc.name.clone());
+                    review.removed_from_list = review.removed_from_list.saturating_add(1);
+                }
+            }
+            if !screens.is_empty() {
+                findings.action = if review.dropped.is_empty() {
+                    "flagged"
+                } else {
+                    "dropped"
+                };
+                review.content = Some(findings);
+            }
+        }
+        let passed: Vec<&String> = received
+            .iter()
+            .filter(|n| !failed.contains_key(*n))
+            .collect();
+        let snapshot = {
+            let mut state = self
+                .engine
+                .tools
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let st = state.entry(server.name.clone()).or_default();
+            for name in &passed {
+                st.failed.remove(*name);
+            }
+            for (name, why) in &failed {
+                st.failed.insert(name.clone(), why.clone());
+            }
+            st.hashes.extend(hashes);
+            if complete {
+                if let Some(previous) = &st.names {
+                    let (added, removed) = crate::pins::diff_names(previous, &received);
+                    review.added = added;
+                    review.removed = removed;
+                }
+                st.names = Some(received.clone());
+            }
+            st.failed.clone()
+        };
+        // Other worker VMs refuse the same tools: merge this list's verdicts
+        // into the shared view rather than overwrite it with ours.
+        let key = self.quarantine_key(server);
+        let mut shared: BTreeMap<String, String> = env
+            .shared_get(&key)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(snapshot);
+        for name in &passed {
+            shared.remove(*name);
+        }
+        shared.extend(failed);
+        if let Ok(bytes) = serde_json::to_vec(&shared) {
+            env.shared_set(&key, &bytes);
         }
     }
 
@@ -1033,63 +1798,66 @@ impl Exchange {
             Target::None => (None, None, None),
         };
         AuditRecord {
-            schema: SCHEMA,
-            time: rfc3339(self.started_nanos),
-            request_id: self.request_id.clone(),
             message_index: index,
             direction,
             kind: msg.kind.as_str(),
             jsonrpc_id: msg.id.clone(),
             method: msg.method.as_ref().map(|m| truncate(m, 128).to_owned()),
-            server: self.server().map(|s| s.name.clone()),
             tool,
             resource,
             prompt,
-            protocol_version: self.revision.clone(),
-            session: self.session.clone(),
             decision: verdict.decision,
             reason: verdict.reason.clone(),
             rule: verdict.rule.clone(),
-            bundle_version: self.engine.version().to_owned(),
             outcome: Outcome::NoResponse,
-            http_status: None,
-            error_code: None,
+            auth_error: verdict.auth.as_ref().map(IdentityError::code),
             arguments_sha256: msg
                 .arguments
                 .as_ref()
                 .map(|a| hex::encode(Sha256::digest(canonical_string(a).as_bytes()))),
-            filtered_out: None,
-            latency_ms: None,
+            ..self.base_record()
+        }
+    }
+
+    /// The fields every record of this exchange shares.
+    fn base_record(&self) -> AuditRecord {
+        let id = self.identity.as_deref();
+        AuditRecord {
+            server: self.server().map(|s| s.name.clone()),
+            protocol_version: self.revision.clone(),
+            session: self.session.clone(),
+            subject: id.map(|i| i.subject.clone()),
+            agent: id.and_then(|i| i.agent.clone()),
+            tenant: id.and_then(|i| i.tenant.clone()),
+            token_jti: id.and_then(|i| i.jti.clone()),
+            upstream_token: self.upstream_token,
+            ..AuditRecord::blank(
+                rfc3339(self.started_nanos),
+                self.request_id.clone(),
+                self.engine.version().to_owned(),
+            )
+        }
+    }
+
+    /// A record for a request refused before its body was read (no MCP
+    /// message is known yet).
+    fn unread_record(&self, reason: String, code: i64, status: u16) -> AuditRecord {
+        AuditRecord {
+            kind: "unread",
+            reason,
+            http_status: Some(status),
+            error_code: Some(code),
+            ..self.base_record()
         }
     }
 
     /// Records a body refused before it could be classified.
     fn record_invalid(&mut self, reason: String, code: i64, status: u16) {
         let record = AuditRecord {
-            schema: SCHEMA,
-            time: rfc3339(self.started_nanos),
-            request_id: self.request_id.clone(),
-            message_index: 0,
-            direction: Direction::Client,
-            kind: "invalid",
-            jsonrpc_id: None,
-            method: None,
-            server: self.server().map(|s| s.name.clone()),
-            tool: None,
-            resource: None,
-            prompt: None,
-            protocol_version: self.revision.clone(),
-            session: self.session.clone(),
-            decision: Decision::Deny,
             reason,
-            rule: None,
-            bundle_version: self.engine.version().to_owned(),
-            outcome: Outcome::Invalid,
             http_status: Some(status),
             error_code: Some(code),
-            arguments_sha256: None,
-            filtered_out: None,
-            latency_ms: None,
+            ..self.base_record()
         };
         self.complete(record);
     }
@@ -1162,6 +1930,8 @@ struct Verdict {
     decision: Decision,
     reason: String,
     rule: Option<String>,
+    /// Refused for the token's scopes (answered 403).
+    auth: Option<IdentityError>,
 }
 
 impl Verdict {
@@ -1170,6 +1940,7 @@ impl Verdict {
             decision: Decision::Allow,
             reason,
             rule,
+            auth: None,
         }
     }
 
@@ -1178,7 +1949,87 @@ impl Verdict {
             decision: Decision::Deny,
             reason,
             rule,
+            auth: None,
         }
+    }
+}
+
+/// The audit summary of one inspection (types and counts, never values),
+/// with the per-type counters reported.
+fn summarize(env: &mut dyn Env, inspection: &Inspection) -> Option<ContentFindings> {
+    if inspection.pii.is_clean() && inspection.screen.is_empty() {
+        return None;
+    }
+    let mut f = ContentFindings::default();
+    for (entity, n) in &inspection.pii.counts {
+        f.pii.insert(entity.clone(), u64::from(*n));
+        env.count(&format!("{}.{entity}", metrics::PII_FOUND), u64::from(*n));
+    }
+    for finding in &inspection.screen {
+        *f.injection
+            .entry(finding.category.as_str().to_owned())
+            .or_insert(0) += 1;
+        if !f.rules.contains(&finding.rule_id) {
+            f.rules.push(finding.rule_id.clone());
+        }
+        env.count(
+            &format!("{}.{}", metrics::INJECTION_FOUND, finding.category.as_str()),
+            1,
+        );
+    }
+    f.action = if inspection.blocked {
+        "blocked"
+    } else if inspection.modified {
+        env.count(metrics::CONTENT_REDACTED, 1);
+        "redacted"
+    } else {
+        "flagged"
+    };
+    Some(f)
+}
+
+/// What reviewing one answer found and did.
+#[derive(Debug, Default)]
+struct Review {
+    /// Withhold the answer, for this reason.
+    refuse: Option<String>,
+    /// The answer was rewritten (redacted, stripped, tools removed).
+    changed: bool,
+    content: Option<ContentFindings>,
+    pins: Vec<PinFinding>,
+    dropped: Vec<String>,
+    added: Vec<String>,
+    removed: Vec<String>,
+    /// Tools removed by pins or screening (beside the allowlist's own).
+    removed_from_list: u32,
+}
+
+/// A tool result, resource contents or prompt: screening and redaction.
+fn review_content(
+    env: &mut dyn Env,
+    server: &Server,
+    surface: Surface,
+    result: &mut Value,
+    review: &mut Review,
+) {
+    let Some((policy_name, policy)) = &server.content else {
+        return;
+    };
+    let policy: &ContentPolicy = policy;
+    let inspection = policy.inspect_result(result, surface);
+    review.content = summarize(env, &inspection);
+    if inspection.blocked {
+        env.count(metrics::CONTENT_BLOCKED, 1);
+        review.refuse = Some(format!(
+            "the answer carries {} which ContentPolicy/{policy_name} blocks",
+            review
+                .content
+                .as_ref()
+                .map(ContentFindings::types)
+                .unwrap_or_default()
+        ));
+    } else if inspection.modified {
+        review.changed = true;
     }
 }
 

@@ -58,6 +58,10 @@ pub mod codes {
     pub const UNKNOWN_SERVER: i64 = -32095;
     /// The request names a protocol revision this filter does not know.
     pub const UNSUPPORTED_REVISION: i64 = -32096;
+    /// No valid token for a server with identity settings (HTTP 401/400).
+    pub const UNAUTHENTICATED: i64 = -32097;
+    /// The token's scopes do not cover the call (HTTP 403).
+    pub const INSUFFICIENT_SCOPE: i64 = -32098;
 }
 
 /// The kind of a JSON-RPC message.

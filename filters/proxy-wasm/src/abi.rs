@@ -118,7 +118,44 @@ mod imports {
             value_data: *const u8,
             value_size: usize,
         ) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
+        fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_metric_id: *mut u32,
+        ) -> u32;
+        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     }
+
+    // Metric ids by name. A VM is single-threaded, so a thread-local is
+    // the VM's own table.
+    std::thread_local! {
+        static METRICS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+
+    /// Counter, in the ABI's metric types.
+    const METRIC_COUNTER: u32 = 0;
 
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
     unsafe extern "C" {
@@ -277,6 +314,71 @@ mod imports {
             // SAFETY: out-pointer to a local.
             let _ = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
             t
+        }
+
+        fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+            // The ABI's property path: segments separated by NUL bytes.
+            let encoded = path.join("\0");
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut size: usize = 0;
+            // SAFETY: pointer and length of a live string; out-pointers to locals.
+            let status = unsafe {
+                proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size)
+            };
+            if status == NOT_FOUND {
+                return Ok(None);
+            }
+            check("proxy_get_property", status)?;
+            // SAFETY: see `take_host_bytes`.
+            Ok(Some(unsafe { take_host_bytes(data, size) }))
+        }
+
+        fn shared_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut size: usize = 0;
+            let mut cas: u32 = 0;
+            // SAFETY: pointer and length of a live str; out-pointers to locals.
+            let status = unsafe {
+                proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+            };
+            if status == NOT_FOUND {
+                return Ok(None);
+            }
+            check("proxy_get_shared_data", status)?;
+            // SAFETY: see `take_host_bytes`.
+            Ok(Some(unsafe { take_host_bytes(data, size) }))
+        }
+
+        fn shared_set(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+            // cas 0: unconditional. The engine merges before writing; a lost
+            // race costs one list's verdicts until the next tools/list.
+            // SAFETY: pointers and lengths of live slices.
+            let status = unsafe {
+                proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), 0)
+            };
+            check("proxy_set_shared_data", status)
+        }
+
+        fn count(&mut self, metric: &str, delta: u64) -> Result<(), HostError> {
+            let known = METRICS.with(|m| m.borrow().get(metric).copied());
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    let mut id: u32 = 0;
+                    // SAFETY: pointer and length of a live str; out-pointer to a local.
+                    let status = unsafe {
+                        proxy_define_metric(METRIC_COUNTER, metric.as_ptr(), metric.len(), &mut id)
+                    };
+                    check("proxy_define_metric", status)?;
+                    METRICS.with(|m| m.borrow_mut().insert(metric.to_owned(), id));
+                    id
+                }
+            };
+            let offset = i64::try_from(delta).unwrap_or(i64::MAX);
+            // SAFETY: no pointers.
+            check("proxy_increment_metric", unsafe {
+                proxy_increment_metric(id, offset)
+            })
         }
 
         fn random_bytes(&mut self, buf: &mut [u8]) {

@@ -137,6 +137,11 @@ impl Stream {
                 apply(host, Headers::Request, &edits)?;
                 Ok(Step::Continue)
             }
+            RequestBodyAction::Rewrite(edits, rewritten) => {
+                apply(host, Headers::Request, &edits)?;
+                host.replace_body(Body::Request, body.len(), &rewritten)?;
+                Ok(Step::Continue)
+            }
             RequestBodyAction::Reply(reply) => self.reply(host, &reply),
         }
     }

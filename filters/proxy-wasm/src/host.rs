@@ -67,6 +67,26 @@ pub trait Host {
     fn log(&mut self, level: Level, message: &str);
     fn now_nanos(&self) -> u64;
     fn random_bytes(&mut self, buf: &mut [u8]);
+    /// A property by path (Envoy: attributes, metadata, filter state).
+    /// `Ok(None)` when absent.
+    fn property(&self, _path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
+    /// Plugin-wide shared data (every worker VM sees it). `Ok(None)` when
+    /// the key is absent.
+    fn shared_get(&self, _key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
+    fn shared_set(&mut self, _key: &str, _value: &[u8]) -> Result<(), HostError> {
+        Err(HostError {
+            call: "proxy_set_shared_data (unsupported by this host)",
+            status: 12,
+        })
+    }
+    /// Adds `delta` to a counter, defining it on first use.
+    fn count(&mut self, _metric: &str, _delta: u64) -> Result<(), HostError> {
+        Ok(())
+    }
 }
 
 /// Adapts a [`Host`] to the engine's [`Env`].
@@ -79,5 +99,38 @@ impl Env for EnvOf<'_> {
 
     fn random_bytes(&mut self, buf: &mut [u8]) {
         self.0.random_bytes(buf)
+    }
+
+    // The engine treats these as best effort (an absent property, no shared
+    // store, a metric not counted): a failure here must not fail a request
+    // the engine can still decide, so errors are logged and absorbed.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.0.property(path).ok().flatten()
+    }
+
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.shared_get(key).ok().flatten()
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
+        match self.0.shared_set(key, value) {
+            Ok(()) => true,
+            Err(e) => {
+                self.0.log(
+                    Level::Warn,
+                    &format!("portcullis: shared data not written: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn count(&mut self, metric: &str, delta: u64) {
+        if let Err(e) = self.0.count(metric, delta) {
+            self.0.log(
+                Level::Debug,
+                &format!("portcullis: metric {metric} not counted: {e}"),
+            );
+        }
     }
 }

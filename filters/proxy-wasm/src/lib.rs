@@ -24,7 +24,7 @@ mod wasm {
     use crate::filter::{AUDIT_PROPERTY, Step, Stream};
     use crate::host::{Host, Level};
     use portcullis_core::Engine;
-    use portcullis_core::audit::{AuditRecord, Decision, Direction, Outcome, SCHEMA, rfc3339};
+    use portcullis_core::audit::{AuditRecord, rfc3339};
     use portcullis_core::engine::LocalReply;
     use portcullis_core::mcp::{codes, error_response};
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -53,30 +53,14 @@ mod wasm {
         let (request_id, bundle_version) = CURRENT.with(|c| c.borrow().clone());
         let reason = format!("the filter panicked at {location}; the request is refused");
         let record = AuditRecord {
-            schema: SCHEMA,
-            time: rfc3339(host.now_nanos()),
-            request_id: request_id.clone(),
-            message_index: 0,
-            direction: Direction::Client,
-            kind: "invalid",
-            jsonrpc_id: None,
-            method: None,
-            server: None,
-            tool: None,
-            resource: None,
-            prompt: None,
-            protocol_version: None,
-            session: None,
-            decision: Decision::Deny,
             reason: reason.clone(),
-            rule: None,
-            bundle_version,
-            outcome: Outcome::Invalid,
             http_status: Some(500),
             error_code: Some(codes::INTERNAL),
-            arguments_sha256: None,
-            filtered_out: None,
-            latency_ms: None,
+            ..AuditRecord::blank(
+                rfc3339(host.now_nanos()),
+                request_id.clone(),
+                bundle_version,
+            )
         };
         let line = record.to_json_line();
         host.log(Level::Critical, &format!("portcullis: {reason}"));

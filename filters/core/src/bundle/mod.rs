@@ -16,11 +16,15 @@
 pub mod yaml;
 
 use crate::glob::GlobSet;
+use crate::identity::{ProviderSet, ServerIdentity, ServerIdentitySpec};
 use crate::json::canonical_string;
+use crate::pins::PinSet;
+use crate::scan::{ContentPolicy, ContentPolicySpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::Arc;
 
 /// The only `apiVersion` documents may carry.
 pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
@@ -80,9 +84,10 @@ pub struct McpServerSpec {
     #[serde(default, rename = "match")]
     pub route: RouteMatch,
     /// Tools that may be called, by name or glob. Default deny: a tools/call
-    /// for a tool not listed is refused, and tools/list hides it.
+    /// for a tool not listed is refused, and tools/list hides it. A literal
+    /// name may carry a `pin` of its approved definition.
     #[serde(default)]
-    pub tools: Vec<NameEntry>,
+    pub tools: Vec<ToolEntry>,
     /// Resources that may be read, by URI or glob. Default deny.
     #[serde(default)]
     pub resources: Vec<UriEntry>,
@@ -91,6 +96,56 @@ pub struct McpServerSpec {
     pub prompts: Vec<NameEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `lenient` (default): only pinned tools are checked. `strict`: a tool
+    /// without a pin fails too.
+    #[serde(default)]
+    pub pinning: Pinning,
+    /// What a failed pin does to a tools/list result.
+    #[serde(default)]
+    pub on_pin_failure: PinFailure,
+    /// The approved `serverInfo.version`; an initialize answer with another
+    /// version is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The `ContentPolicy` applied to this server's traffic. Default: the
+    /// one named `default`, if the bundle has it; else no content scanning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_policy: Option<String>,
+    /// Token validation, scopes and token isolation (docs/identity.md).
+    /// Absent: no token is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ServerIdentitySpec>,
+}
+
+/// A `tools` entry: a name or glob, and for a literal name an optional pin
+/// (`sha256:` over the RFC 8785 form of its definition; `portcullis pin`
+/// prints them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolEntry {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pinning {
+    #[default]
+    Lenient,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PinFailure {
+    /// The failing tools are removed from the list (and calls to them
+    /// refused); the others go on.
+    #[default]
+    RemoveTool,
+    /// The whole tools/list answer is refused: one changed tool makes the
+    /// server untrusted until its pins are reviewed.
+    FailServer,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +190,24 @@ pub struct SettingsSpec {
     /// What to do with a JSON-RPC method this filter does not know.
     #[serde(default)]
     pub unknown_methods: UnknownMethods,
+    /// Verified tokens kept per VM (keyed by a hash of the token, expiring
+    /// at `exp`), so a signature is checked once per token, not per call.
+    /// 0 disables the cache.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_entries: usize,
+}
+
+/// The `ContentPolicy` a server without `contentPolicy` gets, if present.
+pub const DEFAULT_CONTENT_POLICY: &str = "default";
+
+/// Default size of the verified-token cache.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1024;
+
+/// Largest verified-token cache a bundle may ask for.
+pub const MAX_TOKEN_CACHE_ENTRIES: usize = 65_536;
+
+fn default_token_cache() -> usize {
+    DEFAULT_TOKEN_CACHE_ENTRIES
 }
 
 fn default_max_request() -> u64 {
@@ -152,6 +225,7 @@ impl Default for SettingsSpec {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             unmatched_routes: UnmatchedRoutes::default(),
             unknown_methods: UnknownMethods::default(),
+            token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         }
     }
 }
@@ -258,6 +332,12 @@ pub struct Server {
     pub resources: GlobSet,
     pub prompts: GlobSet,
     pub source: Option<Source>,
+    /// Tool pins and the server-version pin.
+    pub pins: PinSet,
+    pub pin_failure: PinFailure,
+    /// Name of the `ContentPolicy` applied, and the policy.
+    pub content: Option<(String, Arc<ContentPolicy>)>,
+    pub identity: Option<ServerIdentity>,
 }
 
 impl Server {
@@ -320,6 +400,8 @@ pub struct Bundle {
     pub version: String,
     pub servers: Vec<Server>,
     pub settings: SettingsSpec,
+    /// The `IdentityProvider` documents.
+    pub providers: ProviderSet,
 }
 
 impl Bundle {
@@ -374,6 +456,10 @@ impl Bundle {
             });
         }
         let mut servers: Vec<Server> = Vec::new();
+        let mut server_docs: Vec<&Document> = Vec::new();
+        let mut providers = Vec::new();
+        let mut provider_docs: Vec<&Document> = Vec::new();
+        let mut policies: Vec<(String, Arc<ContentPolicy>)> = Vec::new();
         let mut settings: Option<(SettingsSpec, &Document)> = None;
         let mut seen_names: Vec<(String, String)> = Vec::new();
         for doc in &json.documents {
@@ -406,10 +492,37 @@ impl Bundle {
             }
             seen_names.push(key);
             match doc.kind.as_str() {
-                "McpServer" => match compile_server(doc) {
-                    Ok(server) => servers.push(server),
-                    Err(mut e) => errors.append(&mut e),
-                },
+                // Servers refer to providers and policies by name, so they
+                // are compiled once every other document is known.
+                "McpServer" => server_docs.push(doc),
+                "IdentityProvider" => {
+                    match crate::identity::provider::compile_value(&doc.metadata.name, &doc.spec) {
+                        Ok(p) => {
+                            providers.push(p);
+                            provider_docs.push(doc);
+                        }
+                        Err(errs) => errors.extend(
+                            errs.into_iter()
+                                .map(|(p, m)| BundleError::at(doc, format!("/spec{p}"), m)),
+                        ),
+                    }
+                }
+                "ContentPolicy" => {
+                    match from_value_at::<ContentPolicySpec>(doc.spec.clone(), "/spec") {
+                        Ok(spec) => match crate::scan::compile(&spec) {
+                            Ok(policy) => {
+                                policies.push((doc.metadata.name.clone(), Arc::new(policy)))
+                            }
+                            Err(errs) => errors.extend(
+                                errs.into_iter()
+                                    .map(|(p, m)| BundleError::at(doc, format!("/spec{p}"), m)),
+                            ),
+                        },
+                        Err((pointer, message)) => {
+                            errors.push(BundleError::at(doc, pointer, message))
+                        }
+                    }
+                }
                 "Settings" => {
                     if let Some((_, first)) = &settings {
                         errors.push(BundleError::at(
@@ -431,6 +544,13 @@ impl Bundle {
                                     "body limits must be at least 1 byte",
                                 ));
                             }
+                            if spec.token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
+                                errors.push(BundleError::at(
+                                    doc,
+                                    "/spec/tokenCacheEntries",
+                                    format!("at most {MAX_TOKEN_CACHE_ENTRIES} entries"),
+                                ));
+                            }
                             settings = Some((spec, doc));
                         }
                         Err((pointer, message)) => {
@@ -441,8 +561,34 @@ impl Bundle {
                 other => errors.push(BundleError::at(
                     doc,
                     "/kind",
-                    format!("unknown kind {other:?}; expected McpServer or Settings"),
+                    format!(
+                        "unknown kind {other:?}; expected McpServer, IdentityProvider, ContentPolicy or Settings"
+                    ),
                 )),
+            }
+        }
+        let providers = match ProviderSet::new(providers) {
+            Ok(set) => set,
+            Err(errs) => {
+                for (name, (p, m)) in errs {
+                    match provider_docs.iter().find(|d| d.metadata.name == name) {
+                        Some(doc) => errors.push(BundleError::at(doc, format!("/spec{p}"), m)),
+                        None => errors.push(BundleError {
+                            file: None,
+                            line: None,
+                            document: Some(format!("IdentityProvider/{name}")),
+                            pointer: format!("/spec{p}"),
+                            message: m,
+                        }),
+                    }
+                }
+                ProviderSet::default()
+            }
+        };
+        for doc in server_docs {
+            match compile_server(doc, &providers, &policies) {
+                Ok(server) => servers.push(server),
+                Err(mut e) => errors.append(&mut e),
             }
         }
         // Two servers with the same route would make the decision depend on
@@ -475,12 +621,24 @@ impl Bundle {
             }
         }
         if !errors.is_empty() {
+            // Servers are compiled last; report in document order anyway.
+            let position = |e: &BundleError| {
+                json.documents
+                    .iter()
+                    .position(|d| {
+                        e.document.as_deref()
+                            == Some(format!("{}/{}", d.kind, d.metadata.name).as_str())
+                    })
+                    .unwrap_or(usize::MAX)
+            };
+            errors.sort_by_key(position);
             return Err(errors);
         }
         Ok(Bundle {
             version: json.version.clone(),
             servers,
             settings: settings.map(|(s, _)| s).unwrap_or_default(),
+            providers,
         })
     }
 
@@ -510,7 +668,11 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn compile_server(doc: &Document) -> Result<Server, Vec<BundleError>> {
+fn compile_server(
+    doc: &Document,
+    providers: &ProviderSet,
+    policies: &[(String, Arc<ContentPolicy>)],
+) -> Result<Server, Vec<BundleError>> {
     let spec: McpServerSpec = from_value_at(doc.spec.clone(), "/spec")
         .map_err(|(p, m)| vec![BundleError::at(doc, p, m)])?;
     let mut errors = Vec::new();
@@ -586,6 +748,87 @@ fn compile_server(doc: &Document) -> Result<Server, Vec<BundleError>> {
             (Some(h.to_ascii_lowercase()), p.map(str::to_owned))
         }
     };
+    let mut pin_list = Vec::new();
+    for (i, t) in spec.tools.iter().enumerate() {
+        if let Some(pin) = &t.pin {
+            if t.name.contains(['*', '?', '\\']) {
+                errors.push(BundleError::at(
+                    doc,
+                    format!("/spec/tools/{i}/pin"),
+                    format!(
+                        "{:?} is a glob; a pin belongs to one literal tool name",
+                        t.name
+                    ),
+                ));
+            } else if pin_list
+                .iter()
+                .any(|(n, _): &(String, String)| *n == t.name)
+            {
+                errors.push(BundleError::at(
+                    doc,
+                    format!("/spec/tools/{i}/name"),
+                    format!("tool {:?} is pinned twice", t.name),
+                ));
+            } else {
+                pin_list.push((t.name.clone(), pin.clone()));
+            }
+        }
+    }
+    let pins = match PinSet::new(pin_list, spec.pinning == Pinning::Strict) {
+        Ok(p) => match &spec.server_version {
+            Some(v) => p.with_server_version(v.clone()),
+            None => p,
+        },
+        Err(errs) => {
+            for (name, e) in errs {
+                let i = spec.tools.iter().position(|t| t.name == name).unwrap_or(0);
+                errors.push(BundleError::at(
+                    doc,
+                    format!("/spec/tools/{i}/pin"),
+                    format!("{e}; take pins with `portcullis pin --url URL`"),
+                ));
+            }
+            PinSet::default()
+        }
+    };
+    let content = match &spec.content_policy {
+        Some(name) => match policies.iter().find(|(n, _)| n == name) {
+            Some((n, p)) => Some((n.clone(), Arc::clone(p))),
+            None => {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/contentPolicy",
+                    format!("no ContentPolicy named {name:?} in the bundle"),
+                ));
+                None
+            }
+        },
+        None => policies
+            .iter()
+            .find(|(n, _)| n == DEFAULT_CONTENT_POLICY)
+            .map(|(n, p)| (n.clone(), Arc::clone(p))),
+    };
+    let identity = match &spec.identity {
+        None => None,
+        Some(id) => {
+            let literal: Vec<&str> = spec
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .filter(|n| !n.contains(['*', '?', '\\']))
+                .collect();
+            match ServerIdentity::compile(id, providers, &literal) {
+                Ok(s) => Some(s),
+                Err(errs) => {
+                    errors.extend(
+                        errs.into_iter()
+                            .map(|(p, m)| BundleError::at(doc, format!("/spec/identity{p}"), m)),
+                    );
+                    None
+                }
+            }
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -598,6 +841,10 @@ fn compile_server(doc: &Document) -> Result<Server, Vec<BundleError>> {
         resources,
         prompts,
         source: doc.source.clone(),
+        pins,
+        pin_failure: spec.on_pin_failure,
+        content,
+        identity,
     })
 }
 

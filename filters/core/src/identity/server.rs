@@ -302,16 +302,43 @@ impl ServerIdentity {
         tool: Option<&str>,
         env: &mut E,
     ) -> UpstreamAuth {
+        self.upstream_authorization_for(identity, &[(method, tool)], env)
+    }
+
+    /// Step 3 for a request carrying several calls (a batch), or none (a
+    /// GET stream, a DELETE): one token whose `scope` is the union of what
+    /// each call needs, so it covers the request and nothing more.
+    pub fn upstream_authorization_for<E: Env + ?Sized>(
+        &self,
+        identity: &Identity,
+        calls: &[(&str, Option<&str>)],
+        env: &mut E,
+    ) -> UpstreamAuth {
         match &self.upstream {
             Upstream::Strip => UpstreamAuth::Remove,
             Upstream::Passthrough => UpstreamAuth::Passthrough,
             Upstream::Mint { minter, audience } => {
-                let mut scopes = self.scopes.required(method, tool);
-                if scopes.is_empty()
-                    && let Some(t) = tool
-                    && super::scopes::is_scope_token(t)
-                {
-                    scopes.push(format!("tools:{t}"));
+                let mut scopes: Vec<String> = Vec::new();
+                let mut add = |s: String| {
+                    if !scopes.contains(&s) {
+                        scopes.push(s);
+                    }
+                };
+                if calls.is_empty() {
+                    self.scopes
+                        .required("", None)
+                        .into_iter()
+                        .for_each(&mut add);
+                }
+                for (method, tool) in calls {
+                    let required = self.scopes.required(method, *tool);
+                    if required.is_empty()
+                        && let Some(t) = tool
+                        && super::scopes::is_scope_token(t)
+                    {
+                        add(format!("tools:{t}"));
+                    }
+                    required.into_iter().for_each(&mut add);
                 }
                 UpstreamAuth::Replace(minter.mint(
                     &MintRequest {
