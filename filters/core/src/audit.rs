@@ -86,6 +86,31 @@ pub struct ContentFindings {
 }
 
 impl ContentFindings {
+    /// Adds `other`'s findings (a request's and its answer's, in one
+    /// record); the stronger action wins.
+    pub fn merge(&mut self, other: ContentFindings) {
+        for (k, n) in other.pii {
+            *self.pii.entry(k).or_insert(0) += n;
+        }
+        for (k, n) in other.injection {
+            *self.injection.entry(k).or_insert(0) += n;
+        }
+        for r in other.rules {
+            if !self.rules.contains(&r) {
+                self.rules.push(r);
+            }
+        }
+        let rank = |a: &str| match a {
+            "blocked" => 3,
+            "dropped" => 2,
+            "redacted" => 1,
+            _ => 0,
+        };
+        if rank(other.action) > rank(self.action) {
+            self.action = other.action;
+        }
+    }
+
     /// The types found, for reasons: `EMAIL, US_SSN, instruction`.
     pub fn types(&self) -> String {
         self.pii

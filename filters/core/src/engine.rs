@@ -1406,7 +1406,13 @@ impl Exchange {
                         r
                     }
                 };
-                record.content = review.content;
+                record.content = match (record.content.take(), review.content) {
+                    (Some(mut request), Some(answer)) => {
+                        request.merge(answer);
+                        Some(request)
+                    }
+                    (request, answer) => answer.or(request),
+                };
                 record.pin_failures = review.pins;
                 record.tools_dropped = review.dropped;
                 record.tools_added = review.added;

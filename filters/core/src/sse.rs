@@ -29,28 +29,40 @@ pub struct Event {
 }
 
 impl Event {
-    /// Serialises an event with new `data`, keeping its `event`, `id` and
-    /// `retry` fields. `data` may contain newlines; each becomes a `data:`
-    /// line.
+    /// Serialises an event with new `data`, keeping every other line of
+    /// the original (`event`, `id`, `retry`, comments) where it was; the
+    /// new `data:` lines take the place of the first old one. `data` may
+    /// contain newlines; each becomes a `data:` line.
     pub fn with_data(&self, data: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len() + 32);
-        if let Some(e) = &self.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(e.as_bytes());
-            out.push(b'\n');
-        }
-        if let Some(id) = &self.id {
-            out.extend_from_slice(b"id: ");
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'\n');
-        }
-        if let Some(r) = self.retry {
-            out.extend_from_slice(format!("retry: {r}\n").as_bytes());
-        }
-        for line in data.split('\n') {
-            out.extend_from_slice(b"data: ");
+        let mut out = Vec::with_capacity(data.len() + self.raw.len());
+        let mut data_written = false;
+        // The parser only yields events that are valid UTF-8.
+        let raw = std::str::from_utf8(&self.raw).unwrap_or("");
+        for line in split_lines(raw) {
+            if line.is_empty() {
+                continue;
+            }
+            let is_data = line == "data" || line.starts_with("data:");
+            if is_data {
+                if !data_written {
+                    for part in data.split('\n') {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(part.as_bytes());
+                        out.push(b'\n');
+                    }
+                    data_written = true;
+                }
+                continue;
+            }
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
+        }
+        if !data_written {
+            for part in data.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(part.as_bytes());
+                out.push(b'\n');
+            }
         }
         out.push(b'\n');
         out
