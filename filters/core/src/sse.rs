@@ -139,6 +139,11 @@ impl Parser {
 
     fn drain_events(&mut self, eof: bool, events: &mut Vec<Event>) -> Result<(), SseError> {
         while let Some(end) = self.scan_to_event_end(eof) {
+            // A whole event can arrive in one chunk: the limit is per event,
+            // not only on what is held back.
+            if end > self.limit {
+                return Err(SseError::TooLarge { limit: self.limit });
+            }
             let raw: Vec<u8> = self.buf.drain(..end).collect();
             self.pos = 0;
             self.line_start = 0;

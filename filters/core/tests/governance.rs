@@ -244,7 +244,9 @@ fn metadata_is_served_without_a_token() {
 #[test]
 fn missing_and_bad_tokens_get_401_with_the_challenge_and_a_record() {
     let engine = identity_engine();
-    let cases: Vec<(Vec<(&str, String)>, &str, u16, &str)> = vec![
+    // (headers, path, status, auth_error)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], "/mcp", 401, "missing_token"),
         (
             vec![("authorization", "Bearer not.a.jwt".into())],
@@ -782,4 +784,90 @@ fn a_list_that_changes_between_calls_is_diffed() {
     );
     assert_eq!(records[0].tools_added, vec!["b2".to_string()]);
     assert_eq!(records[0].tools_removed, vec!["b".to_string()]);
+}
+
+// --------------------------------------------------------------- bad input
+
+/// Runs an SSE response through a content-policy exchange in the given
+/// chunks; returns what the client receives and the records.
+fn sse_in_chunks(engine: &Arc<Engine>, chunks: &[&[u8]]) -> (Vec<u8>, Vec<AuditRecord>) {
+    let mut e = env();
+    let (mut ex, _, _) = post(engine, &mut e, &[], &call(1, "lookup", json!({})));
+    ex.on_response_headers(
+        &mut e,
+        200,
+        &[("content-type".into(), "text/event-stream".into())],
+    );
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        match ex.on_response_body(&mut e, chunk, last) {
+            ResponseBodyAction::Pass => out.extend_from_slice(chunk),
+            ResponseBodyAction::Replace(b) => out.extend_from_slice(&b),
+            ResponseBodyAction::Buffer => panic!("SSE is never buffered whole"),
+        }
+    }
+    ex.on_stream_end(&mut e);
+    (out, ex.take_audit())
+}
+
+#[test]
+fn an_sse_event_split_at_every_offset_is_redacted_the_same() {
+    let engine = content_engine();
+    let sample = format!(
+        ": keep-alive\n\nevent: message\nid: 1\ndata: {}\n\n",
+        json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Mail jane.doe@example.com now"}]}})
+    );
+    let (whole, _) = sse_in_chunks(&engine, &[sample.as_bytes()]);
+    let whole = String::from_utf8(whole).unwrap();
+    assert!(whole.contains("[REDACTED:EMAIL]") && !whole.contains("jane.doe"));
+    for cut in 1..sample.len() {
+        let (a, b) = sample.as_bytes().split_at(cut);
+        let (out, records) = sse_in_chunks(&engine, &[a, b]);
+        assert_eq!(String::from_utf8(out).unwrap(), whole, "split at {cut}");
+        assert_eq!(records.len(), 1, "split at {cut}");
+    }
+}
+
+#[test]
+fn uninspectable_responses_are_replaced_never_passed() {
+    let engine = content_engine();
+    // Invalid UTF-8 inside an event.
+    let mut bad = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"".to_vec();
+    bad.extend_from_slice(&[0xff, 0xfe]);
+    bad.extend_from_slice(b"jane.doe@example.com\"}]}}\n\n");
+    let (out, records) = sse_in_chunks(&engine, &[&bad]);
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("jane.doe"), "{out}");
+    assert!(out.contains(&codes::UPSTREAM_REJECTED.to_string()), "{out}");
+    assert_eq!(records[0].outcome, Outcome::UpstreamInvalid);
+    // An event over the limit.
+    let small = build(vec![
+        doc(
+            "McpServer",
+            "crm",
+            json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "*"}]}),
+        ),
+        doc("ContentPolicy", "default", json!({})),
+        doc("Settings", "s", json!({"maxResponseBytes": 256})),
+    ]);
+    let big = format!(
+        "data: {}\n\n",
+        json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":format!("jane.doe@example.com {}", "x".repeat(400))}]}})
+    );
+    let (out, records) = sse_in_chunks(&small, &[big.as_bytes()]);
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("jane.doe"), "{out}");
+    assert_eq!(records[0].outcome, Outcome::UpstreamInvalid);
+    // A tools/list answer that is not JSON.
+    let mut e = env();
+    let (mut ex, _, _) = post(&engine, &mut e, &[], &list(1));
+    let (out, records) = respond(
+        &mut ex,
+        &mut e,
+        "application/json",
+        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"add","description":"x"}"#,
+    );
+    assert_eq!(json_of(&out)["error"]["code"], codes::UPSTREAM_REJECTED);
+    assert_eq!(records[0].outcome, Outcome::UpstreamInvalid);
 }
