@@ -1690,15 +1690,23 @@ impl Exchange {
         // Other worker VMs refuse the same tools: merge this list's verdicts
         // into the shared view rather than overwrite it with ours.
         let key = self.quarantine_key(server);
-        let mut shared: BTreeMap<String, String> = env
+        let existing: Option<BTreeMap<String, String>> = env
             .shared_get(&key)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(snapshot);
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if existing.is_none() && snapshot.is_empty() {
+            // Nothing quarantined anywhere: no write on the common path.
+            return;
+        }
+        let first_write = existing.is_none();
+        let mut shared = existing.unwrap_or(snapshot);
+        let before = shared.clone();
         for name in &passed {
             shared.remove(*name);
         }
         shared.extend(failed);
-        if let Ok(bytes) = serde_json::to_vec(&shared) {
+        if (first_write || shared != before)
+            && let Ok(bytes) = serde_json::to_vec(&shared)
+        {
             env.shared_set(&key, &bytes);
         }
     }
