@@ -6,11 +6,13 @@
 //!   the bundle as its configuration) in front of an upstream, in host-shim.
 //! * `portcullis audit query|verify|ingest|prune|keygen`: the tamper-evident
 //!   audit store (`audit-store/`), fed by `serve --audit-log` files.
+//! * `portcullis pin --url URL`: a live server's tool pins, as an McpServer document.
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
 mod audit_cmd;
+mod pin_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,8 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Print a live MCP server's tool pins as an McpServer bundle document.
+    Pin(pin_cmd::PinArgs),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bundle { command } => run_bundle(command),
         Command::Serve(args) => serve::run(args),
+        Command::Pin(args) => pin_cmd::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
     };
     match result {

@@ -4,6 +4,8 @@
 Usage:
     mcp_client.py --url http://127.0.0.1:PORT/mcp --protocol-version 2025-11-25 \
         [--header K=V ...] [--no-discover] [--timeout S] --script FILE|-
+        [--auth-flow --idp-key PEM --idp-kid KID --idp-alg RS256|ES256 --idp-issuer ISS
+         --subject S --agent A [--tenant T] --scope "mcp tools:echo ..." [--token-lifetime N]]
 
 --script is a JSON list of steps, each one of
     {"op": "list_tools"}
@@ -34,6 +36,19 @@ Output (stdout, one JSON line each):
 Exit status: 0 when the script ran to the end (whatever the steps' outcomes), 2 when the
 connection (initialize / server/discover) failed, 1 on bad usage.
 
+--auth-flow walks the MCP authorization discovery before the session, printing one
+line per step (before "connect"):
+    {"op": "auth_challenge", "ok", "status", "www_authenticate", "resource_metadata", "body"}
+        a POST initialize without a token; ok when it got 401 with a resource_metadata URL
+    {"op": "auth_metadata", "ok", "status", "url", "document"}
+        GET of that URL (loopback only); ok when 200 and `resource` is --url and
+        `authorization_servers` names --idp-issuer
+    {"op": "auth_token", "ok": true, "sha256", "jti", "claims", "header"}
+        the token this client minted as its own IdP (PyJWT, see mint_token.py), aud = the
+        document's `resource`; only its SHA-256 is printed, never the token
+Then the usual session runs with `Authorization: Bearer <token>` on every request. A
+failed discovery step exits 2. Entries in "http" for a 401/403 carry "www_authenticate".
+
 How the protocol version is chosen (SDK 2.3.0):
   * 2026-07-28 (the only "modern" revision): the SDK's own path. By default the client sends
     `server/discover` (ClientSession.discover(), what `Client(mode="auto")` does first) and
@@ -54,9 +69,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -125,6 +143,8 @@ class HttpLog:
         }
         if response.headers.get("x-e2e-transport-error"):
             entry["transport_exception"] = True
+        if response.status_code in (401, 403):
+            entry["www_authenticate"] = response.headers.get("www-authenticate")
         if response.status_code >= 400:
             try:
                 body = await response.aread()
@@ -240,6 +260,111 @@ async def run_step(session: ClientSession, step: dict[str, Any], version: str) -
     raise ValueError(f"unknown op {op!r}")
 
 
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _resource_metadata(challenge: str) -> str | None:
+    m = re.search(r'resource_metadata="((?:[^"\\]|\\.)*)"', challenge)
+    return re.sub(r"\\(.)", r"\1", m.group(1)) if m else None
+
+
+def _same_resource(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+async def auth_flow(args: argparse.Namespace) -> str | None:
+    """RFC 9728 discovery, then a token from our stand-in IdP. Returns the token, or None."""
+    import mint_token  # next to this file; PyJWT
+
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(args.timeout), transport=SafeTransport()) as http:
+        probe = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": CLIENT_INFO.model_dump(mode="json", by_alias=True, exclude_none=True),
+            },
+        }
+        r = await http.post(
+            args.url, json=probe, headers={"accept": "application/json, text/event-stream"}
+        )
+        challenge = r.headers.get("www-authenticate", "")
+        metadata_url = _resource_metadata(challenge)
+        try:
+            body: Any = r.json()
+        except ValueError:
+            body = r.text[:2000]
+        ok = r.status_code == 401 and metadata_url is not None
+        emit(
+            {
+                "op": "auth_challenge",
+                "ok": ok,
+                "status": r.status_code,
+                "www_authenticate": challenge,
+                "resource_metadata": metadata_url,
+                "body": body,
+            }
+        )
+        if not ok or metadata_url is None:
+            return None
+
+        # Never follow a metadata URL off the machine: the tests send loopback traffic only.
+        host = urlsplit(metadata_url).hostname
+        if host not in LOOPBACK_HOSTS:
+            emit({"op": "auth_metadata", "ok": False, "url": metadata_url, "error": "not a loopback URL"})
+            return None
+        r = await http.get(metadata_url, headers={"accept": "application/json"})
+        try:
+            document: Any = r.json()
+        except ValueError:
+            document = None
+        problems = []
+        if r.status_code != 200 or not isinstance(document, dict):
+            problems.append(f"HTTP {r.status_code}, not a JSON object")
+        else:
+            # RFC 9728 §3.3: the resource must be the one the client asked for.
+            if not isinstance(document.get("resource"), str) or not _same_resource(document["resource"], args.url):
+                problems.append(f"resource {document.get('resource')!r} is not {args.url!r}")
+            if args.idp_issuer not in (document.get("authorization_servers") or []):
+                problems.append(f"authorization_servers lacks {args.idp_issuer!r}")
+        line: dict[str, Any] = {
+            "op": "auth_metadata",
+            "ok": not problems,
+            "status": r.status_code,
+            "url": metadata_url,
+            "document": document if document is not None else r.text[:2000],
+        }
+        if problems:
+            line["error"] = "; ".join(problems)
+        emit(line)
+        if problems:
+            return None
+
+    claims = mint_token.claims_for(
+        issuer=args.idp_issuer,
+        aud=document["resource"],
+        subject=args.subject,
+        agent=args.agent,
+        tenant=args.tenant,
+        scope=args.scope,
+        lifetime=args.token_lifetime,
+    )
+    token = mint_token.mint(claims, key_pem=Path(args.idp_key).read_bytes(), alg=args.idp_alg, kid=args.idp_kid)
+    emit(
+        {
+            "op": "auth_token",
+            "ok": True,
+            "sha256": mint_token.sha256_hex(token),
+            "jti": claims["jti"],
+            "claims": claims,
+            "header": {"alg": args.idp_alg, "kid": args.idp_kid, "typ": "JWT"},
+        }
+    )
+    return token
+
+
 async def amain(args: argparse.Namespace, steps: list[dict[str, Any]]) -> int:
     headers: dict[str, str] = {}
     for h in args.header:
@@ -247,6 +372,11 @@ async def amain(args: argparse.Namespace, steps: list[dict[str, Any]]) -> int:
             raise SystemExit(f"--header wants K=V, got {h!r}")
         k, v = h.split("=", 1)
         headers[k.strip()] = v
+    if args.auth_flow:
+        token = await auth_flow(args)
+        if token is None:
+            return 2
+        headers["Authorization"] = f"Bearer {token}"
     log = HttpLog()
     http_client = httpx2.AsyncClient(
         headers=headers,
@@ -305,7 +435,22 @@ def main() -> None:
     p.add_argument("--no-discover", action="store_true", help="2026-07-28: skip server/discover, adopt directly")
     p.add_argument("--timeout", type=float, default=20.0, help="per-request timeout, seconds")
     p.add_argument("--debug", action="store_true", help="print tracebacks to stderr")
+    auth = p.add_argument_group("authorization discovery (--auth-flow)")
+    auth.add_argument("--auth-flow", action="store_true", help="401 -> RFC 9728 metadata -> own token, then the session")
+    auth.add_argument("--idp-key", metavar="PEM", help="private key the stand-in IdP signs with")
+    auth.add_argument("--idp-kid", metavar="KID")
+    auth.add_argument("--idp-alg", default="RS256", choices=["RS256", "ES256"])
+    auth.add_argument("--idp-issuer", metavar="ISS")
+    auth.add_argument("--subject", metavar="S")
+    auth.add_argument("--agent", metavar="A")
+    auth.add_argument("--tenant", metavar="T")
+    auth.add_argument("--scope", metavar="SCOPES", help='space-separated, e.g. "mcp tools:echo"')
+    auth.add_argument("--token-lifetime", type=int, default=300, metavar="N", help="seconds (default 300)")
     args = p.parse_args()
+    if args.auth_flow:
+        missing = [f for f in ("idp_key", "idp_kid", "idp_issuer", "subject", "agent", "scope") if not getattr(args, f)]
+        if missing:
+            p.error("--auth-flow needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
 
     text = sys.stdin.read() if args.script == "-" else open(args.script, encoding="utf-8").read()
     steps = json.loads(text)

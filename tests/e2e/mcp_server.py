@@ -12,7 +12,7 @@ When listening it prints exactly one line `READY <port>` to stdout (flushed).
 Usage:
     mcp_server.py [--port N] [--json-response] [--stateless] [--record FILE]
                   [--fixed-time ISO] [--root DIR] [--param-headers]
-                  [--allow-any-host]
+                  [--allow-any-host] [--verify-upstream-jwk FILE --expect-aud AUD]
 
 --record FILE appends one JSON line per HTTP request the server received:
     {"seq", "time", "method", "path", "query", "headers": {lowercased: value},
@@ -21,6 +21,17 @@ Usage:
 A line is written when the response finishes (or the connection goes away), so
 a long-lived GET SSE stream is recorded when it closes. Repeated request
 headers are joined with ", ".
+
+--verify-upstream-jwk FILE --expect-aud AUD make the server check, on every HTTP
+request, that `Authorization: Bearer` carries a token minted by Portcullis: an EdDSA
+JWT valid under the public JWK in FILE, `aud` == AUD, `sub` and `jti` present, and a
+life (`exp - iat`) of at most an hour. Anything else is answered 401 by the server
+itself (a JSON-RPC error naming the reason), so a test fails loudly. With --record,
+each line then also has
+    "auth": {"valid": bool, "sha256": <hex of the raw token, or null>,
+             "claims": {...} (decoded, when the signature verified), "error": <why not>}
+    "identity_headers": {"x-mcp-subject": ..., "x-mcp-agent": ..., "x-mcp-tenant": ...}
+(the x-mcp-* audit headers that arrived; absent ones are left out).
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 RESPONSE_BODY_LIMIT = 65536
+MAX_UPSTREAM_TOKEN_LIFE = 3600
+IDENTITY_HEADERS = ("x-mcp-subject", "x-mcp-agent", "x-mcp-tenant")
 
 
 class RecordingMiddleware:
@@ -137,9 +150,97 @@ class RecordingMiddleware:
                 finish()
 
         try:
-            await self.app(scope, replay_receive, recording_send)
+            # Inner middleware (UpstreamAuthCheck) adds its findings to the record.
+            await self.app({**scope, "e2e.record": record}, replay_receive, recording_send)
         finally:
             finish()
+
+
+class UpstreamAuthCheck:
+    """ASGI middleware: every request must carry a valid Portcullis-minted token.
+
+    This is the upstream's half of token isolation: it sees only tokens minted for it,
+    and can verify them offline with the proxy's public key. A request without one is
+    refused here with 401, never handed to the MCP app.
+    """
+
+    def __init__(self, app: Any, jwk_path: str, audience: str) -> None:
+        import jwt  # PyJWT, only needed with --verify-upstream-jwk
+
+        self.jwt = jwt
+        self.app = app
+        self.audience = audience
+        with open(jwk_path, encoding="utf-8") as f:
+            self.key = jwt.PyJWK(json.load(f)).key
+
+    def check(self, values: list[str]) -> dict[str, Any]:
+        if len(values) != 1:
+            return {"valid": False, "sha256": None, "error": f"{len(values)} Authorization headers"}
+        scheme, _, token = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return {"valid": False, "sha256": None, "error": "not a Bearer credential"}
+        token = token.strip()
+        out: dict[str, Any] = {"valid": False, "sha256": hashlib.sha256(token.encode("latin-1")).hexdigest()}
+        try:
+            header = self.jwt.get_unverified_header(token)
+            claims = self.jwt.decode(
+                token,
+                self.key,
+                algorithms=["EdDSA"],
+                audience=self.audience,
+                leeway=5,
+                options={"require": ["exp", "iat", "sub", "jti"]},
+            )
+        except self.jwt.PyJWTError as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            return out
+        out["claims"] = claims
+        out["header"] = header
+        life = claims["exp"] - claims["iat"]
+        if life > MAX_UPSTREAM_TOKEN_LIFE:
+            out["error"] = f"token lives {life} s, more than {MAX_UPSTREAM_TOKEN_LIFE}"
+        elif not claims["sub"] or not claims["jti"]:
+            out["error"] = "empty sub or jti"
+        else:
+            out["valid"] = True
+        return out
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        values = [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
+        result = self.check(values)
+        record = scope.get("e2e.record")
+        if record is not None:
+            record["auth"] = result
+            record["identity_headers"] = {
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in scope.get("headers", [])
+                if k.decode("latin-1").lower() in IDENTITY_HEADERS
+            }
+        if result["valid"]:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32001, "message": f"upstream refused the token: {result['error']}"},
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer error="invalid_token"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def build_server(args: argparse.Namespace) -> MCPServer:
@@ -232,7 +333,15 @@ def main() -> None:
         action="store_true",
         help="disable the SDK's Host/Origin (DNS-rebinding) check, e.g. when a proxy rewrites Host",
     )
+    p.add_argument(
+        "--verify-upstream-jwk",
+        metavar="FILE",
+        help="public JWK (EdDSA): refuse (401) every request without a valid token minted under it",
+    )
+    p.add_argument("--expect-aud", metavar="AUD", help="the aud minted tokens must carry (with --verify-upstream-jwk)")
     args = p.parse_args()
+    if bool(args.verify_upstream_jwk) != bool(args.expect_aud):
+        p.error("--verify-upstream-jwk and --expect-aud go together")
 
     mcp = build_server(args)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False) if args.allow_any_host else None
@@ -243,6 +352,8 @@ def main() -> None:
         transport_security=security,
         host=args.host,
     )
+    if args.verify_upstream_jwk:
+        app = UpstreamAuthCheck(app, args.verify_upstream_jwk, args.expect_aud)
     if args.record:
         Path(args.record).parent.mkdir(parents=True, exist_ok=True)
         app = RecordingMiddleware(app, args.record)

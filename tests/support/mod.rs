@@ -126,6 +126,50 @@ pub fn portcullis_serve(args: &[&str]) -> (Proc, String) {
     )
 }
 
+/// A loopback port that was free a moment ago (bind to 0, read, drop), for
+/// a process whose configuration must name its own port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `portcullis serve` listening on `listen`; `None` when it exits
+/// without listening (the port was taken meanwhile), so the caller can pick
+/// another port.
+pub fn try_portcullis_serve_at(listen: &str, args: &[&str]) -> Option<(Proc, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("serve")
+        .args(["--listen", listen])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start portcullis serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("portcullis: listening on ") {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let proc = Proc {
+        child,
+        name: "portcullis".into(),
+    };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => Some((proc, url)),
+        // Disconnected: it exited; the guard reaps it.
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("portcullis serve did not start listening on {listen} within 60 s")
+        }
+    }
+}
+
 /// Runs the SDK client over `script`; returns its output lines, parsed.
 pub fn mcp_client(url: &str, revision: &str, script: &Value, extra: &[&str]) -> Vec<Value> {
     let mut child = Command::new(python())
