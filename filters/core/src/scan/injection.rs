@@ -524,9 +524,19 @@ fn default_action(surface: Surface, severity: Severity) -> ScreenAction {
     }
 }
 
+/// Lazy-DFA cache for the all-rules set. With the default (2 MiB) the
+/// overlapping search over ~30 rules thrashes on text with many findings
+/// and falls back to a far slower engine (about 1 MiB/s measured by
+/// `benches/content.rs`); the cache grows only as a text needs it.
+const SET_CACHE_BYTES: usize = 16 << 20;
+
 fn build(patterns: &[&str], kind: MatchKind) -> Result<Regex, String> {
+    let mut config = Regex::config().match_kind(kind);
+    if kind == MatchKind::All {
+        config = config.hybrid_cache_capacity(SET_CACHE_BYTES);
+    }
     Regex::builder()
-        .configure(Regex::config().match_kind(kind))
+        .configure(config)
         .syntax(syntax::Config::new().unicode(true).utf8(true))
         .build_many(patterns)
         .map_err(|e| e.to_string())
