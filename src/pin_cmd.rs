@@ -843,22 +843,10 @@ fn dns_name(s: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// The bundle's rule for `metadata.name`.
+/// The bundle's own rule for `metadata.name`, so a name this command
+/// accepts is one `bundle check` accepts.
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a DNS-1123 name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-        ))
-    }
+    portcullis_core::bundle::check_name(name)
 }
 
 #[cfg(test)]

@@ -651,7 +651,9 @@ impl Bundle {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// The rule for `metadata.name`: a DNS-1123 name (tools that write
+/// documents, such as `portcullis pin`, check their names with it too).
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name
