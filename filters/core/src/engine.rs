@@ -416,9 +416,6 @@ impl Exchange {
         if let Some(sid) = self.server().and_then(|s| s.identity.as_ref()) {
             match self.authenticate(env, &engine, sid) {
                 Ok(identity) => {
-                    for (name, value) in identity.audit_headers() {
-                        edits.set.push((name.to_owned(), value));
-                    }
                     self.identity = Some(identity);
                 }
                 Err(e) => return RequestHeadersAction::Reply(self.refuse_unauthenticated(env, &e)),
@@ -563,8 +560,10 @@ impl Exchange {
         reply
     }
 
-    /// Replaces or removes the client's `Authorization` for the calls
-    /// `calls` (method and tool), per the server's `upstreamToken`.
+    /// What identity adds to a forwarded request, once, where it is
+    /// forwarded: `x-mcp-subject/agent/tenant`, and the client's
+    /// `Authorization` replaced or removed for `calls` (method and tool),
+    /// per the server's `upstreamToken`.
     fn upstream_token_edits(
         &mut self,
         env: &mut dyn Env,
@@ -582,6 +581,9 @@ impl Exchange {
         let Some(identity) = self.identity.clone() else {
             return;
         };
+        for (name, value) in identity.audit_headers() {
+            edits.set.push((name.to_owned(), value));
+        }
         match sid.upstream_authorization_for(&identity, calls, env) {
             UpstreamAuth::Remove => {
                 edits.remove.push("authorization".into());
@@ -844,11 +846,6 @@ impl Exchange {
         ]);
         if !tools.is_empty() {
             edits.set.push((headers::TOOL.to_owned(), tools.join(",")));
-        }
-        if let Some(identity) = &self.identity {
-            for (name, value) in identity.audit_headers() {
-                edits.set.push((name.to_owned(), value));
-            }
         }
         if rewritten {
             let body = value.to_string().into_bytes();
@@ -1624,17 +1621,7 @@ impl Exchange {
             let mut findings = ContentFindings::default();
             for sc in &screens {
                 for f in &sc.findings {
-                    *findings
-                        .injection
-                        .entry(f.category.as_str().to_owned())
-                        .or_insert(0) += 1;
-                    if !findings.rules.contains(&f.rule_id) {
-                        findings.rules.push(f.rule_id.clone());
-                    }
-                    env.count(
-                        &format!("{}.{}", metrics::INJECTION_FOUND, f.category.as_str()),
-                        1,
-                    );
+                    note_screen_finding(env, &mut findings, f);
                 }
                 if sc.dropped {
                     env.count(metrics::POISONED_TOOLS_DROPPED, 1);
@@ -1980,16 +1967,7 @@ fn summarize(env: &mut dyn Env, inspection: &Inspection) -> Option<ContentFindin
         env.count(&format!("{}.{entity}", metrics::PII_FOUND), u64::from(*n));
     }
     for finding in &inspection.screen {
-        *f.injection
-            .entry(finding.category.as_str().to_owned())
-            .or_insert(0) += 1;
-        if !f.rules.contains(&finding.rule_id) {
-            f.rules.push(finding.rule_id.clone());
-        }
-        env.count(
-            &format!("{}.{}", metrics::INJECTION_FOUND, finding.category.as_str()),
-            1,
-        );
+        note_screen_finding(env, &mut f, finding);
     }
     f.action = if inspection.blocked {
         "blocked"
@@ -2000,6 +1978,20 @@ fn summarize(env: &mut dyn Env, inspection: &Inspection) -> Option<ContentFindin
         "flagged"
     };
     Some(f)
+}
+
+/// Adds one screening finding to a record's summary, and counts it.
+fn note_screen_finding(
+    env: &mut dyn Env,
+    findings: &mut ContentFindings,
+    finding: &crate::scan::injection::Finding,
+) {
+    let category = finding.category.as_str();
+    *findings.injection.entry(category.to_owned()).or_insert(0) += 1;
+    if !findings.rules.contains(&finding.rule_id) {
+        findings.rules.push(finding.rule_id.clone());
+    }
+    env.count(&format!("{}.{category}", metrics::INJECTION_FOUND), 1);
 }
 
 /// What reviewing one answer found and did.

@@ -753,7 +753,7 @@ fn compile_server(
     let mut pin_list = Vec::new();
     for (i, t) in spec.tools.iter().enumerate() {
         if let Some(pin) = &t.pin {
-            if t.name.contains(['*', '?', '\\']) {
+            if is_glob(&t.name) {
                 errors.push(BundleError::at(
                     doc,
                     format!("/spec/tools/{i}/pin"),
@@ -817,7 +817,7 @@ fn compile_server(
                 .tools
                 .iter()
                 .map(|t| t.name.as_str())
-                .filter(|n| !n.contains(['*', '?', '\\']))
+                .filter(|n| !is_glob(n))
                 .collect();
             match ServerIdentity::compile(id, providers, &literal) {
                 Ok(s) => Some(s),
@@ -848,6 +848,12 @@ fn compile_server(
         content,
         identity,
     })
+}
+
+/// Whether a `tools` entry is a pattern rather than one literal name (the
+/// metacharacters `GlobSet` knows).
+fn is_glob(name: &str) -> bool {
+    name.contains(['*', '?', '\\'])
 }
 
 /// Deserialises `value` as `T`, reporting the failing field as a JSON pointer
