@@ -47,29 +47,51 @@ pub(crate) fn get_shared_data(vm_id: &str, key: &str) -> Result<(Vec<u8>, u32), 
         .ok_or(Status::NotFound)
 }
 
-/// cpp-host `SharedData::set`: a non-zero `cas` must match the stored one,
-/// else `CasMismatch`; every write gets a fresh cas (`nextCas`, never 0).
+/// cpp-host `SharedData::set` (src/shared_data.cc): on an existing key a
+/// non-zero `cas` must match the stored one, else `CasMismatch`; a missing
+/// key is created whatever `cas` says (the filter relies on this to create
+/// a key only if absent, passing a cas no value has). Every write, and only
+/// a write, takes a fresh cas (`nextCas`, never 0).
 pub(crate) fn set_shared_data(vm_id: &str, key: &str, value: &[u8], cas: u32) -> Status {
-    let Ok(mut s) = data_store().lock() else {
+    let Ok(mut guard) = data_store().lock() else {
         return Status::InternalFailure;
     };
+    let s = &mut *guard;
+    let map = s.data.entry(vm_id.to_string()).or_default();
+    let existing = map.get(key).map(|e| e.1);
+    if let Some(stored) = existing
+        && cas != 0
+        && cas != stored
+    {
+        return Status::CasMismatch;
+    }
     let next = s.next_cas;
     s.next_cas = s.next_cas.wrapping_add(1);
     if s.next_cas == 0 {
         s.next_cas = 1;
     }
+    map.insert(key.to_string(), (value.to_vec(), next));
+    Status::Ok
+}
+
+/// Stores a value only if the key has none (a component's `absent` write;
+/// proxy-wasm has no such call): `CasMismatch` when it has. One lock, so two
+/// workers racing to create a key cannot both win.
+pub(crate) fn add_shared_data(vm_id: &str, key: &str, value: &[u8]) -> Status {
+    let Ok(mut guard) = data_store().lock() else {
+        return Status::InternalFailure;
+    };
+    let s = &mut *guard;
     let map = s.data.entry(vm_id.to_string()).or_default();
-    match map.get_mut(key) {
-        Some(entry) => {
-            if cas != 0 && cas != entry.1 {
-                return Status::CasMismatch;
-            }
-            *entry = (value.to_vec(), next);
-        }
-        None => {
-            map.insert(key.to_string(), (value.to_vec(), next));
-        }
+    if map.contains_key(key) {
+        return Status::CasMismatch;
     }
+    let next = s.next_cas;
+    s.next_cas = s.next_cas.wrapping_add(1);
+    if s.next_cas == 0 {
+        s.next_cas = 1;
+    }
+    map.insert(key.to_string(), (value.to_vec(), next));
     Status::Ok
 }
 

@@ -61,6 +61,8 @@ pub enum Outcome {
     NoResponse,
     /// The message itself was malformed and refused.
     Invalid,
+    /// Not governed, passed on and recorded (shadow MCP).
+    Observed,
     /// Seen on a response stream and passed on (server messages).
     Delivered,
     /// The upstream answered, and policy withheld the answer (a failed pin,
@@ -223,6 +225,60 @@ pub struct AuditRecord {
     pub tools_removed: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// Every rule id that decided (Policy rules; `rule` is the first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// What shadow-mode rules would have decided, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_decision: Option<crate::policy::Shadow>,
+    /// Rules that could not be evaluated (a CEL error), failed closed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_errors: Vec<String>,
+    /// The limit that refused the call (or would have, in shadow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitNote>,
+    /// A human approval asked for, or used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalNote>,
+    /// The arguments with PII and secrets redacted (`Settings.spec.auditArguments: redacted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    /// The peer address the request came from (the host's `source.address`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// MCP traffic to a route no McpServer matches (shadow MCP).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+    /// The request's authority and path, on shadow-MCP records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A lifecycle warning (a deprecated server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Which limit refused a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitNote {
+    pub id: String,
+    /// `rate`, `concurrency`, `budget` (or `unavailable`, `contended`).
+    pub kind: &'static str,
+    pub retry_after: u64,
+    /// `false`: a shadow limit, which did not refuse.
+    pub enforced: bool,
+}
+
+/// An approval asked for (`required`, `refused`) or spent (`granted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalNote {
+    pub id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl AuditRecord {
@@ -266,6 +322,17 @@ impl AuditRecord {
             tools_added: Vec::new(),
             tools_removed: Vec::new(),
             latency_ms: None,
+            rules: Vec::new(),
+            shadow_decision: None,
+            policy_errors: Vec::new(),
+            limit: None,
+            approval: None,
+            arguments: None,
+            source: None,
+            shadow: false,
+            authority: None,
+            path: None,
+            warning: None,
         }
     }
 

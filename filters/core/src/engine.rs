@@ -42,7 +42,9 @@ use crate::identity::{
 };
 use crate::json::{canonical_string, parse_strict};
 use crate::mcp::{self, Envelope, Kind, Message, RoutingHeaders, Target, codes};
+use crate::audit::{ApprovalNote, LimitNote};
 use crate::pins::PinStatus;
+use crate::policy::{approval, limits};
 use crate::scan::injection::Surface;
 use crate::scan::{ContentPolicy, Inspection};
 use crate::sse;
@@ -72,8 +74,36 @@ pub trait Env {
     fn shared_set(&mut self, _key: &str, _value: &[u8]) -> bool {
         false
     }
+    /// A shared value with its cas (proxy-wasm `get_shared_data`).
+    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared_get(key).map(|v| (v, 0))
+    }
+    /// Writes a shared value if its cas is still `cas`, or with `None` if
+    /// the key does not exist yet. The default is a host without cas: the
+    /// write is unconditional.
+    fn shared_write(&mut self, key: &str, value: &[u8], _cas: Option<u32>) -> SharedWrite {
+        if self.shared_set(key, value) {
+            SharedWrite::Written
+        } else {
+            SharedWrite::Unavailable
+        }
+    }
     /// Adds `delta` to the counter `metric` (dotted name, `portcullis.`…).
     fn count(&mut self, _metric: &str, _delta: u64) {}
+}
+
+pub use crate::policy::limits::Write as SharedWrite;
+
+/// The engine's [`Env`] as the limits' shared store.
+struct StoreOf<'a>(&'a mut dyn Env);
+
+impl crate::policy::limits::SharedStore for StoreOf<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.shared_get_cas(key)
+    }
+    fn put(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        self.0.shared_write(key, value, cas)
+    }
 }
 
 /// The counters the engine reports through [`Env::count`]. Per-type
@@ -90,6 +120,12 @@ pub mod metrics {
     pub const INJECTION_FOUND: &str = "portcullis.injection_found";
     pub const CONTENT_BLOCKED: &str = "portcullis.content_blocked";
     pub const CONTENT_REDACTED: &str = "portcullis.content_redacted";
+    pub const POLICY_DENIED: &str = "portcullis.policy_denied";
+    pub const SHADOW_WOULD_DENY: &str = "portcullis.shadow_would_deny";
+    pub const RATE_LIMITED: &str = "portcullis.rate_limited";
+    pub const APPROVALS_REQUIRED: &str = "portcullis.approvals_required";
+    pub const APPROVALS_GRANTED: &str = "portcullis.approvals_granted";
+    pub const SHADOW_MCP: &str = "portcullis.shadow_mcp";
 }
 
 /// Prefix of the headers the filter owns. Client-sent ones are removed.
@@ -106,6 +142,15 @@ pub mod headers {
     pub const SUBJECT: &str = "x-mcp-subject";
     pub const AGENT: &str = "x-mcp-agent";
     pub const TENANT: &str = "x-mcp-tenant";
+    /// Ids of the Policy rules that decided, comma-separated.
+    pub const RULES: &str = "x-mcp-rules";
+    /// What shadow-mode rules would have decided, when it differs.
+    pub const SHADOW_DECISION: &str = "x-mcp-shadow-decision";
+    /// Limits marked `global`, for Envoy's rate-limit filter descriptors.
+    pub const RATE_LIMIT: &str = "x-mcp-rate-limit";
+    /// The approval token a client retries a `requireApproval` call with
+    /// (read, then stripped like every client `x-mcp-*` header).
+    pub const APPROVAL: &str = "x-mcp-approval";
 }
 
 /// A header edit list: removals first, then sets (replacing any value).
@@ -185,6 +230,8 @@ pub struct Engine {
     bundle: Bundle,
     tokens: Mutex<TokenCache>,
     tools: Mutex<BTreeMap<String, ToolState>>,
+    /// Redacts arguments kept in records (`auditArguments: redacted`).
+    audit_scanner: Option<crate::scan::Scanner>,
 }
 
 /// What the last tools/list of a server showed.
@@ -201,10 +248,15 @@ struct ToolState {
 impl Engine {
     pub fn new(bundle: Bundle) -> Engine {
         let tokens = TokenCache::new(bundle.settings.token_cache_entries);
+        let audit_scanner = (bundle.settings.audit_arguments
+            == crate::bundle::AuditArguments::Redacted)
+            .then(crate::scan::Scanner::builtin)
+            .and_then(Result::ok);
         Engine {
             bundle,
             tokens: Mutex::new(tokens),
             tools: Mutex::new(BTreeMap::new()),
+            audit_scanner,
         }
     }
 
@@ -241,6 +293,120 @@ impl Engine {
     }
 }
 
+/// A call as an audit record describes it, to decide again
+/// (`portcullis simulate`).
+#[derive(Debug, Clone, Default)]
+pub struct RecordedCall {
+    pub server: String,
+    pub method: String,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+    /// `None` when the record kept only the arguments' hash.
+    pub arguments: Option<Value>,
+    pub subject: Option<String>,
+    pub agent: Option<String>,
+    pub tenant: Option<String>,
+    pub source: Option<String>,
+    pub time_nanos: u64,
+}
+
+/// What the engine decides for a [`RecordedCall`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    /// `allow`, `deny` or `requireApproval`.
+    pub decision: &'static str,
+    pub rule: Option<String>,
+    pub rules: Vec<String>,
+    pub reason: String,
+    /// What shadow rules would decide, when it differs.
+    pub shadow: Option<&'static str>,
+    pub policy_errors: Vec<String>,
+}
+
+struct ReplayEnv(u64);
+
+impl Env for ReplayEnv {
+    fn now_nanos(&self) -> u64 {
+        self.0
+    }
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+}
+
+impl Engine {
+    /// Decides a recorded call with the same code a live one goes through:
+    /// lifecycle, registry lists, quarantine and Policy rules. Not replayed:
+    /// the token's scopes (records do not keep the token), limits and
+    /// approvals' single use (they are state, not policy); an approval-gated
+    /// call comes out as `requireApproval`.
+    pub fn replay(self: &Arc<Self>, call: &RecordedCall) -> Replayed {
+        use crate::identity::claims::Verification;
+        let mut ex = Exchange::new(Arc::clone(self));
+        ex.replay = true;
+        ex.started_nanos = call.time_nanos;
+        ex.source = call.source.clone();
+        ex.server = self.bundle.servers.iter().position(|s| s.name == call.server);
+        ex.identity = call.subject.as_ref().map(|sub| {
+            Arc::new(Identity {
+                provider: "replay".into(),
+                issuer: String::new(),
+                subject: sub.clone(),
+                agent: call.agent.clone(),
+                tenant: call.tenant.clone(),
+                roles: Vec::new(),
+                groups: Vec::new(),
+                scopes: Vec::new(),
+                jti: None,
+                audiences: Vec::new(),
+                expires_at: None,
+                not_before: None,
+                issued_at: None,
+                verification: Verification::EnvoyJwtAuthn,
+                claims: serde_json::Map::new(),
+            })
+        });
+        let target = match (&call.tool, &call.resource, &call.prompt) {
+            (Some(t), _, _) => Target::Tool(t.clone()),
+            (_, Some(r), _) => Target::Resource(r.clone()),
+            (_, _, Some(p)) => Target::Prompt(p.clone()),
+            _ => Target::None,
+        };
+        let msg = Message {
+            kind: Kind::Request,
+            id: Some(Value::from(1)),
+            method: Some(call.method.clone()),
+            target,
+            arguments: call.arguments.clone(),
+            meta_revision: None,
+            error_code: None,
+        };
+        let env = ReplayEnv(call.time_nanos);
+        let v = if ex.server.is_none() {
+            Verdict::deny(
+                format!("no McpServer named {:?} in this bundle", call.server),
+                None,
+            )
+        } else {
+            ex.verdict(&env, &msg)
+        };
+        let decision = match (&v.decision, &v.approval) {
+            (Decision::Deny, Some(_)) => "requireApproval",
+            (Decision::Deny, None) => "deny",
+            (Decision::Allow, _) => "allow",
+        };
+        Replayed {
+            decision,
+            rule: v.rule,
+            rules: v.rules,
+            reason: v.reason,
+            shadow: v.shadow.map(|s| s.decision),
+            policy_errors: v.policy_errors,
+        }
+    }
+}
+
 /// How the response body is being read.
 #[derive(Debug)]
 enum ResponseMode {
@@ -268,6 +434,9 @@ struct Pending {
 enum Route {
     /// No server matched (pass-through); not governed.
     Unmatched,
+    /// No server matched, and the request may carry MCP: its body is read
+    /// to tell (shadow-MCP discovery), then passed or refused.
+    Shadow,
     /// An MCP POST on a server's route.
     Post,
     /// A GET (SSE stream) or other method on a server's route.
@@ -302,6 +471,12 @@ pub struct Exchange {
     identity: Option<Arc<Identity>>,
     /// What replaced the client's token upstream (audit).
     upstream_token: Option<&'static str>,
+    /// The peer address (the host's `source.address`).
+    source: Option<String>,
+    /// Concurrency slots held until the stream ends.
+    leases: Vec<crate::policy::limits::Lease>,
+    /// A replay (`portcullis simulate`): the token's scopes are not known.
+    replay: bool,
 }
 
 impl Exchange {
@@ -326,6 +501,9 @@ impl Exchange {
             replacement: None,
             identity: None,
             upstream_token: None,
+            source: None,
+            leases: Vec::new(),
+            replay: false,
         }
     }
 
@@ -361,6 +539,10 @@ impl Exchange {
         self.session = head
             .header("mcp-session-id")
             .map(|s| short_hash(s.as_bytes()));
+        self.source = env
+            .property(&["source", "address"])
+            .and_then(|v| String::from_utf8(v).ok())
+            .filter(|v| !v.is_empty() && v.len() <= 64);
         let mut edits = HeaderEdits::default();
         for (name, _) in &head.headers {
             if name.to_ascii_lowercase().starts_with(AUDIT_HEADER_PREFIX)
@@ -399,6 +581,14 @@ impl Exchange {
         self.head = head;
         if server.is_none() {
             self.route = Route::Unmatched;
+            if self.head.method == "POST"
+                && is_json_media_type(self.head.header("content-type").unwrap_or(""))
+                && self.bundle().settings.unmatched_routes == UnmatchedRoutes::Passthrough
+            {
+                // Maybe an MCP server the registry does not know.
+                self.route = Route::Shadow;
+                return RequestHeadersAction::ReadBody(edits);
+            }
             if self.bundle().settings.unmatched_routes == UnmatchedRoutes::Deny {
                 let reply = self.reply(
                     404,
@@ -637,6 +827,9 @@ impl Exchange {
         body: &[u8],
         end_of_stream: bool,
     ) -> RequestBodyAction {
+        if self.route == Route::Shadow && !self.replied_locally {
+            return self.shadow_body(env, body, end_of_stream);
+        }
         if self.route != Route::Post || self.replied_locally {
             return RequestBodyAction::Forward(HeaderEdits::default());
         }
@@ -762,11 +955,33 @@ impl Exchange {
                 }
             }
         }
-        let denied = decisions.iter().position(|d| d.decision == Decision::Deny);
+        let mut denied = decisions.iter().position(|d| d.decision == Decision::Deny);
+        let mut global_limits = Vec::new();
+        if denied.is_none() {
+            // Limits count only calls that would otherwise go ahead, and an
+            // approval is spent only once nothing else refuses the call.
+            let (limited, global) = self.apply_limits(env, &envelope, &mut decisions);
+            global_limits = global;
+            if !limited && !self.spend_approvals(env, &mut decisions) {
+                self.release_leases(env);
+            }
+            denied = decisions.iter().position(|d| d.decision == Decision::Deny);
+        }
+        for d in &decisions {
+            if d.shadow.as_ref().is_some_and(|s| s.decision != "allow") && d.decision == Decision::Allow {
+                env.count(metrics::SHADOW_WOULD_DENY, 1);
+            }
+        }
         if let Some(first_denied) = denied {
             env.count(metrics::MESSAGES_DENIED, decisions.len() as u64);
             if decisions.iter().any(|d| d.auth.is_some()) {
                 env.count(metrics::SCOPE_DENIED, 1);
+            }
+            if decisions.iter().any(|d| d.decision == Decision::Deny && !d.rules.is_empty() && d.limit.is_none()) {
+                env.count(metrics::POLICY_DENIED, 1);
+            }
+            if decisions.iter().any(|d| d.approval.as_ref().is_some_and(|a| a.jti.is_none())) {
+                env.count(metrics::APPROVALS_REQUIRED, 1);
             }
             return RequestBodyAction::Reply(self.refuse(
                 &envelope,
@@ -779,6 +994,22 @@ impl Exchange {
         let mut methods = Vec::new();
         let mut tools = Vec::new();
         let mut calls: Vec<(String, Option<String>)> = Vec::new();
+        let mut rule_ids: Vec<String> = Vec::new();
+        let mut shadow_decision: Option<&'static str> = None;
+        for d in &decisions {
+            for r in &d.rules {
+                if !rule_ids.contains(r) {
+                    rule_ids.push(r.clone());
+                }
+            }
+            if let Some(sh) = &d.shadow {
+                shadow_decision = Some(match (shadow_decision, sh.decision) {
+                    (Some("deny"), _) | (_, "deny") => "deny",
+                    (Some("requireApproval"), _) | (_, "requireApproval") => "requireApproval",
+                    _ => "allow",
+                });
+            }
+        }
         for (i, (msg, verdict)) in envelope.messages.iter().zip(decisions).enumerate() {
             let mut record = self.record_for(i as u32, Direction::Client, msg, &verdict);
             record.content = findings.get_mut(i).and_then(Option::take);
@@ -847,6 +1078,15 @@ impl Exchange {
         if !tools.is_empty() {
             edits.set.push((headers::TOOL.to_owned(), tools.join(",")));
         }
+        if !rule_ids.is_empty() {
+            edits.set.push((headers::RULES.to_owned(), rule_ids.join(",")));
+        }
+        if let Some(sd) = shadow_decision {
+            edits.set.push((headers::SHADOW_DECISION.to_owned(), sd.to_owned()));
+        }
+        if !global_limits.is_empty() {
+            edits.set.push((headers::RATE_LIMIT.to_owned(), global_limits.join(",")));
+        }
         if rewritten {
             let body = value.to_string().into_bytes();
             edits
@@ -896,6 +1136,11 @@ impl Exchange {
     }
 
     fn verdict(&self, env: &dyn Env, msg: &Message) -> Verdict {
+        if let Some(server) = self.server()
+            && let Some(refusal) = self.lifecycle_refusal(server)
+        {
+            return refusal;
+        }
         let verdict = self.registry_verdict(msg);
         if verdict.decision == Decision::Deny {
             return verdict;
@@ -903,10 +1148,11 @@ impl Exchange {
         let Some(server) = self.server() else {
             return verdict;
         };
-        if let (Some(method), Some(sid), Some(identity)) = (
+        if let (Some(method), Some(sid), Some(identity), false) = (
             msg.method.as_deref(),
             server.identity.as_ref(),
             self.identity.as_ref(),
+            self.replay,
         ) {
             let tool = match &msg.target {
                 Target::Tool(t) => Some(t.as_str()),
@@ -941,7 +1187,322 @@ impl Exchange {
                 Some(format!("McpServer/{}#pins", server.name)),
             );
         }
-        verdict
+        self.policy_verdict(server, msg, verdict)
+    }
+
+    /// The registry lifecycle: blocked, submitted outside dev, past its
+    /// sunset, or not approved for this environment or tenant.
+    fn lifecycle_refusal(&self, server: &Server) -> Option<Verdict> {
+        use crate::bundle::ServerStatus;
+        let settings = &self.bundle().settings;
+        let rule = Some(format!("McpServer/{}#status", server.name));
+        let today = self.started_nanos / (86_400 * 1_000_000_000);
+        let why = match server.status {
+            ServerStatus::Blocked => Some(format!("McpServer/{} is blocked", server.name)),
+            ServerStatus::Submitted if settings.environment.as_deref() != Some("dev") => Some(format!(
+                "McpServer/{} is submitted, not approved; it is usable only where Settings.spec.environment is dev",
+                server.name
+            )),
+            ServerStatus::Deprecated if server.sunset_day.is_some_and(|d| today >= d) => Some(format!(
+                "McpServer/{} is deprecated and past its sunset date",
+                server.name
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Some(Verdict::deny(why, rule));
+        }
+        if let Some(envname) = &settings.environment
+            && !server.environments.is_empty()
+            && !server.environments.contains(envname)
+        {
+            return Some(Verdict::deny(
+                format!(
+                    "McpServer/{} is not approved for environment {envname:?} (spec.environments)",
+                    server.name
+                ),
+                Some(format!("McpServer/{}#environments", server.name)),
+            ));
+        }
+        if !server.tenants.is_empty() {
+            let tenant = self.identity.as_ref().and_then(|i| i.tenant.as_deref());
+            if !tenant.is_some_and(|t| server.tenants.iter().any(|x| x == t)) {
+                return Some(Verdict::deny(
+                    format!(
+                        "McpServer/{} is not approved for this caller's tenant (spec.tenants)",
+                        server.name
+                    ),
+                    Some(format!("McpServer/{}#tenants", server.name)),
+                ));
+            }
+        }
+        None
+    }
+
+    fn policy_context(&self) -> crate::policy::Context<'_> {
+        crate::policy::Context {
+            identity: self.identity.as_deref(),
+            source: self
+                .source
+                .as_deref()
+                .and_then(crate::policy::parse_source_address),
+            headers: &self.head.headers,
+            now_unix: self.started_nanos / 1_000_000_000,
+        }
+    }
+
+    /// The Policy rules' say on a call the registry allows.
+    fn policy_verdict(&self, server: &Server, msg: &Message, verdict: Verdict) -> Verdict {
+        use crate::policy::{Call, Outcome as P, TargetKind};
+        let policy = &self.engine.bundle.policy;
+        let Some(method) = msg.method.as_deref() else {
+            return verdict;
+        };
+        if policy.rules.is_empty() {
+            return verdict;
+        }
+        let target = match &msg.target {
+            Target::Tool(t) => Some((TargetKind::Tool, t.as_str())),
+            Target::Resource(r) => Some((TargetKind::Resource, r.as_str())),
+            Target::Prompt(p) => Some((TargetKind::Prompt, p.as_str())),
+            Target::None => None,
+        };
+        let call = Call {
+            server: &server.name,
+            method,
+            target,
+            arguments: msg.arguments.as_ref(),
+        };
+        let settings = &self.bundle().settings;
+        let d = policy.decide(&call, &self.policy_context(), settings.enforce);
+        let mut v = match d.outcome {
+            P::Registry => verdict,
+            P::Permit => Verdict::allow(d.reason.clone(), d.rules.first().cloned()),
+            P::Forbid | P::NoPermit => Verdict::deny(
+                d.reason.clone(),
+                d.rules
+                    .first()
+                    .cloned()
+                    .or_else(|| Some("Policy#default-deny".into())),
+            ),
+            P::RequireApproval => self.approval_verdict(server, &call, &d),
+        };
+        v.rules = d.rules;
+        v.shadow = d.shadow;
+        v.policy_errors = d.errors;
+        v
+    }
+
+    /// A `requireApproval` call: allowed with a valid, unspent approval for
+    /// exactly this call in `x-mcp-approval`, else refused with the id to
+    /// approve.
+    fn approval_verdict(
+        &self,
+        server: &Server,
+        call: &crate::policy::Call,
+        d: &crate::policy::PolicyDecision,
+    ) -> Verdict {
+        let rule = d.rules.first().cloned().unwrap_or_default();
+        let binding = approval::Binding {
+            sub: self
+                .identity
+                .as_ref()
+                .map(|i| i.subject.clone())
+                .unwrap_or_else(|| "-".into()),
+            srv: server.name.clone(),
+            tool: call.target.map(|(_, n)| n.to_owned()).unwrap_or_default(),
+            args: approval::arguments_hash(call.arguments),
+            rule: rule.clone(),
+        };
+        let id = approval::approval_id(&binding);
+        let bundle = self.bundle();
+        let token = self.head.header(headers::APPROVAL);
+        let checked = token.map(|t| {
+            approval::verify(
+                t,
+                &bundle.approval_keys,
+                &id,
+                self.started_nanos / 1_000_000_000,
+                bundle.approval_max_ttl,
+            )
+        });
+        match checked {
+            Some(Ok(grant)) => {
+                let mut v = Verdict::allow(format!("approved call ({})", d.reason), Some(rule));
+                v.approval = Some(ApprovalState {
+                    id,
+                    binding,
+                    jti: Some(grant.jti),
+                    error: None,
+                });
+                v
+            }
+            other => {
+                let error = match other {
+                    Some(Err(e)) => Some(e),
+                    _ => None,
+                };
+                let reason = match &error {
+                    Some(e) => format!("{}; the approval sent was not accepted: {e}", d.reason),
+                    None => format!("{}; retry with an approval token in x-mcp-approval", d.reason),
+                };
+                let mut v = Verdict::deny(reason, Some(rule));
+                v.approval = Some(ApprovalState {
+                    id,
+                    binding,
+                    jti: None,
+                    error,
+                });
+                v
+            }
+        }
+    }
+
+    /// Whether the caller may see `name` in a list (Policy rules).
+    fn policy_visible(&self, kind: crate::policy::TargetKind, name: &str) -> bool {
+        let Some(server) = self.server() else {
+            return true;
+        };
+        let policy = &self.engine.bundle.policy;
+        if policy.rules.is_empty() {
+            return true;
+        }
+        let method = match kind {
+            crate::policy::TargetKind::Tool => "tools/call",
+            crate::policy::TargetKind::Resource => "resources/read",
+            crate::policy::TargetKind::Prompt => "prompts/get",
+        };
+        let call = crate::policy::Call {
+            server: &server.name,
+            method,
+            target: Some((kind, name)),
+            arguments: None,
+        };
+        policy.visible(&call, &self.policy_context(), self.bundle().settings.enforce)
+    }
+
+    /// Counts each allowed call against the limits that cover it. Returns
+    /// the verdicts refused (with their limit), after giving back any slot
+    /// this request took; shadow limits only note what they would do.
+    fn apply_limits(&mut self, env: &mut dyn Env, envelope: &Envelope, decisions: &mut [Verdict]) -> (bool, Vec<String>) {
+        let engine = Arc::clone(&self.engine);
+        let policy = &engine.bundle.policy;
+        let mut global = Vec::new();
+        if policy.limits.is_empty() {
+            return (false, global);
+        }
+        let Some(server) = self.server().map(|s| s.name.clone()) else {
+            return (false, global);
+        };
+        let identity = self.identity.clone();
+        let now = env.now_nanos();
+        let mut refused = false;
+        for (msg, verdict) in envelope.messages.iter().zip(decisions.iter_mut()) {
+            let Some(method) = msg.method.as_deref() else {
+                continue;
+            };
+            let tool = match &msg.target {
+                Target::Tool(t) => Some(t.as_str()),
+                Target::Resource(r) => Some(r.as_str()),
+                Target::Prompt(p) => Some(p.as_str()),
+                Target::None => None,
+            };
+            let keys = limits::Keys {
+                tenant: identity.as_ref().and_then(|i| i.tenant.as_deref()),
+                subject: identity.as_ref().map(|i| i.subject.as_str()),
+                agent: identity.as_ref().and_then(|i| i.agent.as_deref()),
+                server: &server,
+                method,
+                tool,
+            };
+            for limit in policy.limits.iter().filter(|l| l.applies(&keys)) {
+                if limit.global {
+                    if !global.contains(&limit.id) {
+                        global.push(limit.id.clone());
+                    }
+                    continue;
+                }
+                let lease_id = random_id(env);
+                let enforced = limit.enforce && engine.bundle.settings.enforce;
+                match limit.check(&mut StoreOf(env), &keys, now, &lease_id) {
+                    limits::LimitVerdict::Within(lease) => {
+                        if let Some(lease) = lease {
+                            self.leases.push(lease);
+                        }
+                    }
+                    limits::LimitVerdict::Over { retry_after, kind, reason } => {
+                        let note = LimitNote {
+                            id: limit.id.clone(),
+                            kind,
+                            retry_after,
+                            enforced,
+                        };
+                        if enforced {
+                            *verdict = Verdict::deny(
+                                format!("{reason} ({})", limit.id),
+                                Some(limit.id.clone()),
+                            );
+                            verdict.limit = Some(note);
+                            refused = true;
+                            break;
+                        }
+                        verdict.shadow = Some(crate::policy::Shadow {
+                            decision: "deny",
+                            rules: vec![limit.id.clone()],
+                        });
+                        verdict.limit = Some(note);
+                    }
+                }
+            }
+            if refused {
+                break;
+            }
+        }
+        if refused {
+            self.release_leases(env);
+            env.count(metrics::RATE_LIMITED, 1);
+        }
+        (refused, global)
+    }
+
+    /// Records each approval of this request as spent, atomically across
+    /// VMs. `false` (and the verdict refused) if one was already spent.
+    fn spend_approvals(&mut self, env: &mut dyn Env, decisions: &mut [Verdict]) -> bool {
+        let mut ok = true;
+        for v in decisions.iter_mut() {
+            let Some(state) = v.approval.as_mut() else {
+                continue;
+            };
+            let Some(jti) = state.jti.clone() else {
+                continue;
+            };
+            let key = format!("portcullis.approval/{jti}");
+            let written = env.shared_write(&key, state.id.as_bytes(), None);
+            if written == SharedWrite::Written {
+                env.count(metrics::APPROVALS_GRANTED, 1);
+                continue;
+            }
+            ok = false;
+            let error = if written == SharedWrite::Conflict {
+                approval::ApprovalError::AlreadyUsed
+            } else {
+                // No shared store: single use cannot be kept, so refuse.
+                approval::ApprovalError::AlreadyUsed
+            };
+            let rule = v.rule.clone();
+            let mut refused = Verdict::deny(
+                format!("the approval sent was not accepted: {error}"),
+                rule,
+            );
+            refused.rules = std::mem::take(&mut v.rules);
+            refused.approval = Some(ApprovalState {
+                jti: None,
+                error: Some(error),
+                ..state.clone()
+            });
+            *v = refused;
+        }
+        ok
     }
 
     fn registry_verdict(&self, msg: &Message) -> Verdict {
@@ -1016,7 +1577,18 @@ impl Exchange {
         // Too little scope is answered as OAuth says (403 and a challenge
         // naming the scopes), so a client can step up its authorization.
         let scope_error = decisions.iter().find_map(|d| d.auth.clone());
-        let http_status = if scope_error.is_some() { 403 } else { 200 };
+        let retry_after = decisions
+            .iter()
+            .filter_map(|d| d.limit.as_ref().filter(|l| l.enforced))
+            .map(|l| l.retry_after)
+            .max();
+        let http_status = if scope_error.is_some() {
+            403
+        } else if retry_after.is_some() {
+            429
+        } else {
+            200
+        };
         for (i, (msg, verdict)) in envelope.messages.iter().zip(decisions).enumerate() {
             let verdict = if verdict.decision == Decision::Deny {
                 verdict.clone()
@@ -1030,6 +1602,10 @@ impl Exchange {
             };
             let code = if verdict.auth.is_some() {
                 codes::INSUFFICIENT_SCOPE
+            } else if verdict.limit.as_ref().is_some_and(|l| l.enforced) {
+                codes::LIMITED
+            } else if verdict.approval.is_some() {
+                codes::APPROVAL_REQUIRED
             } else {
                 codes::DENIED
             };
@@ -1046,19 +1622,30 @@ impl Exchange {
                     "rule": verdict.rule,
                     "requestId": self.request_id,
                 });
-                if let (Some(e), Some(obj)) = (&verdict.auth, data.as_object_mut()) {
-                    obj.insert("authError".into(), Value::from(e.code()));
+                if let Some(obj) = data.as_object_mut() {
+                    if let Some(e) = &verdict.auth {
+                        obj.insert("authError".into(), Value::from(e.code()));
+                    }
+                    if !verdict.rules.is_empty() {
+                        obj.insert("rules".into(), json!(verdict.rules));
+                    }
+                    if let Some(l) = &verdict.limit {
+                        obj.insert(
+                            "limit".into(),
+                            json!({"id": l.id, "kind": l.kind, "retryAfter": l.retry_after}),
+                        );
+                    }
+                    if let Some(a) = &verdict.approval {
+                        obj.insert("approval".into(), self.approval_data(a));
+                    }
                 }
-                responses.push(mcp::error_response(
-                    msg.id.as_ref(),
-                    code,
-                    if verdict.auth.is_some() {
-                        "Insufficient scope"
-                    } else {
-                        "Denied by Portcullis"
-                    },
-                    Some(data),
-                ));
+                let title = match code {
+                    codes::INSUFFICIENT_SCOPE => "Insufficient scope",
+                    codes::LIMITED => "Limit reached",
+                    codes::APPROVAL_REQUIRED => "Approval required",
+                    _ => "Denied by Portcullis",
+                };
+                responses.push(mcp::error_response(msg.id.as_ref(), code, title, Some(data)));
             }
         }
         let (status, body) = if envelope.batch {
@@ -1085,16 +1672,51 @@ impl Exchange {
         ) {
             headers.push(("www-authenticate".into(), sid.challenge(e)));
         }
+        if let Some(secs) = retry_after
+            && scope_error.is_none()
+        {
+            headers.push(("retry-after".into(), secs.to_string()));
+        }
         LocalReply {
             status,
             headers,
             body: body.to_string().into_bytes(),
             details: if scope_error.is_some() {
                 "portcullis_insufficient_scope".into()
+            } else if retry_after.is_some() {
+                "portcullis_limited".into()
             } else {
                 "portcullis_denied".into()
             },
         }
+    }
+
+    /// `data.approval` of a refusal: what to approve, and where.
+    fn approval_data(&self, a: &ApprovalState) -> Value {
+        let url = self
+            .bundle()
+            .settings
+            .approvals
+            .as_ref()
+            .and_then(|s| s.url.as_ref())
+            .map(|u| {
+                let sep = if u.contains('?') { '&' } else { '?' };
+                format!("{u}{sep}id={}", a.id)
+            });
+        json!({
+            "id": a.id,
+            "covers": {
+                "subject": a.binding.sub,
+                "server": a.binding.srv,
+                "tool": a.binding.tool,
+                "argumentsSha256": a.binding.args,
+                "rule": a.binding.rule,
+            },
+            "approveAt": url,
+            "cli": format!("portcullis approve {} --key KEY", a.id),
+            "header": headers::APPROVAL,
+            "error": a.error.as_ref().map(approval::ApprovalError::code),
+        })
     }
 
     fn denial_without_id(&self, reason: &str) -> Value {
@@ -1135,6 +1757,12 @@ impl Exchange {
         if !governed {
             self.mode = ResponseMode::Pass;
             return edits;
+        }
+        if let Some(w) = self.server().and_then(deprecation_warning) {
+            // RFC 7234 §5.5 (299: miscellaneous persistent warning).
+            edits
+                .set
+                .push(("warning".into(), format!("299 portcullis {:?}", w)));
         }
         if !(200..300).contains(&status) {
             self.mode = ResponseMode::Pass;
@@ -1261,7 +1889,72 @@ impl Exchange {
             return;
         }
         self.finished = true;
+        self.release_leases(env);
         self.complete_all(env, Outcome::NoResponse);
+    }
+
+    fn release_leases(&mut self, env: &mut dyn Env) {
+        let now = env.now_nanos();
+        for lease in std::mem::take(&mut self.leases) {
+            crate::policy::limits::release(&mut StoreOf(env), &lease, now);
+        }
+    }
+
+    /// The body of a POST to an unregistered route: MCP there is shadow MCP,
+    /// recorded (or refused, `Settings.spec.shadowMcp: block`); anything
+    /// else passes as it would have.
+    fn shadow_body(&mut self, env: &mut dyn Env, body: &[u8], end_of_stream: bool) -> RequestBodyAction {
+        // Past the limit it cannot be inspected; it is not a registered
+        // route, so it passes as unmatched traffic does.
+        if body.len() as u64 > self.bundle().settings.max_request_bytes {
+            self.route = Route::Unmatched;
+            return RequestBodyAction::Forward(HeaderEdits::default());
+        }
+        if !end_of_stream {
+            return RequestBodyAction::Wait;
+        }
+        let Some(methods) = shadow_mcp_methods(body) else {
+            self.route = Route::Unmatched;
+            return RequestBodyAction::Forward(HeaderEdits::default());
+        };
+        env.count(metrics::SHADOW_MCP, 1);
+        let block = self.bundle().settings.shadow_mcp == crate::bundle::ShadowMcp::Block;
+        for (i, method) in methods.iter().enumerate() {
+            let mut record = self.base_record();
+            record.message_index = i as u32;
+            record.kind = "request";
+            record.method = Some(truncate(method, 128).to_owned());
+            record.shadow = true;
+            record.authority = Some(truncate(&self.head.authority, 256).to_owned());
+            record.path = Some(truncate(self.head.path.split('?').next().unwrap_or(""), 256).to_owned());
+            record.rule = Some("Settings#shadowMcp".into());
+            if block {
+                record.decision = Decision::Deny;
+                record.outcome = Outcome::Denied;
+                record.http_status = Some(403);
+                record.error_code = Some(codes::UNKNOWN_SERVER);
+                record.reason = "MCP traffic to a server the registry does not know (shadow MCP), refused".into();
+                self.complete(record);
+            } else {
+                record.decision = Decision::Allow;
+                record.outcome = Outcome::Observed;
+                record.reason = "MCP traffic to a server the registry does not know (shadow MCP), recorded".into();
+                self.complete(record);
+            }
+        }
+        self.route = Route::Unmatched;
+        if block {
+            let reply = self.reply(
+                403,
+                None,
+                codes::UNKNOWN_SERVER,
+                "Unregistered MCP server",
+                "no McpServer in the bundle matches this route, and shadow MCP is refused (Settings.spec.shadowMcp)".into(),
+                Some("Settings#shadowMcp".into()),
+            );
+            return RequestBodyAction::Reply(reply);
+        }
+        RequestBodyAction::Forward(HeaderEdits::default())
     }
 
     fn inspect_json_body(&mut self, env: &mut dyn Env, data: &[u8]) -> ResponseBodyAction {
@@ -1721,17 +2414,17 @@ impl Exchange {
         };
         let mut removed = 0u32;
         for (field, key) in lists {
-            let set = match *field {
-                "tools" => &server.tools,
-                "resources" => &server.resources,
-                _ => &server.prompts,
+            let (set, kind) = match *field {
+                "tools" => (&server.tools, crate::policy::TargetKind::Tool),
+                "resources" => (&server.resources, crate::policy::TargetKind::Resource),
+                _ => (&server.prompts, crate::policy::TargetKind::Prompt),
             };
             if let Some(Value::Array(items)) = result.get_mut(*field) {
                 let before = items.len();
                 items.retain(|item| {
                     item.get(*key)
                         .and_then(Value::as_str)
-                        .is_some_and(|n| set.is_match(n))
+                        .is_some_and(|n| set.is_match(n) && self.policy_visible(kind, n))
                 });
                 removed = removed.saturating_add((before - items.len()) as u32);
             }
@@ -1816,8 +2509,38 @@ impl Exchange {
                 .arguments
                 .as_ref()
                 .map(|a| hex::encode(Sha256::digest(canonical_string(a).as_bytes()))),
+            arguments: self.audit_arguments(msg),
+            rules: verdict.rules.clone(),
+            shadow_decision: verdict.shadow.clone(),
+            policy_errors: verdict.policy_errors.clone(),
+            limit: verdict.limit.clone(),
+            approval: verdict.approval.as_ref().map(|a| ApprovalNote {
+                id: a.id.clone(),
+                status: if a.jti.is_some() {
+                    "granted"
+                } else if a.error.is_some() {
+                    "refused"
+                } else {
+                    "required"
+                },
+                error: a.error.as_ref().map(approval::ApprovalError::code),
+                jti: a.jti.clone(),
+            }),
             ..self.base_record()
         }
+    }
+
+    /// The arguments as records keep them (`Settings.spec.auditArguments`):
+    /// with every PII and secret finding redacted, whatever the content
+    /// policy's actions, since a record must never hold them.
+    fn audit_arguments(&self, msg: &Message) -> Option<Value> {
+        if self.bundle().settings.audit_arguments != crate::bundle::AuditArguments::Redacted {
+            return None;
+        }
+        let mut args = msg.arguments.clone()?;
+        let scanner = &self.engine.audit_scanner.as_ref()?;
+        redact_all(scanner, &mut args);
+        Some(args)
     }
 
     /// The fields every record of this exchange shares.
@@ -1832,6 +2555,8 @@ impl Exchange {
             tenant: id.and_then(|i| i.tenant.clone()),
             token_jti: id.and_then(|i| i.jti.clone()),
             upstream_token: self.upstream_token,
+            source: self.source.clone(),
+            warning: self.server().and_then(deprecation_warning),
             ..AuditRecord::blank(
                 rfc3339(self.started_nanos),
                 self.request_id.clone(),
@@ -1933,6 +2658,23 @@ struct Verdict {
     rule: Option<String>,
     /// Refused for the token's scopes (answered 403).
     auth: Option<IdentityError>,
+    /// Every Policy rule that decided.
+    rules: Vec<String>,
+    shadow: Option<crate::policy::Shadow>,
+    policy_errors: Vec<String>,
+    /// An approval asked for (refused), or about to be spent (allowed).
+    approval: Option<ApprovalState>,
+    /// The limit that refused (or, in shadow, would have).
+    limit: Option<LimitNote>,
+}
+
+#[derive(Debug, Clone)]
+struct ApprovalState {
+    id: String,
+    binding: approval::Binding,
+    /// Allowed: the grant's jti, to record as spent.
+    jti: Option<String>,
+    error: Option<approval::ApprovalError>,
 }
 
 impl Verdict {
@@ -1942,15 +2684,18 @@ impl Verdict {
             reason,
             rule,
             auth: None,
+            rules: Vec::new(),
+            shadow: None,
+            policy_errors: Vec::new(),
+            approval: None,
+            limit: None,
         }
     }
 
     fn deny(reason: String, rule: Option<String>) -> Verdict {
         Verdict {
             decision: Decision::Deny,
-            reason,
-            rule,
-            auth: None,
+            ..Verdict::allow(reason, rule)
         }
     }
 }
@@ -2008,6 +2753,60 @@ struct Review {
     removed: Vec<String>,
     /// Tools removed by pins or screening (beside the allowlist's own).
     removed_from_list: u32,
+}
+
+/// The warning a deprecated server's traffic carries until its sunset.
+fn deprecation_warning(server: &Server) -> Option<String> {
+    if server.status != crate::bundle::ServerStatus::Deprecated {
+        return None;
+    }
+    Some(match server.sunset_day {
+        Some(day) => format!(
+            "McpServer/{} is deprecated; it is refused from {}",
+            server.name,
+            rfc3339(day * 86_400 * 1_000_000_000).get(..10).unwrap_or("")
+        ),
+        None => format!("McpServer/{} is deprecated", server.name),
+    })
+}
+
+/// Replaces every PII and secret span in the strings of `value`.
+fn redact_all(scanner: &crate::scan::Scanner, value: &mut Value) {
+    use crate::scan::Action;
+    match value {
+        Value::String(text) => {
+            let findings: Vec<(crate::scan::Finding, Action)> = scanner
+                .scan_text(text)
+                .into_iter()
+                .map(|f| (f, Action::Redact))
+                .collect();
+            if !findings.is_empty() {
+                let redacted = crate::scan::redact::apply(text, &findings).into_owned();
+                *text = redacted;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_all(scanner, v)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact_all(scanner, v)),
+        _ => {}
+    }
+}
+
+/// The MCP methods of a body, if it is JSON-RPC 2.0 carrying at least one
+/// MCP method (`initialize`, `server/discover`, `tools/call`, ...).
+fn shadow_mcp_methods(body: &[u8]) -> Option<Vec<String>> {
+    let value = parse_strict(body).ok()?;
+    let items: Vec<&Value> = match &value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let methods: Vec<String> = items
+        .iter()
+        .filter(|m| m.get("jsonrpc").and_then(Value::as_str) == Some("2.0"))
+        .filter_map(|m| m.get("method").and_then(Value::as_str))
+        .filter(|m| mcp::is_known_method(m) || *m == "server/discover")
+        .map(str::to_owned)
+        .collect();
+    (!methods.is_empty()).then_some(methods)
 }
 
 /// A tool result, resource contents or prompt: screening and redaction.

@@ -12,7 +12,7 @@
 
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
 /// Why a glob list did not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum GlobError {
 pub struct GlobSet {
     regex: Option<Regex>,
     globs: Vec<String>,
+    /// Built with `MatchKind::All`, for [`GlobSet::all_matches`].
+    overlapping: bool,
 }
 
 impl GlobSet {
@@ -38,11 +40,22 @@ impl GlobSet {
         GlobSet {
             regex: None,
             globs: Vec::new(),
+            overlapping: false,
         }
     }
 
     /// Compiles `globs`. An empty list matches nothing.
     pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<GlobSet, GlobError> {
+        GlobSet::build(globs, false)
+    }
+
+    /// Compiles `globs` so that [`GlobSet::all_matches`] can say every glob
+    /// a name matches (policy rules: several may concern one tool).
+    pub fn new_overlapping<S: AsRef<str>>(globs: &[S]) -> Result<GlobSet, GlobError> {
+        GlobSet::build(globs, true)
+    }
+
+    fn build<S: AsRef<str>>(globs: &[S], overlapping: bool) -> Result<GlobSet, GlobError> {
         let mut patterns = Vec::with_capacity(globs.len());
         for g in globs {
             patterns.push(to_regex(g.as_ref())?);
@@ -50,8 +63,14 @@ impl GlobSet {
         let regex = if patterns.is_empty() {
             None
         } else {
+            let kind = if overlapping {
+                MatchKind::All
+            } else {
+                MatchKind::LeftmostFirst
+            };
             let built = Regex::builder()
                 .syntax(syntax::Config::new().unicode(true).utf8(true))
+                .configure(Regex::config().match_kind(kind))
                 .build_many(&patterns)
                 .map_err(|e| GlobError::Build {
                     reason: e.to_string(),
@@ -61,6 +80,7 @@ impl GlobSet {
         Ok(GlobSet {
             regex,
             globs: globs.iter().map(|g| g.as_ref().to_owned()).collect(),
+            overlapping,
         })
     }
 
@@ -76,6 +96,21 @@ impl GlobSet {
         let input = Input::new(name).anchored(Anchored::Yes);
         // Patterns end in `$`, so a match found is a whole-name match.
         regex.find(input).map(|m| m.pattern().as_usize())
+    }
+
+    /// Indices of every glob matching the whole of `name`, ascending. On a
+    /// set not built with [`GlobSet::new_overlapping`], at most the first.
+    pub fn all_matches(&self, name: &str) -> Vec<usize> {
+        let Some(regex) = self.regex.as_ref() else {
+            return Vec::new();
+        };
+        if !self.overlapping {
+            return self.first_match(name).into_iter().collect();
+        }
+        let input = Input::new(name).anchored(Anchored::Yes);
+        let mut patterns = PatternSet::new(regex.pattern_len());
+        regex.which_overlapping_matches(&input, &mut patterns);
+        patterns.iter().map(|p| p.as_usize()).collect()
     }
 
     /// The glob at `index`.
@@ -126,6 +161,16 @@ fn push_literal(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_sets_report_every_match() {
+        let set = GlobSet::new_overlapping(&["get-*", "*-weather", "echo", "*"]).unwrap();
+        assert_eq!(set.all_matches("get-weather"), vec![0, 1, 3]);
+        assert_eq!(set.all_matches("echo"), vec![2, 3]);
+        assert_eq!(set.all_matches("get-weatherx"), vec![0, 3]);
+        let plain = GlobSet::new(&["get-*", "*-weather"]).unwrap();
+        assert_eq!(plain.all_matches("get-weather"), vec![0]);
+    }
 
     #[test]
     fn matches_whole_names_only() {

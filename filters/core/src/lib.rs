@@ -22,6 +22,7 @@ pub mod engine;
 pub mod glob;
 pub mod json;
 pub mod mcp;
+pub mod signing;
 pub mod sse;
 
 pub use engine::{Engine, Env, Exchange};
@@ -33,3 +34,6 @@ pub mod scan;
 
 // identity (issue 3)
 pub mod identity;
+
+// policy (issue 5)
+pub mod policy;

@@ -62,6 +62,10 @@ pub mod codes {
     pub const UNAUTHENTICATED: i64 = -32097;
     /// The token's scopes do not cover the call (HTTP 403).
     pub const INSUFFICIENT_SCOPE: i64 = -32098;
+    /// A Policy rule asks for a person's approval (`data.approval`).
+    pub const APPROVAL_REQUIRED: i64 = -32099;
+    /// A rate, concurrency or budget limit was reached (HTTP 429).
+    pub const LIMITED: i64 = -32089;
 }
 
 /// The kind of a JSON-RPC message.

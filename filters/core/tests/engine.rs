@@ -564,9 +564,23 @@ fn notifications_are_recorded_at_202_and_unmatched_routes_pass() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Accepted);
 
+    // An unmatched JSON POST is read (it might be shadow MCP); not MCP, it
+    // passes untouched and unrecorded, spoofed x-mcp-* headers stripped.
     let mut ex = Exchange::new(engine());
     let mut head = post(&[("x-mcp-server", "spoof")]);
     head.path = "/health".into();
+    let RequestHeadersAction::ReadBody(edits) = ex.on_request_headers(&mut e, head) else {
+        panic!()
+    };
+    assert_eq!(edits.remove, vec!["x-mcp-server".to_string()]);
+    let action = ex.on_request_body(&mut e, br#"{"status":"ok"}"#, true);
+    assert!(matches!(action, RequestBodyAction::Forward(_)), "{action:?}");
+    assert!(ex.take_audit().is_empty());
+    // Anything but a JSON POST is not read at all.
+    let mut ex = Exchange::new(engine());
+    let mut head = post(&[("x-mcp-server", "spoof")]);
+    head.path = "/health".into();
+    head.method = "GET".into();
     let RequestHeadersAction::Continue(edits) = ex.on_request_headers(&mut e, head) else {
         panic!()
     };

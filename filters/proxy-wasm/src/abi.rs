@@ -164,6 +164,7 @@ mod imports {
 
     const OK: u32 = 0;
     const NOT_FOUND: u32 = 1;
+    const CAS_MISMATCH: u32 = 8;
     const EMPTY: u32 = 7;
 
     fn check(call: &'static str, status: u32) -> Result<(), HostError> {
@@ -334,6 +335,10 @@ mod imports {
         }
 
         fn shared_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+            Ok(self.shared_get_cas(key)?.map(|(v, _)| v))
+        }
+
+        fn shared_get_cas(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
             let mut data: *mut u8 = std::ptr::null_mut();
             let mut size: usize = 0;
             let mut cas: u32 = 0;
@@ -346,7 +351,29 @@ mod imports {
             }
             check("proxy_get_shared_data", status)?;
             // SAFETY: see `take_host_bytes`.
-            Ok(Some(unsafe { take_host_bytes(data, size) }))
+            Ok(Some((unsafe { take_host_bytes(data, size) }, cas)))
+        }
+
+        fn shared_set_cas(
+            &mut self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<bool, HostError> {
+            // proxy-wasm has no "set if absent". proxy-wasm-cpp-host's
+            // SharedData::set (Envoy's) creates a missing key whatever cas is
+            // given, and refuses an existing one whose cas differs; cas values
+            // count up from 1, so u32::MAX is one no stored value has in
+            // practice: passing it creates the key only if it is absent.
+            let cas = cas.unwrap_or(u32::MAX);
+            // SAFETY: pointers and lengths of live slices.
+            let status = unsafe {
+                proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+            };
+            if status == CAS_MISMATCH {
+                return Ok(false);
+            }
+            check("proxy_set_shared_data", status).map(|()| true)
         }
 
         fn shared_set(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {

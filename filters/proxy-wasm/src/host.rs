@@ -6,7 +6,7 @@
 //! a `Result` instead of panicking on an unexpected status (as the SDK's own
 //! wrappers do), because a panic in wasm is a trap and a trap is a dead VM.
 
-use portcullis_core::engine::{Env, LocalReply};
+use portcullis_core::engine::{Env, LocalReply, SharedWrite};
 use std::fmt;
 
 /// A hostcall that did not succeed, with the proxy-wasm status code.
@@ -83,6 +83,20 @@ pub trait Host {
             status: 12,
         })
     }
+    /// Shared data with its cas; `Ok(None)` when absent.
+    fn shared_get_cas(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        Ok(self.shared_get(key)?.map(|v| (v, 0)))
+    }
+    /// Writes if the stored cas is still `cas` (`None`: only if absent).
+    /// `Ok(false)`: someone else wrote first.
+    fn shared_set_cas(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        _cas: Option<u32>,
+    ) -> Result<bool, HostError> {
+        self.shared_set(key, value).map(|()| true)
+    }
     /// Adds `delta` to a counter, defining it on first use.
     fn count(&mut self, _metric: &str, _delta: u64) -> Result<(), HostError> {
         Ok(())
@@ -121,6 +135,24 @@ impl Env for EnvOf<'_> {
                     &format!("portcullis: shared data not written: {e}"),
                 );
                 false
+            }
+        }
+    }
+
+    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.shared_get_cas(key).ok().flatten()
+    }
+
+    fn shared_write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        match self.0.shared_set_cas(key, value, cas) {
+            Ok(true) => SharedWrite::Written,
+            Ok(false) => SharedWrite::Conflict,
+            Err(e) => {
+                self.0.log(
+                    Level::Warn,
+                    &format!("portcullis: shared data not written: {e}"),
+                );
+                SharedWrite::Unavailable
             }
         }
     }

@@ -43,6 +43,11 @@ pub struct BundleJson {
     /// `sha256:<hex>` over the canonical form of the documents.
     pub version: String,
     pub documents: Vec<Document>,
+    /// Ed25519 over `version` (see [`crate::signing`]); not part of the
+    /// content hash. Checked by the filter when its VM configuration
+    /// trusts a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::BundleSignature>,
 }
 
 /// One registry or policy document.
@@ -115,6 +120,64 @@ pub struct McpServerSpec {
     /// Absent: no token is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<ServerIdentitySpec>,
+    /// Registry: the team answerable for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Registry: the most sensitive data the server handles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// Registry: when the server was last reviewed (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_review: Option<String>,
+    /// Environments (`Settings.spec.environment`) it is approved for;
+    /// empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+    /// Tenants (the token's tenant) it is approved for; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
+    /// Lifecycle: `submitted` (refused outside dev), `approved`, `blocked`
+    /// (refused), `deprecated` (a warning header until `sunset`, then
+    /// refused).
+    #[serde(default)]
+    pub status: ServerStatus,
+    /// `YYYY-MM-DD` (UTC): the first day a deprecated server is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<String>,
+}
+
+/// Data sensitivity of a registered server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Classification {
+    Public,
+    Internal,
+    Confidential,
+    Restricted,
+}
+
+/// Where a server is in the submission → approval → deprecation lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ServerStatus {
+    Submitted,
+    #[default]
+    Approved,
+    Blocked,
+    Deprecated,
+}
+
+impl ServerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Submitted => "submitted",
+            ServerStatus::Approved => "approved",
+            ServerStatus::Blocked => "blocked",
+            ServerStatus::Deprecated => "deprecated",
+        }
+    }
 }
 
 /// A `tools` entry: a name or glob, and for a literal name an optional pin
@@ -195,6 +258,62 @@ pub struct SettingsSpec {
     /// 0 disables the cache.
     #[serde(default = "default_token_cache")]
     pub token_cache_entries: usize,
+    /// `false`: every Policy rule and limit only records what it would have
+    /// done (shadow mode for the whole bundle).
+    #[serde(default = "default_true")]
+    pub enforce: bool,
+    /// The environment this bundle is for (`dev`, `staging`, `prod`...):
+    /// `submitted` servers are refused outside `dev`, and servers approved
+    /// for other environments are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Keys that sign approvals of `requireApproval` calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalSettings>,
+    /// What records keep of tool-call arguments besides their hash.
+    #[serde(default)]
+    pub audit_arguments: AuditArguments,
+    /// MCP traffic on a route no McpServer matches (shadow MCP): recorded,
+    /// or refused.
+    #[serde(default)]
+    pub shadow_mcp: ShadowMcp,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `Settings.spec.approvals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// Base64 Ed25519 public keys (`portcullis audit keygen` writes pairs).
+    pub keys: Vec<String>,
+    /// Where a person approves; the approval id is appended as `?id=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Longest approval accepted (`15m`, `1h`); default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditArguments {
+    /// Only `arguments_sha256`.
+    #[default]
+    Hash,
+    /// Also the arguments, with every PII and secret finding redacted (what
+    /// `portcullis simulate` replays argument rules against).
+    Redacted,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ShadowMcp {
+    #[default]
+    Record,
+    Block,
 }
 
 /// The `ContentPolicy` a server without `contentPolicy` gets, if present.
@@ -226,6 +345,11 @@ impl Default for SettingsSpec {
             unmatched_routes: UnmatchedRoutes::default(),
             unknown_methods: UnknownMethods::default(),
             token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+            enforce: true,
+            environment: None,
+            approvals: None,
+            audit_arguments: AuditArguments::default(),
+            shadow_mcp: ShadowMcp::default(),
         }
     }
 }
@@ -338,6 +462,13 @@ pub struct Server {
     /// Name of the `ContentPolicy` applied, and the policy.
     pub content: Option<(String, Arc<ContentPolicy>)>,
     pub identity: Option<ServerIdentity>,
+    pub status: ServerStatus,
+    /// Days since the epoch of `sunset`.
+    pub sunset_day: Option<u64>,
+    pub environments: Vec<String>,
+    pub tenants: Vec<String>,
+    pub owner: Option<String>,
+    pub classification: Option<Classification>,
 }
 
 impl Server {
@@ -402,6 +533,12 @@ pub struct Bundle {
     pub settings: SettingsSpec,
     /// The `IdentityProvider` documents.
     pub providers: ProviderSet,
+    /// The `Policy` documents, compiled and indexed.
+    pub policy: Arc<crate::policy::PolicySet>,
+    /// Approval keys, from `Settings.spec.approvals`.
+    pub approval_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Longest approval accepted, seconds.
+    pub approval_max_ttl: u64,
 }
 
 impl Bundle {
@@ -461,6 +598,7 @@ impl Bundle {
         let mut provider_docs: Vec<&Document> = Vec::new();
         let mut policies: Vec<(String, Arc<ContentPolicy>)> = Vec::new();
         let mut settings: Option<(SettingsSpec, &Document)> = None;
+        let mut policy_docs: Vec<(&Document, crate::policy::PolicySpec)> = Vec::new();
         let mut seen_names: Vec<(String, String)> = Vec::new();
         for doc in &json.documents {
             if doc.api_version != API_VERSION {
@@ -558,11 +696,15 @@ impl Bundle {
                         }
                     }
                 }
+                "Policy" => match from_value_at::<crate::policy::PolicySpec>(doc.spec.clone(), "/spec") {
+                    Ok(spec) => policy_docs.push((doc, spec)),
+                    Err((pointer, message)) => errors.push(BundleError::at(doc, pointer, message)),
+                },
                 other => errors.push(BundleError::at(
                     doc,
                     "/kind",
                     format!(
-                        "unknown kind {other:?}; expected McpServer, IdentityProvider, ContentPolicy or Settings"
+                        "unknown kind {other:?}; expected McpServer, IdentityProvider, ContentPolicy, Policy or Settings"
                     ),
                 )),
             }
@@ -589,6 +731,48 @@ impl Bundle {
             match compile_server(doc, &providers, &policies) {
                 Ok(server) => servers.push(server),
                 Err(mut e) => errors.append(&mut e),
+            }
+        }
+        // Policies name servers, so they are compiled after them.
+        let server_names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+        let specs: Vec<(String, crate::policy::PolicySpec)> = policy_docs
+            .iter()
+            .map(|(d, s)| (d.metadata.name.clone(), s.clone()))
+            .collect();
+        let policy = match crate::policy::compile(&specs, &server_names) {
+            Ok(p) => p,
+            Err(errs) => {
+                for (i, (p, m)) in errs {
+                    if let Some((doc, _)) = policy_docs.get(i) {
+                        errors.push(BundleError::at(doc, p, m));
+                    }
+                }
+                crate::policy::PolicySet::default()
+            }
+        };
+        let mut approval_keys = Vec::new();
+        let mut approval_max_ttl = 3600;
+        if let Some((spec, doc)) = &settings
+            && let Some(a) = &spec.approvals
+        {
+            if a.keys.is_empty() {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/approvals/keys",
+                    "list at least one Ed25519 public key (base64) that signs approvals",
+                ));
+            }
+            for (i, k) in a.keys.iter().enumerate() {
+                match crate::policy::approval::parse_public_key(k) {
+                    Ok(key) => approval_keys.push(key),
+                    Err(m) => errors.push(BundleError::at(doc, format!("/spec/approvals/keys/{i}"), m)),
+                }
+            }
+            if let Some(ttl) = &a.max_ttl {
+                match crate::policy::limits::parse_duration(ttl) {
+                    Ok(n) => approval_max_ttl = n / 1_000_000_000,
+                    Err(m) => errors.push(BundleError::at(doc, "/spec/approvals/maxTtl", m)),
+                }
             }
         }
         // Two servers with the same route would make the decision depend on
@@ -639,6 +823,9 @@ impl Bundle {
             servers,
             settings: settings.map(|(s, _)| s).unwrap_or_default(),
             providers,
+            policy: Arc::new(policy),
+            approval_keys,
+            approval_max_ttl,
         })
     }
 
@@ -831,10 +1018,39 @@ fn compile_server(
             }
         }
     };
+    let mut day = |field: &str, text: &Option<String>| -> Option<u64> {
+        let t = text.as_deref()?;
+        match parse_date(t) {
+            Some(d) => Some(d),
+            None => {
+                errors.push(BundleError::at(
+                    doc,
+                    format!("/spec/{field}"),
+                    format!("{t:?} is not a date; write YYYY-MM-DD"),
+                ));
+                None
+            }
+        }
+    };
+    let sunset_day = day("sunset", &spec.sunset);
+    day("lastReview", &spec.last_review);
+    if spec.sunset.is_some() && spec.status != ServerStatus::Deprecated {
+        errors.push(BundleError::at(
+            doc,
+            "/spec/sunset",
+            "a sunset date needs status: deprecated",
+        ));
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(Server {
+        status: spec.status,
+        sunset_day,
+        environments: spec.environments.clone(),
+        tenants: spec.tenants.clone(),
+        owner: spec.owner.clone(),
+        classification: spec.classification,
         name: doc.metadata.name.clone(),
         path_prefix: spec.route.path_prefix.clone(),
         authority_host,
@@ -850,9 +1066,28 @@ fn compile_server(
     })
 }
 
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+pub fn parse_date(text: &str) -> Option<u64> {
+    let mut parts = text.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if text.len() != 10 || !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    u64::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
 /// Whether a `tools` entry is a pattern rather than one literal name (the
 /// metacharacters `GlobSet` knows).
-fn is_glob(name: &str) -> bool {
+pub fn is_glob(name: &str) -> bool {
     name.contains(['*', '?', '\\'])
 }
 
@@ -914,6 +1149,7 @@ pub fn assemble(documents: Vec<Document>) -> BundleJson {
         kind: "Bundle".into(),
         version: content_version(&documents),
         documents,
+        signature: None,
     }
 }
 

@@ -1,0 +1,250 @@
+//! Human approval of one specific call: ids that say what they cover, and
+//! signed single-use tokens that grant exactly that.
+//!
+//! Shaped so the filter needs no approval service: a `requireApproval`
+//! refusal carries an **approval id** that encodes what is being approved
+//! (subject, server, tool, the SHA-256 of the canonical arguments and the
+//! rule), so whoever approves sees exactly that, and signs it. The
+//! **approval token** is `pat1.<payload>.<signature>` (base64url), an
+//! Ed25519 signature over the payload `{id, jti, iat, exp}`. The filter
+//! holds only public keys (`Settings.spec.approvals.keys`), recomputes the
+//! id of the call in front of it, and accepts the token only for that id,
+//! before it expires, once: the `jti` is recorded in shared data, created
+//! atomically so two worker VMs cannot both spend it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What an approval covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The subject (person) calling; `-` when the call carried no identity.
+    pub sub: String,
+    pub srv: String,
+    pub tool: String,
+    /// `sha256:<hex>` of the arguments' RFC 8785 form.
+    pub args: String,
+    /// The rule that asked for approval.
+    pub rule: String,
+}
+
+const ID_PREFIX: &str = "apr1.";
+const TOKEN_PREFIX: &str = "pat1.";
+/// Domain separation: a signature over an approval is never valid as
+/// anything else (a bundle signature, a checkpoint).
+const SIGNED_CONTEXT: &[u8] = b"portcullis-approval-v1\n";
+
+/// Why an approval token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("the approval token is malformed")]
+    Malformed,
+    #[error("the approval token's signature does not verify against any approval key in the bundle")]
+    BadSignature,
+    #[error("the approval is for another call (different subject, server, tool or arguments)")]
+    WrongCall,
+    #[error("the approval expired")]
+    Expired,
+    #[error("the approval's lifetime exceeds Settings.spec.approvals.maxTtl")]
+    TooLong,
+    #[error("the approval was already used")]
+    AlreadyUsed,
+}
+
+impl ApprovalError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApprovalError::Malformed => "malformed",
+            ApprovalError::BadSignature => "bad_signature",
+            ApprovalError::WrongCall => "wrong_call",
+            ApprovalError::Expired => "expired",
+            ApprovalError::TooLong => "too_long",
+            ApprovalError::AlreadyUsed => "already_used",
+        }
+    }
+}
+
+/// The approval token's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub id: String,
+    /// Unique per token; what single use is recorded by.
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// The SHA-256 of a call's canonical arguments (absent arguments = `{}`).
+pub fn arguments_hash(arguments: Option<&Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let empty = Value::Object(serde_json::Map::new());
+    let canon = crate::jcs::to_string(arguments.unwrap_or(&empty));
+    format!("sha256:{}", hex::encode(Sha256::digest(canon.as_bytes())))
+}
+
+/// The approval id of a call: its binding, canonical and encoded.
+pub fn approval_id(binding: &Binding) -> String {
+    let value = serde_json::to_value(binding).unwrap_or(Value::Null);
+    let canon = crate::jcs::to_string(&value);
+    format!("{ID_PREFIX}{}", URL_SAFE_NO_PAD.encode(canon.as_bytes()))
+}
+
+/// What an approval id covers (for whoever approves it).
+pub fn parse_id(id: &str) -> Result<Binding, String> {
+    let body = id
+        .strip_prefix(ID_PREFIX)
+        .ok_or_else(|| format!("an approval id starts with {ID_PREFIX:?}"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| "the approval id is not base64url".to_owned())?;
+    let value = crate::json::parse_strict(&bytes).map_err(|e| format!("the approval id is not JSON: {e}"))?;
+    let binding: Binding =
+        serde_json::from_value(value).map_err(|e| format!("the approval id does not describe a call: {e}"))?;
+    // Only the canonical form is an id, so one call has one id.
+    if approval_id(&binding) != id {
+        return Err("the approval id is not in canonical form".into());
+    }
+    Ok(binding)
+}
+
+/// Mints an approval token for `id` (the CLI's `portcullis approve`).
+pub fn mint(id: &str, key: &SigningKey, now: u64, ttl_secs: u64, jti: &[u8]) -> Result<String, String> {
+    parse_id(id)?;
+    let grant = Grant {
+        id: id.to_owned(),
+        jti: hex::encode(jti),
+        iat: now,
+        exp: now.saturating_add(ttl_secs),
+    };
+    let payload = serde_json::to_vec(&grant).map_err(|e| e.to_string())?;
+    let payload_b64 = URL_SAFE_NO_PAD.encode(&payload);
+    let mut message = SIGNED_CONTEXT.to_vec();
+    message.extend_from_slice(payload_b64.as_bytes());
+    let sig = key.sign(&message);
+    Ok(format!(
+        "{TOKEN_PREFIX}{payload_b64}.{}",
+        URL_SAFE_NO_PAD.encode(sig.to_bytes())
+    ))
+}
+
+/// Checks a token for the call `expected_id`, at `now` (Unix seconds).
+/// Single use is the caller's to record (it needs the shared store).
+pub fn verify(
+    token: &str,
+    keys: &[VerifyingKey],
+    expected_id: &str,
+    now: u64,
+    max_ttl_secs: u64,
+) -> Result<Grant, ApprovalError> {
+    let body = token.trim().strip_prefix(TOKEN_PREFIX).ok_or(ApprovalError::Malformed)?;
+    let (payload_b64, sig_b64) = body.split_once('.').ok_or(ApprovalError::Malformed)?;
+    let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ApprovalError::Malformed)?;
+    let sig = Signature::from_bytes(&sig_bytes);
+    let mut message = SIGNED_CONTEXT.to_vec();
+    message.extend_from_slice(payload_b64.as_bytes());
+    if !keys.iter().any(|k| k.verify(&message, &sig).is_ok()) {
+        return Err(ApprovalError::BadSignature);
+    }
+    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| ApprovalError::Malformed)?;
+    let value = crate::json::parse_strict(&payload).map_err(|_| ApprovalError::Malformed)?;
+    let grant: Grant = serde_json::from_value(value).map_err(|_| ApprovalError::Malformed)?;
+    // Constant-time compare: ids are not secret, but the habit costs nothing.
+    if !constant_time_eq(grant.id.as_bytes(), expected_id.as_bytes()) {
+        return Err(ApprovalError::WrongCall);
+    }
+    if now >= grant.exp {
+        return Err(ApprovalError::Expired);
+    }
+    if grant.exp.saturating_sub(grant.iat) > max_ttl_secs {
+        return Err(ApprovalError::TooLong);
+    }
+    Ok(grant)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses an Ed25519 public key: 64 hex digits (what `portcullis audit
+/// keygen` writes to `KEY.pub`) or base64 (standard or url-safe).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text).map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+            .map_err(|_| {
+                "an approval key is an Ed25519 public key: 64 hex digits (KEY.pub) or base64".to_owned()
+            })?
+    };
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "an approval key is 32 bytes (Ed25519 public key)".to_owned())?;
+    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn binding() -> Binding {
+        Binding {
+            sub: "alice".into(),
+            srv: "payments".into(),
+            tool: "pay".into(),
+            args: arguments_hash(Some(&serde_json::json!({"amount": 500}))),
+            rule: "Policy/pay#big".into(),
+        }
+    }
+
+    #[test]
+    fn mint_verify_and_refusals() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let keys = [key.verifying_key()];
+        let id = approval_id(&binding());
+        assert_eq!(parse_id(&id).unwrap(), binding());
+        let token = mint(&id, &key, 1000, 600, &[1; 16]).unwrap();
+        let g = verify(&token, &keys, &id, 1001, 3600).unwrap();
+        assert_eq!(g.exp, 1600);
+        assert_eq!(verify(&token, &keys, &id, 1600, 3600), Err(ApprovalError::Expired));
+        assert_eq!(verify(&token, &keys, &id, 1001, 60), Err(ApprovalError::TooLong));
+        let mut other = binding();
+        other.args = arguments_hash(Some(&serde_json::json!({"amount": 5000})));
+        assert_eq!(
+            verify(&token, &keys, &approval_id(&other), 1001, 3600),
+            Err(ApprovalError::WrongCall)
+        );
+        let stranger = SigningKey::from_bytes(&[8u8; 32]);
+        assert_eq!(
+            verify(&token, &[stranger.verifying_key()], &id, 1001, 3600),
+            Err(ApprovalError::BadSignature)
+        );
+        // A payload edited after signing.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let forged = format!("{}x.{sig}", head);
+        assert!(verify(&forged, &keys, &id, 1001, 3600).is_err());
+        assert_eq!(verify("nope", &keys, &id, 1, 1), Err(ApprovalError::Malformed));
+    }
+
+    #[test]
+    fn ids_are_canonical() {
+        let id = approval_id(&binding());
+        let tampered = format!("{id}A");
+        assert!(parse_id(&tampered).is_err());
+        assert!(parse_id("apr1.e30").is_err());
+    }
+}

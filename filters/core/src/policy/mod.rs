@@ -1,0 +1,1086 @@
+//! `kind: Policy`: tool-, resource- and argument-level ABAC, compiled once
+//! and decided per call, with the decision explaining itself.
+//!
+//! The semantics are Cedar's, because they are the ones a reviewer can hold
+//! in their head and that do not depend on the order of rules:
+//!
+//! * **forbid overrides** everything: any matching `forbid` denies;
+//! * otherwise a matching `requireApproval` asks for a person's approval
+//!   (an approved retry goes through, see [`approval`]);
+//! * otherwise a matching `permit` allows;
+//! * otherwise **nothing is permitted** (tools/call, resources/read and
+//!   prompts/get): default deny.
+//!
+//! The registry still comes first: a tool a server's `McpServer.spec.tools`
+//! does not list is refused before any rule is read. A server that no
+//! `permit` or `requireApproval` rule can reach is governed by its registry
+//! lists alone (the lists are its permit); the moment a rule could permit
+//! something on it, the lists become necessary but not sufficient.
+//!
+//! Shaped for speed as rules grow: at configure time every rule is placed in
+//! a per-server index keyed by the literal tool, resource or prompt it names
+//! (globs go in one overlapping automaton per server and kind), so a call
+//! looks at the handful of rules that can concern it, not at all of them.
+//! Schemas become validators and `when` expressions CEL programs at
+//! configure time too; a bad one is a bundle error with its document's file
+//! and line and the field.
+
+pub mod approval;
+pub mod limits;
+
+use crate::glob::GlobSet;
+use crate::identity::Identity;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use limits::{LimitSpec, LimitVerdict};
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Effect {
+    Permit,
+    Forbid,
+    RequireApproval,
+}
+
+/// `kind: Policy` spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    /// `false`: every rule and limit here only records what it would have
+    /// done (shadow mode).
+    #[serde(default = "yes")]
+    pub enforce: bool,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    #[serde(default)]
+    pub limits: Vec<LimitSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One rule. Every matcher given must match; an absent matcher matches all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub effect: Effect,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// McpServer names or globs.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// MCP methods (`tools/call`, `tools/list`, ...), exact.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectSpec>,
+    /// A JSON Schema (2020-12) the call's arguments must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+    /// Header name → globs; the header must be present and match one.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeSpec>,
+    /// A CEL expression over the attributes in docs/policy.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// `false`: shadow; recorded, never decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<bool>,
+}
+
+/// Who is calling, from the identity layer. Lists are any-of; all given
+/// fields must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectSpec {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Claim (dotted path) → accepted values (globs over the claim as text).
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Addresses or CIDRs (`10.0.0.0/8`, `::1/128`, `192.0.2.7`).
+    pub cidrs: Vec<String>,
+}
+
+/// Time of day, UTC.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeSpec {
+    /// `mon`..`sun`; empty: every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// `HH:MM`, exclusive. `after` > `before` wraps past midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// A compiled rule.
+pub struct Rule {
+    /// `Policy/<name>#<id>`.
+    pub id: String,
+    pub effect: Effect,
+    pub enforce: bool,
+    methods: Vec<String>,
+    subject: Option<CompiledSubject>,
+    arguments: Option<jsonschema::Validator>,
+    sources: Vec<Cidr>,
+    headers: Vec<(String, GlobSet)>,
+    time: Option<CompiledTime>,
+    when: Option<cel::Program>,
+    /// Whether the rule names any tool, resource or prompt (a rule that does
+    /// not applies to every target on its servers).
+    has_targets: bool,
+    /// Whether only the call's identity and request decide it (no argument
+    /// schema, no CEL): what list filtering can judge.
+    static_only: bool,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("id", &self.id)
+            .field("effect", &self.effect)
+            .field("enforce", &self.enforce)
+            .finish_non_exhaustive()
+    }
+}
+
+struct CompiledSubject {
+    users: Option<GlobSet>,
+    agents: Option<GlobSet>,
+    tenants: Option<GlobSet>,
+    roles: Vec<String>,
+    groups: Vec<String>,
+    claims: Vec<(Vec<String>, GlobSet)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+struct CompiledTime {
+    /// Bit 0 = Monday.
+    days: u8,
+    after: Option<u32>,
+    before: Option<u32>,
+}
+
+/// The three kinds of thing a call targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Tool,
+    Resource,
+    Prompt,
+}
+
+/// Rules of one server and target kind, by what they name.
+#[derive(Debug, Default)]
+struct TargetIndex {
+    literal: HashMap<String, Vec<u32>>,
+    globs: Option<GlobSet>,
+    glob_rules: Vec<Vec<u32>>,
+}
+
+impl TargetIndex {
+    fn add(&mut self, pattern: &str, rule: u32, glob_patterns: &mut Vec<String>) {
+        if crate::bundle::is_glob(pattern) {
+            match glob_patterns.iter().position(|p| p == pattern) {
+                Some(i) => {
+                    if let Some(v) = self.glob_rules.get_mut(i) {
+                        v.push(rule);
+                    }
+                }
+                None => {
+                    glob_patterns.push(pattern.to_owned());
+                    self.glob_rules.push(vec![rule]);
+                }
+            }
+        } else {
+            self.literal
+                .entry(pattern.to_owned())
+                .or_default()
+                .push(rule);
+        }
+    }
+
+    fn candidates(&self, name: &str, out: &mut Vec<u32>) {
+        if let Some(v) = self.literal.get(name) {
+            out.extend_from_slice(v);
+        }
+        if let Some(globs) = &self.globs {
+            for i in globs.all_matches(name) {
+                if let Some(v) = self.glob_rules.get(i) {
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+    }
+}
+
+/// Everything the rules of one server need, indexed.
+#[derive(Debug, Default)]
+struct ServerIndex {
+    tools: TargetIndex,
+    resources: TargetIndex,
+    prompts: TargetIndex,
+    /// Rules that name no target at all.
+    untargeted: Vec<u32>,
+    /// A permit or approval rule reaches this server (enforced ones; all).
+    governed_enforced: bool,
+    governed_any: bool,
+}
+
+/// All `Policy` documents of a bundle, compiled.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub rules: Vec<Rule>,
+    servers: HashMap<String, ServerIndex>,
+    pub limits: Vec<limits::Limit>,
+}
+
+/// The call being decided.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub server: &'a str,
+    pub method: &'a str,
+    pub target: Option<(TargetKind, &'a str)>,
+    /// `params.arguments` (tools/call, prompts/get).
+    pub arguments: Option<&'a Value>,
+}
+
+/// Where the call came from and when.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub identity: Option<&'a Identity>,
+    pub source: Option<IpAddr>,
+    /// Lowercase names.
+    pub headers: &'a [(String, String)],
+    pub now_unix: u64,
+}
+
+/// A rule's verdict on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    No,
+    Yes,
+    /// Evaluation failed (a CEL error): fails closed per effect.
+    Error,
+}
+
+/// The policy's decision on one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub outcome: Outcome,
+    /// Ids of the rules that decided (forbids, approvals, or permits).
+    pub rules: Vec<String>,
+    pub reason: String,
+    /// Rules that could not be evaluated, with why.
+    pub errors: Vec<String>,
+    /// What the rules in shadow mode would have changed, when they would.
+    pub shadow: Option<Shadow>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Permit,
+    Forbid,
+    /// No rule permits (default deny).
+    NoPermit,
+    RequireApproval,
+    /// The server is governed by its registry lists alone.
+    Registry,
+}
+
+impl Outcome {
+    pub fn allows(self) -> bool {
+        matches!(self, Outcome::Permit | Outcome::Registry)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Permit => "permit",
+            Outcome::Forbid => "forbid",
+            Outcome::NoPermit => "deny",
+            Outcome::RequireApproval => "requireApproval",
+            Outcome::Registry => "permit",
+        }
+    }
+}
+
+/// What shadow rules would have decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    /// `allow`, `deny` or `requireApproval`.
+    pub decision: &'static str,
+    pub rules: Vec<String>,
+}
+
+/// Methods a default-deny applies to: the ones that use something.
+pub fn is_use_method(method: &str) -> bool {
+    matches!(method, "tools/call" | "resources/read" | "prompts/get")
+}
+
+impl PolicySet {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.limits.is_empty()
+    }
+
+    /// Decides `call`. `enforce_all` is the bundle's `Settings.enforce`.
+    pub fn decide(&self, call: &Call, ctx: &Context, enforce_all: bool) -> PolicyDecision {
+        let index = self.servers.get(call.server);
+        let mut candidates: Vec<u32> = Vec::new();
+        if let Some(ix) = index {
+            if let Some((kind, name)) = call.target {
+                let t = match kind {
+                    TargetKind::Tool => &ix.tools,
+                    TargetKind::Resource => &ix.resources,
+                    TargetKind::Prompt => &ix.prompts,
+                };
+                t.candidates(name, &mut candidates);
+            }
+            candidates.extend_from_slice(&ix.untargeted);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut errors = Vec::new();
+        let mut matched: Vec<(&Rule, bool)> = Vec::new();
+        for i in candidates {
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
+            let enforced = rule.enforce && enforce_all;
+            match rule.evaluate(call, ctx) {
+                Match::No => {}
+                Match::Yes => matched.push((rule, enforced)),
+                Match::Error => {
+                    errors.push(format!("{}: the rule could not be evaluated", rule.id));
+                    // Fails closed: an erroring forbid forbids, an erroring
+                    // permit does not permit.
+                    if rule.effect == Effect::Forbid {
+                        matched.push((rule, enforced));
+                    }
+                }
+            }
+        }
+        let governed = |enforced_only: bool| {
+            index.is_some_and(|ix| {
+                if enforced_only {
+                    ix.governed_enforced && enforce_all
+                } else {
+                    ix.governed_any
+                }
+            })
+        };
+        let (outcome, rules) = combine(
+            call,
+            matched.iter().filter(|(_, e)| *e).map(|(r, _)| *r),
+            governed(true),
+        );
+        let (all_outcome, all_rules) = combine(call, matched.iter().map(|(r, _)| *r), governed(false));
+        let shadow = (all_outcome.allows() != outcome.allows()
+            || (all_outcome == Outcome::RequireApproval) != (outcome == Outcome::RequireApproval))
+            .then(|| Shadow {
+                decision: match all_outcome {
+                    Outcome::RequireApproval => "requireApproval",
+                    o if o.allows() => "allow",
+                    _ => "deny",
+                },
+                rules: all_rules.clone(),
+            });
+        let reason = match outcome {
+            Outcome::Forbid => format!("forbidden by {}", rules.join(", ")),
+            Outcome::RequireApproval => format!("{} requires a person's approval", rules.join(", ")),
+            Outcome::Permit => format!("permitted by {}", rules.join(", ")),
+            Outcome::NoPermit => format!(
+                "no Policy rule permits {} on McpServer/{} (default deny)",
+                describe(call),
+                call.server
+            ),
+            Outcome::Registry => String::new(),
+        };
+        PolicyDecision {
+            outcome,
+            rules,
+            reason,
+            errors: {
+                // Each erroring rule once, in id order, for stable records.
+                errors.sort();
+                errors.dedup();
+                errors
+            },
+            shadow,
+        }
+    }
+
+    /// Whether `caller` could use the target at all, for list filtering:
+    /// rules whose outcome depends on arguments or CEL count as able to
+    /// permit, and as unable to forbid, so a list never hides what a call
+    /// could be allowed.
+    pub fn visible(&self, call: &Call, ctx: &Context, enforce_all: bool) -> bool {
+        let Some(ix) = self.servers.get(call.server) else {
+            return true;
+        };
+        let mut candidates: Vec<u32> = Vec::new();
+        if let Some((kind, name)) = call.target {
+            let t = match kind {
+                TargetKind::Tool => &ix.tools,
+                TargetKind::Resource => &ix.resources,
+                TargetKind::Prompt => &ix.prompts,
+            };
+            t.candidates(name, &mut candidates);
+        }
+        candidates.extend_from_slice(&ix.untargeted);
+        let mut permitted = !(ix.governed_enforced && enforce_all);
+        for i in candidates {
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
+            if !(rule.enforce && enforce_all) {
+                continue;
+            }
+            let static_match = rule.static_match(call, ctx);
+            match rule.effect {
+                Effect::Forbid if static_match && rule.static_only => return false,
+                Effect::Permit | Effect::RequireApproval if static_match => permitted = true,
+                _ => {}
+            }
+        }
+        permitted
+    }
+}
+
+fn describe(call: &Call) -> String {
+    match call.target {
+        Some((TargetKind::Tool, n)) => format!("tool {n:?}"),
+        Some((TargetKind::Resource, n)) => format!("resource {n:?}"),
+        Some((TargetKind::Prompt, n)) => format!("prompt {n:?}"),
+        None => call.method.to_owned(),
+    }
+}
+
+fn combine<'r>(
+    call: &Call,
+    matched: impl Iterator<Item = &'r Rule>,
+    governed: bool,
+) -> (Outcome, Vec<String>) {
+    let mut forbids = Vec::new();
+    let mut approvals = Vec::new();
+    let mut permits = Vec::new();
+    for rule in matched {
+        match rule.effect {
+            Effect::Forbid => forbids.push(rule.id.clone()),
+            Effect::RequireApproval => approvals.push(rule.id.clone()),
+            Effect::Permit => permits.push(rule.id.clone()),
+        }
+    }
+    if !forbids.is_empty() {
+        (Outcome::Forbid, forbids)
+    } else if !approvals.is_empty() {
+        (Outcome::RequireApproval, approvals)
+    } else if !permits.is_empty() {
+        (Outcome::Permit, permits)
+    } else if governed && is_use_method(call.method) {
+        (Outcome::NoPermit, Vec::new())
+    } else {
+        (Outcome::Registry, Vec::new())
+    }
+}
+
+impl Rule {
+    /// Matchers that need only the request and identity.
+    fn static_match(&self, call: &Call, ctx: &Context) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == call.method) {
+            return false;
+        }
+        if self.has_targets && call.target.is_none() {
+            return false;
+        }
+        if let Some(s) = &self.subject
+            && !s.matches(ctx.identity)
+        {
+            return false;
+        }
+        if !self.sources.is_empty()
+            && !ctx
+                .source
+                .is_some_and(|ip| self.sources.iter().any(|c| c.contains(ip)))
+        {
+            return false;
+        }
+        for (name, globs) in &self.headers {
+            let ok = ctx
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .any(|(_, v)| globs.is_match(v));
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(t) = &self.time
+            && !t.matches(ctx.now_unix)
+        {
+            return false;
+        }
+        true
+    }
+
+    fn evaluate(&self, call: &Call, ctx: &Context) -> Match {
+        if !self.static_match(call, ctx) {
+            return Match::No;
+        }
+        let empty = Value::Object(Map::new());
+        let args = call.arguments.unwrap_or(&empty);
+        if let Some(schema) = &self.arguments
+            && !schema.is_valid(args)
+        {
+            return Match::No;
+        }
+        if let Some(program) = &self.when {
+            return match run_cel(program, call, ctx, args) {
+                Ok(true) => Match::Yes,
+                Ok(false) => Match::No,
+                Err(()) => Match::Error,
+            };
+        }
+        Match::Yes
+    }
+}
+
+/// The CEL attribute set (docs/policy.md): `request`, `args`, `subject`,
+/// `source`, `headers`, `time`.
+fn cel_attributes(call: &Call, ctx: &Context, args: &Value) -> Value {
+    let (tool, resource, prompt) = match call.target {
+        Some((TargetKind::Tool, n)) => (Some(n), None, None),
+        Some((TargetKind::Resource, n)) => (None, Some(n), None),
+        Some((TargetKind::Prompt, n)) => (None, None, Some(n)),
+        None => (None, None, None),
+    };
+    let id = ctx.identity;
+    let (hour, minute, weekday) = clock(ctx.now_unix);
+    let headers: Map<String, Value> = ctx
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(v.as_str())))
+        .collect();
+    serde_json::json!({
+        "request": {
+            "server": call.server,
+            "method": call.method,
+            "tool": tool.unwrap_or(""),
+            "resource": resource.unwrap_or(""),
+            "prompt": prompt.unwrap_or(""),
+        },
+        "args": args,
+        "subject": {
+            "authenticated": id.is_some(),
+            "id": id.map(|i| i.subject.as_str()).unwrap_or(""),
+            "agent": id.and_then(|i| i.agent.as_deref()).unwrap_or(""),
+            "tenant": id.and_then(|i| i.tenant.as_deref()).unwrap_or(""),
+            "roles": id.map(|i| i.roles.clone()).unwrap_or_default(),
+            "groups": id.map(|i| i.groups.clone()).unwrap_or_default(),
+            "scopes": id.map(|i| i.scopes.clone()).unwrap_or_default(),
+            "claims": id.map(|i| Value::Object(i.claims.clone())).unwrap_or(Value::Object(Map::new())),
+        },
+        "source": {
+            "address": ctx.source.map(|s| s.to_string()).unwrap_or_default(),
+        },
+        "headers": headers,
+        "time": {
+            "unix": ctx.now_unix,
+            "hour": hour,
+            "minute": minute,
+            "weekday": weekday,
+        },
+    })
+}
+
+/// The names a `when` expression may use; anything else is a configure-time
+/// error, so a typo cannot silently never match.
+const CEL_ROOTS: &[&str] = &["request", "args", "subject", "source", "headers", "time"];
+
+fn run_cel(program: &cel::Program, call: &Call, ctx: &Context, args: &Value) -> Result<bool, ()> {
+    let attrs = cel_attributes(call, ctx, args);
+    let mut context = cel::Context::default();
+    if let Value::Object(map) = attrs {
+        for (k, v) in map {
+            context.add_variable(k, to_cel(&v)).map_err(|_| ())?;
+        }
+    }
+    match program.execute(&context) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        _ => Err(()),
+    }
+}
+
+/// JSON as CEL sees it. Integers become CEL `int` (not `uint`, which is
+/// what serde would give every non-negative number), so `args.n % 2 == 1`
+/// and `args.n > 3` mean what they say with int literals.
+fn to_cel(value: &Value) -> cel::Value {
+    use std::sync::Arc;
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let m: HashMap<cel::objects::Key, cel::Value> = map
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
+        }
+    }
+}
+
+/// UTC hour, minute and ISO weekday (1 = Monday) of a Unix time.
+fn clock(unix: u64) -> (u64, u64, u64) {
+    let secs = unix % 86_400;
+    let days = unix / 86_400;
+    // 1970-01-01 was a Thursday (ISO 4).
+    let weekday = (days + 3) % 7 + 1;
+    (secs / 3600, (secs % 3600) / 60, weekday)
+}
+
+impl CompiledTime {
+    fn matches(&self, unix: u64) -> bool {
+        let (h, m, wd) = clock(unix);
+        if self.days != 0 && self.days & (1 << (wd - 1)) == 0 {
+            return false;
+        }
+        let minute = (h * 60 + m) as u32;
+        match (self.after, self.before) {
+            (Some(a), Some(b)) if a <= b => minute >= a && minute < b,
+            (Some(a), Some(b)) => minute >= a || minute < b,
+            (Some(a), None) => minute >= a,
+            (None, Some(b)) => minute < b,
+            (None, None) => true,
+        }
+    }
+}
+
+impl CompiledSubject {
+    fn matches(&self, identity: Option<&Identity>) -> bool {
+        let Some(id) = identity else {
+            return false;
+        };
+        let one = |set: &Option<GlobSet>, v: Option<&str>| match set {
+            None => true,
+            Some(g) => v.is_some_and(|v| g.is_match(v)),
+        };
+        one(&self.users, Some(&id.subject))
+            && one(&self.agents, id.agent.as_deref())
+            && one(&self.tenants, id.tenant.as_deref())
+            && (self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)))
+            && (self.groups.is_empty() || self.groups.iter().any(|g| id.groups.contains(g)))
+            && self.claims.iter().all(|(path, globs)| {
+                claim_at(&id.claims, path).is_some_and(|v| match v {
+                    Value::String(s) => globs.is_match(s),
+                    Value::Array(items) => items.iter().any(|i| match i {
+                        Value::String(s) => globs.is_match(s),
+                        other => globs.is_match(&other.to_string()),
+                    }),
+                    other => globs.is_match(&other.to_string()),
+                })
+            })
+    }
+}
+
+fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = claims.get(first)?;
+    for seg in rest {
+        v = v.get(seg)?;
+    }
+    Some(v)
+}
+
+impl Cidr {
+    fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR (10.0.0.0/8, ::1/128)"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses the host's `source.address` (`1.2.3.4:5678`, `[::1]:5678`).
+pub fn parse_source_address(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
+}
+
+fn parse_hhmm(text: &str) -> Result<u32, String> {
+    let bad = || format!("{text:?} is not a time of day; write HH:MM (UTC), e.g. 09:30");
+    let (h, m) = text.split_once(':').ok_or_else(bad)?;
+    let h: u32 = h.parse().map_err(|_| bad())?;
+    let m: u32 = m.parse().map_err(|_| bad())?;
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// A compile error: JSON pointer under the document, and message.
+pub type SpecError = (String, String);
+
+/// Compiles the `Policy` documents (name, spec) against the bundle's server
+/// names.
+pub fn compile(
+    docs: &[(String, PolicySpec)],
+    server_names: &[String],
+) -> Result<PolicySet, Vec<(usize, SpecError)>> {
+    let mut errors: Vec<(usize, SpecError)> = Vec::new();
+    let mut set = PolicySet::default();
+    let mut glob_patterns: HashMap<String, [Vec<String>; 3]> = HashMap::new();
+    for name in server_names {
+        set.servers.insert(name.clone(), ServerIndex::default());
+        glob_patterns.insert(name.clone(), Default::default());
+    }
+    for (doc_index, (doc_name, spec)) in docs.iter().enumerate() {
+        let mut ids: Vec<&str> = Vec::new();
+        for (i, r) in spec.rules.iter().enumerate() {
+            let at = |field: &str| format!("/spec/rules/{i}{field}");
+            let mut err = |field: &str, msg: String| errors.push((doc_index, (at(field), msg)));
+            if crate::bundle::check_name(&r.id).is_err() {
+                err("/id", "a rule id is a short lowercase name (letters, digits, '-')".into());
+                continue;
+            }
+            if ids.contains(&r.id.as_str()) {
+                err("/id", format!("a second rule {:?} in this Policy; ids are unique", r.id));
+                continue;
+            }
+            ids.push(&r.id);
+            let servers = match server_selector(&r.servers, server_names) {
+                Ok(s) => s,
+                Err(m) => {
+                    err("/servers", m);
+                    continue;
+                }
+            };
+            let rule = match compile_rule(doc_name, spec.enforce, r) {
+                Ok(rule) => rule,
+                Err((field, msg)) => {
+                    err(&field, msg);
+                    continue;
+                }
+            };
+            let index = set.rules.len() as u32;
+            for server in &servers {
+                let (Some(ix), Some(patterns)) =
+                    (set.servers.get_mut(server), glob_patterns.get_mut(server))
+                else {
+                    continue;
+                };
+                if matches!(rule.effect, Effect::Permit | Effect::RequireApproval) {
+                    ix.governed_any = true;
+                    if rule.enforce {
+                        ix.governed_enforced = true;
+                    }
+                }
+                let [pt, pr, pp] = patterns;
+                for t in &r.tools {
+                    ix.tools.add(t, index, pt);
+                }
+                for t in &r.resources {
+                    ix.resources.add(t, index, pr);
+                }
+                for t in &r.prompts {
+                    ix.prompts.add(t, index, pp);
+                }
+                if !rule.has_targets {
+                    ix.untargeted.push(index);
+                }
+            }
+            set.rules.push(rule);
+        }
+        for (i, l) in spec.limits.iter().enumerate() {
+            if ids.contains(&l.id.as_str()) {
+                errors.push((
+                    doc_index,
+                    (format!("/spec/limits/{i}/id"), format!("{:?} is already a rule or limit id in this Policy", l.id)),
+                ));
+                continue;
+            }
+            ids.push(&l.id);
+            match limits::compile(doc_name, spec.enforce, l, server_names) {
+                Ok(limit) => set.limits.push(limit),
+                Err((field, msg)) => {
+                    errors.push((doc_index, (format!("/spec/limits/{i}{field}"), msg)))
+                }
+            }
+        }
+    }
+    for (server, [pt, pr, pp]) in glob_patterns {
+        let Some(ix) = set.servers.get_mut(&server) else {
+            continue;
+        };
+        for (t, p) in [(&mut ix.tools, pt), (&mut ix.resources, pr), (&mut ix.prompts, pp)] {
+            if !p.is_empty() {
+                match GlobSet::new_overlapping(&p) {
+                    Ok(g) => t.globs = Some(g),
+                    Err(e) => errors.push((0, ("/spec/rules".into(), e.to_string()))),
+                }
+            }
+        }
+    }
+    if errors.is_empty() { Ok(set) } else { Err(errors) }
+}
+
+/// The servers a `servers` list selects (empty: all). A literal name must
+/// be a server of the bundle, so a typo is an error, not a rule that never
+/// applies.
+pub fn server_selector(patterns: &[String], server_names: &[String]) -> Result<Vec<String>, String> {
+    if patterns.is_empty() {
+        return Ok(server_names.to_vec());
+    }
+    for p in patterns {
+        if !crate::bundle::is_glob(p) && !server_names.iter().any(|s| s == p) {
+            return Err(format!(
+                "no McpServer named {p:?} in this bundle; name one of {server_names:?} or use a glob"
+            ));
+        }
+    }
+    let globs = GlobSet::new(patterns).map_err(|e| e.to_string())?;
+    Ok(server_names
+        .iter()
+        .filter(|s| globs.is_match(s))
+        .cloned()
+        .collect())
+}
+
+fn glob_list(list: &[String], field: &str) -> Result<Option<GlobSet>, SpecError> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    GlobSet::new(list)
+        .map(Some)
+        .map_err(|e| (field.to_owned(), e.to_string()))
+}
+
+fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, SpecError> {
+    for m in &r.methods {
+        if !crate::mcp::is_known_method(m) {
+            return Err(("/methods".into(), format!("{m:?} is not an MCP method")));
+        }
+    }
+    for (field, list) in [("/tools", &r.tools), ("/resources", &r.resources), ("/prompts", &r.prompts)] {
+        glob_list(list, field)?;
+    }
+    let subject = match &r.subject {
+        None => None,
+        Some(s) => Some(CompiledSubject {
+            users: glob_list(&s.users, "/subject/users")?,
+            agents: glob_list(&s.agents, "/subject/agents")?,
+            tenants: glob_list(&s.tenants, "/subject/tenants")?,
+            roles: s.roles.clone(),
+            groups: s.groups.clone(),
+            claims: s
+                .claims
+                .iter()
+                .map(|(path, values)| {
+                    let globs = GlobSet::new(values)
+                        .map_err(|e| (format!("/subject/claims/{path}"), e.to_string()))?;
+                    Ok((path.split('.').map(str::to_owned).collect(), globs))
+                })
+                .collect::<Result<_, SpecError>>()?,
+        }),
+    };
+    let arguments = match &r.arguments {
+        None => None,
+        Some(schema) => Some(
+            jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(schema)
+                .map_err(|e| {
+                    (
+                        "/arguments".to_owned(),
+                        format!("the JSON Schema does not compile: {e}"),
+                    )
+                })?,
+        ),
+    };
+    let sources = match &r.source {
+        None => Vec::new(),
+        Some(s) => {
+            if s.cidrs.is_empty() {
+                return Err(("/source/cidrs".into(), "list at least one address or CIDR".into()));
+            }
+            s.cidrs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Cidr::parse(c).map_err(|m| (format!("/source/cidrs/{i}"), m)))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let headers = r
+        .headers
+        .iter()
+        .map(|(name, globs)| {
+            let set = GlobSet::new(globs).map_err(|e| (format!("/headers/{name}"), e.to_string()))?;
+            if globs.is_empty() {
+                return Err((format!("/headers/{name}"), "list at least one value or glob".into()));
+            }
+            Ok((name.to_ascii_lowercase(), set))
+        })
+        .collect::<Result<_, SpecError>>()?;
+    let time = match &r.time {
+        None => None,
+        Some(t) => {
+            let mut days = 0u8;
+            for (i, d) in t.days.iter().enumerate() {
+                let bit = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                    .iter()
+                    .position(|x| x.eq_ignore_ascii_case(d))
+                    .ok_or_else(|| (format!("/time/days/{i}"), format!("{d:?} is not a day; use mon..sun")))?;
+                days |= 1 << bit;
+            }
+            Some(CompiledTime {
+                days,
+                after: t.after.as_deref().map(parse_hhmm).transpose().map_err(|m| ("/time/after".to_owned(), m))?,
+                before: t.before.as_deref().map(parse_hhmm).transpose().map_err(|m| ("/time/before".to_owned(), m))?,
+            })
+        }
+    };
+    let when = match &r.when {
+        None => None,
+        Some(expr) => {
+            let program = cel::Program::compile(expr)
+                .map_err(|e| ("/when".to_owned(), format!("the CEL expression does not parse: {e}")))?;
+            let refs = program.references();
+            for var in refs.variables() {
+                if !CEL_ROOTS.contains(&var) {
+                    return Err((
+                        "/when".into(),
+                        format!("unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"),
+                    ));
+                }
+            }
+            Some(program)
+        }
+    };
+    let static_only = arguments.is_none() && when.is_none();
+    Ok(Rule {
+        id: format!("Policy/{doc}#{}", r.id),
+        effect: r.effect,
+        enforce: doc_enforce && r.enforce.unwrap_or(true),
+        methods: r.methods.clone(),
+        subject,
+        arguments,
+        sources,
+        headers,
+        time,
+        when,
+        has_targets: !(r.tools.is_empty() && r.resources.is_empty() && r.prompts.is_empty()),
+        static_only,
+    })
+}
+
+/// Shared by rules and limits: a shared, reference-counted compiled set.
+pub type SharedPolicy = Arc<PolicySet>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_match_v4_v6_and_mapped() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let l = Cidr::parse("::1/128").unwrap();
+        assert!(l.contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn clock_and_windows() {
+        // 2026-12-02 is a Wednesday; 10:30 UTC.
+        let t = 1_796_207_400u64 - (1_796_207_400 % 86_400) + 10 * 3600 + 30 * 60;
+        let (h, m, wd) = clock(t);
+        assert_eq!((h, m), (10, 30));
+        assert_eq!(wd, 3);
+        let office = CompiledTime { days: 0b1_1111, after: Some(9 * 60), before: Some(17 * 60) };
+        assert!(office.matches(t));
+        let night = CompiledTime { days: 0, after: Some(22 * 60), before: Some(6 * 60) };
+        assert!(!night.matches(t));
+        assert!(night.matches(t - 10 * 3600 - 30 * 60 + 3600));
+    }
+}
