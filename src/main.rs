@@ -7,13 +7,17 @@
 //! * `portcullis audit query|verify|ingest|prune|keygen`: the tamper-evident
 //!   audit store (`audit-store/`), fed by `serve --audit-log` files.
 //! * `portcullis pin --url URL`: a live server's tool pins, as an McpServer document.
+//! * `portcullis approve ID --key KEY`, `portcullis simulate --bundle DIR
+//!   --calls FILE`: human approval and policy replay (`docs/policy.md`).
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
+mod approve_cmd;
 mod audit_cmd;
 mod pin_cmd;
 mod serve;
+mod simulate_cmd;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::bundle::{BundleError, yaml};
@@ -47,6 +51,10 @@ enum Command {
     },
     /// Print a live MCP server's tool pins as an McpServer bundle document.
     Pin(pin_cmd::PinArgs),
+    /// Approve one call a `requireApproval` rule refused: print its token.
+    Approve(approve_cmd::ApproveArgs),
+    /// Replay recorded calls through a bundle's policy; show what changes.
+    Simulate(simulate_cmd::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +106,8 @@ fn main() -> ExitCode {
         Command::Bundle { command } => run_bundle(command),
         Command::Serve(args) => serve::run(args),
         Command::Pin(args) => pin_cmd::run(args),
+        Command::Approve(args) => approve_cmd::run(args),
+        Command::Simulate(args) => simulate_cmd::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
     };
     match result {

@@ -74,27 +74,6 @@ pub(crate) fn set_shared_data(vm_id: &str, key: &str, value: &[u8], cas: u32) ->
     Status::Ok
 }
 
-/// Stores a value only if the key has none (a component's `absent` write;
-/// proxy-wasm has no such call): `CasMismatch` when it has. One lock, so two
-/// workers racing to create a key cannot both win.
-pub(crate) fn add_shared_data(vm_id: &str, key: &str, value: &[u8]) -> Status {
-    let Ok(mut guard) = data_store().lock() else {
-        return Status::InternalFailure;
-    };
-    let s = &mut *guard;
-    let map = s.data.entry(vm_id.to_string()).or_default();
-    if map.contains_key(key) {
-        return Status::CasMismatch;
-    }
-    let next = s.next_cas;
-    s.next_cas = s.next_cas.wrapping_add(1);
-    if s.next_cas == 0 {
-        s.next_cas = 1;
-    }
-    map.insert(key.to_string(), (value.to_vec(), next));
-    Status::Ok
-}
-
 struct Queue {
     items: VecDeque<Vec<u8>>,
     owner_context: u32,

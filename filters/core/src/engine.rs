@@ -32,6 +32,7 @@
 //! whether a later tools/call to that tool is refused (rug pulls), shared
 //! across worker VMs through the host's shared data when it has some.
 
+use crate::audit::{ApprovalNote, LimitNote};
 use crate::audit::{
     AuditRecord, ContentFindings, Decision, Direction, Outcome, PinFinding, rfc3339,
 };
@@ -42,7 +43,6 @@ use crate::identity::{
 };
 use crate::json::{canonical_string, parse_strict};
 use crate::mcp::{self, Envelope, Kind, Message, RoutingHeaders, Target, codes};
-use crate::audit::{ApprovalNote, LimitNote};
 use crate::pins::PinStatus;
 use crate::policy::{approval, limits};
 use crate::scan::injection::Surface;
@@ -347,7 +347,11 @@ impl Engine {
         ex.replay = true;
         ex.started_nanos = call.time_nanos;
         ex.source = call.source.clone();
-        ex.server = self.bundle.servers.iter().position(|s| s.name == call.server);
+        ex.server = self
+            .bundle
+            .servers
+            .iter()
+            .position(|s| s.name == call.server);
         ex.identity = call.subject.as_ref().map(|sub| {
             Arc::new(Identity {
                 provider: "replay".into(),
@@ -968,7 +972,9 @@ impl Exchange {
             denied = decisions.iter().position(|d| d.decision == Decision::Deny);
         }
         for d in &decisions {
-            if d.shadow.as_ref().is_some_and(|s| s.decision != "allow") && d.decision == Decision::Allow {
+            if d.shadow.as_ref().is_some_and(|s| s.decision != "allow")
+                && d.decision == Decision::Allow
+            {
                 env.count(metrics::SHADOW_WOULD_DENY, 1);
             }
         }
@@ -977,10 +983,16 @@ impl Exchange {
             if decisions.iter().any(|d| d.auth.is_some()) {
                 env.count(metrics::SCOPE_DENIED, 1);
             }
-            if decisions.iter().any(|d| d.decision == Decision::Deny && !d.rules.is_empty() && d.limit.is_none()) {
+            if decisions
+                .iter()
+                .any(|d| d.decision == Decision::Deny && !d.rules.is_empty() && d.limit.is_none())
+            {
                 env.count(metrics::POLICY_DENIED, 1);
             }
-            if decisions.iter().any(|d| d.approval.as_ref().is_some_and(|a| a.jti.is_none())) {
+            if decisions
+                .iter()
+                .any(|d| d.approval.as_ref().is_some_and(|a| a.jti.is_none()))
+            {
                 env.count(metrics::APPROVALS_REQUIRED, 1);
             }
             return RequestBodyAction::Reply(self.refuse(
@@ -1079,13 +1091,19 @@ impl Exchange {
             edits.set.push((headers::TOOL.to_owned(), tools.join(",")));
         }
         if !rule_ids.is_empty() {
-            edits.set.push((headers::RULES.to_owned(), rule_ids.join(",")));
+            edits
+                .set
+                .push((headers::RULES.to_owned(), rule_ids.join(",")));
         }
         if let Some(sd) = shadow_decision {
-            edits.set.push((headers::SHADOW_DECISION.to_owned(), sd.to_owned()));
+            edits
+                .set
+                .push((headers::SHADOW_DECISION.to_owned(), sd.to_owned()));
         }
         if !global_limits.is_empty() {
-            edits.set.push((headers::RATE_LIMIT.to_owned(), global_limits.join(",")));
+            edits
+                .set
+                .push((headers::RATE_LIMIT.to_owned(), global_limits.join(",")));
         }
         if rewritten {
             let body = value.to_string().into_bytes();
@@ -1199,14 +1217,18 @@ impl Exchange {
         let today = self.started_nanos / (86_400 * 1_000_000_000);
         let why = match server.status {
             ServerStatus::Blocked => Some(format!("McpServer/{} is blocked", server.name)),
-            ServerStatus::Submitted if settings.environment.as_deref() != Some("dev") => Some(format!(
-                "McpServer/{} is submitted, not approved; it is usable only where Settings.spec.environment is dev",
-                server.name
-            )),
-            ServerStatus::Deprecated if server.sunset_day.is_some_and(|d| today >= d) => Some(format!(
-                "McpServer/{} is deprecated and past its sunset date",
-                server.name
-            )),
+            ServerStatus::Submitted if settings.environment.as_deref() != Some("dev") => {
+                Some(format!(
+                    "McpServer/{} is submitted, not approved; it is usable only where Settings.spec.environment is dev",
+                    server.name
+                ))
+            }
+            ServerStatus::Deprecated if server.sunset_day.is_some_and(|d| today >= d) => {
+                Some(format!(
+                    "McpServer/{} is deprecated and past its sunset date",
+                    server.name
+                ))
+            }
             _ => None,
         };
         if let Some(why) = why {
@@ -1344,7 +1366,10 @@ impl Exchange {
                 };
                 let reason = match &error {
                     Some(e) => format!("{}; the approval sent was not accepted: {e}", d.reason),
-                    None => format!("{}; retry with an approval token in x-mcp-approval", d.reason),
+                    None => format!(
+                        "{}; retry with an approval token in x-mcp-approval",
+                        d.reason
+                    ),
                 };
                 let mut v = Verdict::deny(reason, Some(rule));
                 v.approval = Some(ApprovalState {
@@ -1378,13 +1403,22 @@ impl Exchange {
             target: Some((kind, name)),
             arguments: None,
         };
-        policy.visible(&call, &self.policy_context(), self.bundle().settings.enforce)
+        policy.visible(
+            &call,
+            &self.policy_context(),
+            self.bundle().settings.enforce,
+        )
     }
 
     /// Counts each allowed call against the limits that cover it. Returns
     /// the verdicts refused (with their limit), after giving back any slot
     /// this request took; shadow limits only note what they would do.
-    fn apply_limits(&mut self, env: &mut dyn Env, envelope: &Envelope, decisions: &mut [Verdict]) -> (bool, Vec<String>) {
+    fn apply_limits(
+        &mut self,
+        env: &mut dyn Env,
+        envelope: &Envelope,
+        decisions: &mut [Verdict],
+    ) -> (bool, Vec<String>) {
         let engine = Arc::clone(&self.engine);
         let policy = &engine.bundle.policy;
         let mut global = Vec::new();
@@ -1430,7 +1464,11 @@ impl Exchange {
                             self.leases.push(lease);
                         }
                     }
-                    limits::LimitVerdict::Over { retry_after, kind, reason } => {
+                    limits::LimitVerdict::Over {
+                        retry_after,
+                        kind,
+                        reason,
+                    } => {
                         let note = LimitNote {
                             id: limit.id.clone(),
                             kind,
@@ -1490,10 +1528,8 @@ impl Exchange {
                 approval::ApprovalError::AlreadyUsed
             };
             let rule = v.rule.clone();
-            let mut refused = Verdict::deny(
-                format!("the approval sent was not accepted: {error}"),
-                rule,
-            );
+            let mut refused =
+                Verdict::deny(format!("the approval sent was not accepted: {error}"), rule);
             refused.rules = std::mem::take(&mut v.rules);
             refused.approval = Some(ApprovalState {
                 jti: None,
@@ -1645,7 +1681,12 @@ impl Exchange {
                     codes::APPROVAL_REQUIRED => "Approval required",
                     _ => "Denied by Portcullis",
                 };
-                responses.push(mcp::error_response(msg.id.as_ref(), code, title, Some(data)));
+                responses.push(mcp::error_response(
+                    msg.id.as_ref(),
+                    code,
+                    title,
+                    Some(data),
+                ));
             }
         }
         let (status, body) = if envelope.batch {
@@ -1903,7 +1944,12 @@ impl Exchange {
     /// The body of a POST to an unregistered route: MCP there is shadow MCP,
     /// recorded (or refused, `Settings.spec.shadowMcp: block`); anything
     /// else passes as it would have.
-    fn shadow_body(&mut self, env: &mut dyn Env, body: &[u8], end_of_stream: bool) -> RequestBodyAction {
+    fn shadow_body(
+        &mut self,
+        env: &mut dyn Env,
+        body: &[u8],
+        end_of_stream: bool,
+    ) -> RequestBodyAction {
         // Past the limit it cannot be inspected; it is not a registered
         // route, so it passes as unmatched traffic does.
         if body.len() as u64 > self.bundle().settings.max_request_bytes {
@@ -1926,19 +1972,24 @@ impl Exchange {
             record.method = Some(truncate(method, 128).to_owned());
             record.shadow = true;
             record.authority = Some(truncate(&self.head.authority, 256).to_owned());
-            record.path = Some(truncate(self.head.path.split('?').next().unwrap_or(""), 256).to_owned());
+            record.path =
+                Some(truncate(self.head.path.split('?').next().unwrap_or(""), 256).to_owned());
             record.rule = Some("Settings#shadowMcp".into());
             if block {
                 record.decision = Decision::Deny;
                 record.outcome = Outcome::Denied;
                 record.http_status = Some(403);
                 record.error_code = Some(codes::UNKNOWN_SERVER);
-                record.reason = "MCP traffic to a server the registry does not know (shadow MCP), refused".into();
+                record.reason =
+                    "MCP traffic to a server the registry does not know (shadow MCP), refused"
+                        .into();
                 self.complete(record);
             } else {
                 record.decision = Decision::Allow;
                 record.outcome = Outcome::Observed;
-                record.reason = "MCP traffic to a server the registry does not know (shadow MCP), recorded".into();
+                record.reason =
+                    "MCP traffic to a server the registry does not know (shadow MCP), recorded"
+                        .into();
                 self.complete(record);
             }
         }
@@ -2764,7 +2815,9 @@ fn deprecation_warning(server: &Server) -> Option<String> {
         Some(day) => format!(
             "McpServer/{} is deprecated; it is refused from {}",
             server.name,
-            rfc3339(day * 86_400 * 1_000_000_000).get(..10).unwrap_or("")
+            rfc3339(day * 86_400 * 1_000_000_000)
+                .get(..10)
+                .unwrap_or("")
         ),
         None => format!("McpServer/{} is deprecated", server.name),
     })

@@ -574,7 +574,10 @@ fn notifications_are_recorded_at_202_and_unmatched_routes_pass() {
     };
     assert_eq!(edits.remove, vec!["x-mcp-server".to_string()]);
     let action = ex.on_request_body(&mut e, br#"{"status":"ok"}"#, true);
-    assert!(matches!(action, RequestBodyAction::Forward(_)), "{action:?}");
+    assert!(
+        matches!(action, RequestBodyAction::Forward(_)),
+        "{action:?}"
+    );
     assert!(ex.take_audit().is_empty());
     // Anything but a JSON POST is not read at all.
     let mut ex = Exchange::new(engine());

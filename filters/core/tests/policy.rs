@@ -208,7 +208,13 @@ impl Sent {
     }
 }
 
-fn send(engine: &Arc<Engine>, e: &mut TestEnv, path: &str, headers: &[(&str, String)], body: &[u8]) -> Sent {
+fn send(
+    engine: &Arc<Engine>,
+    e: &mut TestEnv,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Sent {
     let mut ex = Exchange::new(engine.clone());
     let mut h: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
     h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
@@ -238,8 +244,20 @@ fn as_user(sub: &str, extra: Value) -> Vec<(&'static str, String)> {
     vec![("authorization", format!("Bearer {}", token(sub, extra)))]
 }
 
-fn decide(engine: &Arc<Engine>, e: &mut TestEnv, sub: &str, tool: &str, args: Value) -> (bool, Vec<AuditRecord>) {
-    let sent = send(engine, e, "/mcp", &as_user(sub, json!({})), &call(tool, args));
+fn decide(
+    engine: &Arc<Engine>,
+    e: &mut TestEnv,
+    sub: &str,
+    tool: &str,
+    args: Value,
+) -> (bool, Vec<AuditRecord>) {
+    let sent = send(
+        engine,
+        e,
+        "/mcp",
+        &as_user(sub, json!({})),
+        &call(tool, args),
+    );
     let allowed = sent.forwarded().is_some();
     (allowed, sent.end(e))
 }
@@ -258,7 +276,11 @@ fn rules_ab() -> Vec<Value> {
 fn forbid_overrides_permit_and_nothing_unpermitted_passes() {
     let engine = build(vec![
         provider(),
-        server("files", "/mcp", &["read_file", "read_secret", "write", "stat"]),
+        server(
+            "files",
+            "/mcp",
+            &["read_file", "read_secret", "write", "stat"],
+        ),
         policy("files", json!({"rules": rules_ab()})),
     ]);
     let mut e = env();
@@ -268,11 +290,20 @@ fn forbid_overrides_permit_and_nothing_unpermitted_passes() {
     assert_eq!(recs[0].rules, vec!["Policy/files#everyone-reads"]);
 
     // Both a permit and a forbid match: the forbid wins.
-    let sent = send(&engine, &mut e, "/mcp", &as_user("bob", json!({})), &call("read_secret", json!({})));
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("bob", json!({})),
+        &call("read_secret", json!({})),
+    );
     let (status, body, _) = sent.reply();
     assert_eq!(status, 200);
     assert_eq!(body["error"]["code"], codes::DENIED);
-    assert_eq!(body["error"]["data"]["rules"], json!(["Policy/files#no-secrets"]));
+    assert_eq!(
+        body["error"]["data"]["rules"],
+        json!(["Policy/files#no-secrets"])
+    );
     let recs = sent.end(&mut e);
     assert_eq!(recs[0].decision, Decision::Deny);
     assert_eq!(recs[0].rule.as_deref(), Some("Policy/files#no-secrets"));
@@ -281,7 +312,11 @@ fn forbid_overrides_permit_and_nothing_unpermitted_passes() {
     let (ok, recs) = decide(&engine, &mut e, "bob", "stat", json!({}));
     assert!(!ok);
     assert_eq!(recs[0].rule.as_deref(), Some("Policy#default-deny"));
-    assert!(recs[0].reason.contains("default deny"), "{}", recs[0].reason);
+    assert!(
+        recs[0].reason.contains("default deny"),
+        "{}",
+        recs[0].reason
+    );
 
     // A subject matcher: alice may write, bob may not.
     assert!(decide(&engine, &mut e, "alice", "write", json!({})).0);
@@ -318,11 +353,25 @@ fn the_order_of_rules_and_documents_does_not_matter() {
             })
             .collect()
     };
-    let srv = || server("files", "/mcp", &["read_file", "read_secret", "write", "stat"]);
-    let forward = decisions(vec![provider(), srv(), policy("p", json!({"rules": rules_ab()}))]);
+    let srv = || {
+        server(
+            "files",
+            "/mcp",
+            &["read_file", "read_secret", "write", "stat"],
+        )
+    };
+    let forward = decisions(vec![
+        provider(),
+        srv(),
+        policy("p", json!({"rules": rules_ab()})),
+    ]);
     let mut reversed_rules = rules_ab();
     reversed_rules.reverse();
-    let reversed = decisions(vec![policy("p", json!({"rules": reversed_rules})), srv(), provider()]);
+    let reversed = decisions(vec![
+        policy("p", json!({"rules": reversed_rules})),
+        srv(),
+        provider(),
+    ]);
     assert_eq!(forward, reversed);
     // Split across two documents, in either order: the same decisions
     // (rule ids name their document, so compare only allow/deny).
@@ -330,8 +379,15 @@ fn the_order_of_rules_and_documents_does_not_matter() {
     let split = |a_first: bool| {
         let a = policy("a", json!({"rules": [r[0].clone(), r[2].clone()]}));
         let b = policy("b", json!({"rules": [r[1].clone()]}));
-        let docs = if a_first { vec![provider(), srv(), a, b] } else { vec![b, srv(), a, provider()] };
-        decisions(docs).into_iter().map(|(ok, _)| ok).collect::<Vec<_>>()
+        let docs = if a_first {
+            vec![provider(), srv(), a, b]
+        } else {
+            vec![b, srv(), a, provider()]
+        };
+        decisions(docs)
+            .into_iter()
+            .map(|(ok, _)| ok)
+            .collect::<Vec<_>>()
     };
     let plain: Vec<bool> = forward.iter().map(|(ok, _)| *ok).collect();
     assert_eq!(split(true), plain);
@@ -345,18 +401,42 @@ fn a_server_no_permit_reaches_is_governed_by_its_registry_lists() {
         provider(),
         server("files", "/mcp", &["read_file"]),
         server("other", "/other", &["echo"]),
-        policy("p", json!({"rules": [
-            {"id": "files-only", "effect": "permit", "servers": ["files"], "tools": ["read_file"]},
-            {"id": "no-echo-for-bob", "effect": "forbid", "servers": ["other"], "tools": ["echo"], "subject": {"users": ["bob"]}},
-        ]})),
+        policy(
+            "p",
+            json!({"rules": [
+                {"id": "files-only", "effect": "permit", "servers": ["files"], "tools": ["read_file"]},
+                {"id": "no-echo-for-bob", "effect": "forbid", "servers": ["other"], "tools": ["echo"], "subject": {"users": ["bob"]}},
+            ]}),
+        ),
     ]);
     let mut e = env();
-    let s = send(&engine, &mut e, "/other", &as_user("alice", json!({})), &call("echo", json!({})));
-    assert!(s.forwarded().is_some(), "registry lists permit on an ungoverned server");
-    let s = send(&engine, &mut e, "/other", &as_user("bob", json!({})), &call("echo", json!({})));
+    let s = send(
+        &engine,
+        &mut e,
+        "/other",
+        &as_user("alice", json!({})),
+        &call("echo", json!({})),
+    );
+    assert!(
+        s.forwarded().is_some(),
+        "registry lists permit on an ungoverned server"
+    );
+    let s = send(
+        &engine,
+        &mut e,
+        "/other",
+        &as_user("bob", json!({})),
+        &call("echo", json!({})),
+    );
     assert!(s.forwarded().is_none(), "forbids still apply there");
     // A tool the registry does not list is refused before any rule.
-    let s = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("rm", json!({})));
+    let s = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("rm", json!({})),
+    );
     let recs = s.end(&mut e);
     assert_eq!(recs[0].rule.as_deref(), Some("McpServer/files#tools"));
 }
@@ -367,77 +447,279 @@ fn a_server_no_permit_reaches_is_governed_by_its_registry_lists() {
 fn every_matcher_kind() {
     let engine = build(vec![
         provider(),
-        server("files", "/mcp", &["t-user", "t-agent", "t-tenant", "t-role", "t-group", "t-claim",
-            "t-cidr", "t-header", "t-time", "t-args", "t-cel", "t-method"]),
-        policy("m", json!({"rules": [
-            {"id": "user", "effect": "permit", "tools": ["t-user"], "subject": {"users": ["ali*"]}},
-            {"id": "agent", "effect": "permit", "tools": ["t-agent"], "subject": {"agents": ["agent-7"]}},
-            {"id": "tenant", "effect": "permit", "tools": ["t-tenant"], "subject": {"tenants": ["acme"]}},
-            {"id": "role", "effect": "permit", "tools": ["t-role"], "subject": {"roles": ["admin"]}},
-            {"id": "group", "effect": "permit", "tools": ["t-group"], "subject": {"groups": ["finance"]}},
-            {"id": "claim", "effect": "permit", "tools": ["t-claim"], "subject": {"claims": {"org.dept": ["eng*"]}}},
-            {"id": "cidr", "effect": "permit", "tools": ["t-cidr"], "source": {"cidrs": ["10.0.0.0/8"]}},
-            {"id": "header", "effect": "permit", "tools": ["t-header"], "headers": {"x-env": ["prod-*"]}},
-            {"id": "time", "effect": "permit", "tools": ["t-time"], "time": {"days": ["fri"], "after": "09:00", "before": "17:00"}},
-            {"id": "args", "effect": "permit", "tools": ["t-args"], "arguments": {
-                "type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "maximum": 10}}}},
-            {"id": "cel", "effect": "permit", "tools": ["t-cel"], "when": "args.n > 3 && subject.tenant == 'acme' && request.tool == 't-cel'"},
-            {"id": "method", "effect": "permit", "methods": ["tools/call"], "tools": ["t-method"]},
-            {"id": "res", "effect": "permit", "resources": ["file:///data/public/*"]},
-            {"id": "prompt", "effect": "permit", "prompts": ["greet"], "subject": {"users": ["alice"]}},
-        ]})),
+        server(
+            "files",
+            "/mcp",
+            &[
+                "t-user", "t-agent", "t-tenant", "t-role", "t-group", "t-claim", "t-cidr",
+                "t-header", "t-time", "t-args", "t-cel", "t-method",
+            ],
+        ),
+        policy(
+            "m",
+            json!({"rules": [
+                {"id": "user", "effect": "permit", "tools": ["t-user"], "subject": {"users": ["ali*"]}},
+                {"id": "agent", "effect": "permit", "tools": ["t-agent"], "subject": {"agents": ["agent-7"]}},
+                {"id": "tenant", "effect": "permit", "tools": ["t-tenant"], "subject": {"tenants": ["acme"]}},
+                {"id": "role", "effect": "permit", "tools": ["t-role"], "subject": {"roles": ["admin"]}},
+                {"id": "group", "effect": "permit", "tools": ["t-group"], "subject": {"groups": ["finance"]}},
+                {"id": "claim", "effect": "permit", "tools": ["t-claim"], "subject": {"claims": {"org.dept": ["eng*"]}}},
+                {"id": "cidr", "effect": "permit", "tools": ["t-cidr"], "source": {"cidrs": ["10.0.0.0/8"]}},
+                {"id": "header", "effect": "permit", "tools": ["t-header"], "headers": {"x-env": ["prod-*"]}},
+                {"id": "time", "effect": "permit", "tools": ["t-time"], "time": {"days": ["fri"], "after": "09:00", "before": "17:00"}},
+                {"id": "args", "effect": "permit", "tools": ["t-args"], "arguments": {
+                    "type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "maximum": 10}}}},
+                {"id": "cel", "effect": "permit", "tools": ["t-cel"], "when": "args.n > 3 && subject.tenant == 'acme' && request.tool == 't-cel'"},
+                {"id": "method", "effect": "permit", "methods": ["tools/call"], "tools": ["t-method"]},
+                {"id": "res", "effect": "permit", "resources": ["file:///data/public/*"]},
+                {"id": "prompt", "effect": "permit", "prompts": ["greet"], "subject": {"users": ["alice"]}},
+            ]}),
+        ),
     ]);
     let mut e = env();
-    let ok = |e: &mut TestEnv, sub: &str, extra: Value, tool: &str, args: Value, hdrs: &[(&str, &str)]| {
+    let ok = |e: &mut TestEnv,
+              sub: &str,
+              extra: Value,
+              tool: &str,
+              args: Value,
+              hdrs: &[(&str, &str)]| {
         let mut h = as_user(sub, extra);
         h.extend(hdrs.iter().map(|(k, v)| (*k, v.to_string())));
-        send(&engine, e, "/mcp", &h, &call(tool, args)).forwarded().is_some()
+        send(&engine, e, "/mcp", &h, &call(tool, args))
+            .forwarded()
+            .is_some()
     };
     let none = json!({});
-    assert!(ok(&mut e, "alice", none.clone(), "t-user", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-user", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", none.clone(), "t-agent", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", json!({"azp": "agent-9"}), "t-agent", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", none.clone(), "t-tenant", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", json!({"tenant": "globex"}), "t-tenant", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", json!({"roles": ["viewer", "admin"]}), "t-role", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", json!({"roles": ["viewer"]}), "t-role", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", json!({"groups": ["finance"]}), "t-group", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-group", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", json!({"org": {"dept": "engineering"}}), "t-claim", none.clone(), &[]));
-    assert!(!ok(&mut e, "bob", json!({"org": {"dept": "sales"}}), "t-claim", none.clone(), &[]));
+    assert!(ok(
+        &mut e,
+        "alice",
+        none.clone(),
+        "t-user",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-user",
+        none.clone(),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-agent",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        json!({"azp": "agent-9"}),
+        "t-agent",
+        none.clone(),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-tenant",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        json!({"tenant": "globex"}),
+        "t-tenant",
+        none.clone(),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        json!({"roles": ["viewer", "admin"]}),
+        "t-role",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        json!({"roles": ["viewer"]}),
+        "t-role",
+        none.clone(),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        json!({"groups": ["finance"]}),
+        "t-group",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-group",
+        none.clone(),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        json!({"org": {"dept": "engineering"}}),
+        "t-claim",
+        none.clone(),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        json!({"org": {"dept": "sales"}}),
+        "t-claim",
+        none.clone(),
+        &[]
+    ));
     assert!(ok(&mut e, "bob", none.clone(), "t-cidr", none.clone(), &[]));
     e.source = Some("192.0.2.9:1000".into());
-    assert!(!ok(&mut e, "bob", none.clone(), "t-cidr", none.clone(), &[]));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-cidr",
+        none.clone(),
+        &[]
+    ));
     e.source = Some("[::ffff:10.9.9.9]:1000".into());
     assert!(ok(&mut e, "bob", none.clone(), "t-cidr", none.clone(), &[]));
-    assert!(ok(&mut e, "bob", none.clone(), "t-header", none.clone(), &[("x-env", "prod-eu")]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-header", none.clone(), &[("x-env", "staging")]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-header", none.clone(), &[]));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-header",
+        none.clone(),
+        &[("x-env", "prod-eu")]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-header",
+        none.clone(),
+        &[("x-env", "staging")]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-header",
+        none.clone(),
+        &[]
+    ));
     assert!(ok(&mut e, "bob", none.clone(), "t-time", none.clone(), &[]));
     let friday = e.now;
     e.now = friday + 8 * 3600 * 1_000_000_000; // 18:30
-    assert!(!ok(&mut e, "bob", none.clone(), "t-time", none.clone(), &[]));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-time",
+        none.clone(),
+        &[]
+    ));
     e.now = friday + 86_400 * 1_000_000_000; // Saturday 10:30
-    assert!(!ok(&mut e, "bob", none.clone(), "t-time", none.clone(), &[]));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-time",
+        none.clone(),
+        &[]
+    ));
     e.now = friday;
-    assert!(ok(&mut e, "bob", none.clone(), "t-args", json!({"n": 10}), &[]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-args", json!({"n": 11}), &[]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-args", json!({"n": "5"}), &[]));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-args",
+        json!({"n": 10}),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-args",
+        json!({"n": 11}),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-args",
+        json!({"n": "5"}),
+        &[]
+    ));
     assert!(!ok(&mut e, "bob", none.clone(), "t-args", json!({}), &[]));
-    assert!(ok(&mut e, "bob", none.clone(), "t-cel", json!({"n": 4}), &[]));
-    assert!(!ok(&mut e, "bob", none.clone(), "t-cel", json!({"n": 3}), &[]));
-    assert!(ok(&mut e, "bob", none.clone(), "t-method", none.clone(), &[]));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-cel",
+        json!({"n": 4}),
+        &[]
+    ));
+    assert!(!ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-cel",
+        json!({"n": 3}),
+        &[]
+    ));
+    assert!(ok(
+        &mut e,
+        "bob",
+        none.clone(),
+        "t-method",
+        none.clone(),
+        &[]
+    ));
     // Resources and prompts.
     let read = |e: &mut TestEnv, uri: &str| {
-        let body = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}}).to_string();
-        send(&engine, e, "/mcp", &as_user("bob", json!({})), body.as_bytes()).forwarded().is_some()
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}})
+            .to_string();
+        send(
+            &engine,
+            e,
+            "/mcp",
+            &as_user("bob", json!({})),
+            body.as_bytes(),
+        )
+        .forwarded()
+        .is_some()
     };
     assert!(read(&mut e, "file:///data/public/a.txt"));
     assert!(!read(&mut e, "file:///data/private/a.txt"));
     let prompt = |e: &mut TestEnv, who: &str| {
-        let body = json!({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}}).to_string();
-        send(&engine, e, "/mcp", &as_user(who, json!({})), body.as_bytes()).forwarded().is_some()
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}})
+            .to_string();
+        send(
+            &engine,
+            e,
+            "/mcp",
+            &as_user(who, json!({})),
+            body.as_bytes(),
+        )
+        .forwarded()
+        .is_some()
     };
     assert!(prompt(&mut e, "alice"));
     assert!(!prompt(&mut e, "bob"));
@@ -448,19 +730,25 @@ fn a_cel_error_fails_closed_and_is_reported() {
     let engine = build(vec![
         provider(),
         server("pay", "/mcp", &["pay", "refund"]),
-        policy("p", json!({"rules": [
-            // `args.amount` is a string below: `>` on it is an evaluation error.
-            {"id": "small", "effect": "permit", "tools": ["pay"], "when": "args.amount < 100"},
-            {"id": "all-refunds", "effect": "permit", "tools": ["refund"]},
-            {"id": "odd-refunds", "effect": "forbid", "tools": ["refund"], "when": "args.amount % 2 == 1"},
-        ]})),
+        policy(
+            "p",
+            json!({"rules": [
+                // `args.amount` is a string below: `>` on it is an evaluation error.
+                {"id": "small", "effect": "permit", "tools": ["pay"], "when": "args.amount < 100"},
+                {"id": "all-refunds", "effect": "permit", "tools": ["refund"]},
+                {"id": "odd-refunds", "effect": "forbid", "tools": ["refund"], "when": "args.amount % 2 == 1"},
+            ]}),
+        ),
     ]);
     let mut e = env();
     let (ok, recs) = decide(&engine, &mut e, "bob", "pay", json!({"amount": 5}));
     assert!(ok, "{:?}", recs[0].reason);
     let (ok, recs) = decide(&engine, &mut e, "bob", "pay", json!({"amount": "5"}));
     assert!(!ok, "an erroring permit does not permit");
-    assert_eq!(recs[0].policy_errors, vec!["Policy/p#small: the rule could not be evaluated"]);
+    assert_eq!(
+        recs[0].policy_errors,
+        vec!["Policy/p#small: the rule could not be evaluated"]
+    );
     let (ok, recs) = decide(&engine, &mut e, "bob", "refund", json!({"amount": "x"}));
     assert!(!ok, "an erroring forbid forbids");
     assert_eq!(recs[0].rule.as_deref(), Some("Policy/p#odd-refunds"));
@@ -471,18 +759,46 @@ fn a_cel_error_fails_closed_and_is_reported() {
 #[test]
 fn bad_rules_are_refused_at_configure_time_with_their_field() {
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"id": "s", "effect": "permit", "arguments": {"type": "no-such-type"}}),
-            "spec.rules[0].arguments"),
-        (json!({"id": "s", "effect": "permit", "arguments": {"pattern": "(["}}),
-            "spec.rules[0].arguments"),
-        (json!({"id": "c", "effect": "permit", "when": "args.n >"}), "spec.rules[0].when"),
-        (json!({"id": "c", "effect": "permit", "when": "argz.n > 1"}), "spec.rules[0].when"),
-        (json!({"id": "x", "effect": "permit", "servers": ["nope"]}), "spec.rules[0].servers"),
-        (json!({"id": "x", "effect": "allow"}), "spec.rules[0].effect"),
-        (json!({"id": "x", "effect": "permit", "source": {"cidrs": ["10.0.0.0/99"]}}), "spec.rules[0].source.cidrs[0]"),
-        (json!({"id": "x", "effect": "permit", "time": {"after": "25:00"}}), "spec.rules[0].time.after"),
-        (json!({"id": "x", "effect": "permit", "methods": ["tools/cal"]}), "spec.rules[0].methods"),
-        (json!({"id": "x", "effect": "permit", "frobnicate": true}), "spec.rules[0]"),
+        (
+            json!({"id": "s", "effect": "permit", "arguments": {"type": "no-such-type"}}),
+            "spec.rules[0].arguments",
+        ),
+        (
+            json!({"id": "s", "effect": "permit", "arguments": {"pattern": "(["}}),
+            "spec.rules[0].arguments",
+        ),
+        (
+            json!({"id": "c", "effect": "permit", "when": "args.n >"}),
+            "spec.rules[0].when",
+        ),
+        (
+            json!({"id": "c", "effect": "permit", "when": "argz.n > 1"}),
+            "spec.rules[0].when",
+        ),
+        (
+            json!({"id": "x", "effect": "permit", "servers": ["nope"]}),
+            "spec.rules[0].servers",
+        ),
+        (
+            json!({"id": "x", "effect": "allow"}),
+            "spec.rules[0].effect",
+        ),
+        (
+            json!({"id": "x", "effect": "permit", "source": {"cidrs": ["10.0.0.0/99"]}}),
+            "spec.rules[0].source.cidrs[0]",
+        ),
+        (
+            json!({"id": "x", "effect": "permit", "time": {"after": "25:00"}}),
+            "spec.rules[0].time.after",
+        ),
+        (
+            json!({"id": "x", "effect": "permit", "methods": ["tools/cal"]}),
+            "spec.rules[0].methods",
+        ),
+        (
+            json!({"id": "x", "effect": "permit", "frobnicate": true}),
+            "spec.rules[0]",
+        ),
     ];
     for (rule, field) in cases {
         let errs = compile(vec![
@@ -491,16 +807,23 @@ fn bad_rules_are_refused_at_configure_time_with_their_field() {
         ])
         .expect_err(&format!("{rule} compiled"));
         assert!(
-            errs.iter().any(|e| e.contains("Policy/bad") && e.contains(field)),
+            errs.iter()
+                .any(|e| e.contains("Policy/bad") && e.contains(field)),
             "{rule}: {errs:#?} should name {field}"
         );
     }
     let errs = compile(vec![
         server("files", "/mcp", &["a"]),
-        policy("dup", json!({"rules": [{"id": "a", "effect": "permit"}, {"id": "a", "effect": "forbid"}]})),
+        policy(
+            "dup",
+            json!({"rules": [{"id": "a", "effect": "permit"}, {"id": "a", "effect": "forbid"}]}),
+        ),
     ])
     .unwrap_err();
-    assert!(errs.iter().any(|e| e.contains("spec.rules[1].id")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("spec.rules[1].id")),
+        "{errs:#?}"
+    );
 }
 
 // ---------------------------------------------------------------- shadow mode
@@ -510,15 +833,33 @@ fn shadow_rules_record_would_deny_without_blocking() {
     let engine = build(vec![
         provider(),
         server("files", "/mcp", &["read_file", "rm"]),
-        policy("live", json!({"rules": [{"id": "all", "effect": "permit", "tools": ["*"]}]})),
-        policy("trial", json!({"enforce": false, "rules": [
-            {"id": "no-rm", "effect": "forbid", "tools": ["rm"]}]})),
+        policy(
+            "live",
+            json!({"rules": [{"id": "all", "effect": "permit", "tools": ["*"]}]}),
+        ),
+        policy(
+            "trial",
+            json!({"enforce": false, "rules": [
+            {"id": "no-rm", "effect": "forbid", "tools": ["rm"]}]}),
+        ),
     ]);
     let mut e = env();
-    let sent = send(&engine, &mut e, "/mcp", &as_user("bob", json!({})), &call("rm", json!({})));
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("bob", json!({})),
+        &call("rm", json!({})),
+    );
     assert!(sent.forwarded().is_some(), "a shadow forbid does not block");
-    assert_eq!(sent.header("x-mcp-shadow-decision").as_deref(), Some("deny"));
-    assert_eq!(sent.header("x-mcp-rules").as_deref(), Some("Policy/live#all"));
+    assert_eq!(
+        sent.header("x-mcp-shadow-decision").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        sent.header("x-mcp-rules").as_deref(),
+        Some("Policy/live#all")
+    );
     let recs = sent.end(&mut e);
     let shadow = recs[0].shadow_decision.as_ref().unwrap();
     assert_eq!(shadow.decision, "deny");
@@ -528,15 +869,27 @@ fn shadow_rules_record_would_deny_without_blocking() {
     let engine = build(vec![
         provider(),
         server("files", "/mcp", &["read_file", "rm"]),
-        policy("live", json!({"rules": [{"id": "no-rm", "effect": "forbid", "tools": ["rm"]}]})),
+        policy(
+            "live",
+            json!({"rules": [{"id": "no-rm", "effect": "forbid", "tools": ["rm"]}]}),
+        ),
         doc("Settings", "settings", json!({"enforce": false})),
     ]);
-    let sent = send(&engine, &mut e, "/mcp", &as_user("bob", json!({})), &call("rm", json!({})));
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("bob", json!({})),
+        &call("rm", json!({})),
+    );
     assert!(sent.forwarded().is_some());
     let recs = sent.end(&mut e);
     assert_eq!(recs[0].shadow_decision.as_ref().unwrap().decision, "deny");
     let text = recs[0].to_json_line();
-    assert!(text.contains("\"shadow_decision\":{\"decision\":\"deny\""), "{text}");
+    assert!(
+        text.contains("\"shadow_decision\":{\"decision\":\"deny\""),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------- limits
@@ -557,14 +910,31 @@ fn a_token_bucket_refuses_with_429_and_retry_after_per_key() {
     for _ in 0..3 {
         assert!(decide(&engine, &mut e, "alice", "read_file", json!({})).0);
     }
-    let sent = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("read_file", json!({})));
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("read_file", json!({})),
+    );
     let (status, body, headers) = sent.reply();
     assert_eq!(status, 429);
     assert_eq!(body["error"]["code"], codes::LIMITED);
-    assert_eq!(body["error"]["data"]["limit"]["id"], "Policy/limits#per-user");
+    assert_eq!(
+        body["error"]["data"]["limit"]["id"],
+        "Policy/limits#per-user"
+    );
     assert_eq!(body["error"]["data"]["limit"]["kind"], "rate");
-    let retry = headers.iter().find(|(k, _)| k == "retry-after").unwrap().1.clone();
-    assert_eq!(retry, "21", "a token every 20 s; one more second to be sure");
+    let retry = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(
+        retry, "21",
+        "a token every 20 s; one more second to be sure"
+    );
     let recs = sent.end(&mut e);
     assert_eq!(recs[0].limit.as_ref().unwrap().id, "Policy/limits#per-user");
     assert_eq!(recs[0].http_status, Some(429));
@@ -578,11 +948,24 @@ fn a_token_bucket_refuses_with_429_and_retry_after_per_key() {
 
 #[test]
 fn concurrency_slots_are_held_until_the_stream_ends() {
-    let engine = limits_engine(json!({"id": "one-at-a-time", "key": ["subject"], "concurrency": 1}));
+    let engine =
+        limits_engine(json!({"id": "one-at-a-time", "key": ["subject"], "concurrency": 1}));
     let mut e = env();
-    let first = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("search", json!({})));
+    let first = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("search", json!({})),
+    );
     assert!(first.forwarded().is_some());
-    let second = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("search", json!({})));
+    let second = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("search", json!({})),
+    );
     assert_eq!(second.reply().0, 429);
     let recs = second.end(&mut e);
     assert_eq!(recs[0].limit.as_ref().unwrap().kind, "concurrency");
@@ -598,14 +981,39 @@ fn daily_budgets_charge_per_tool_and_reset_at_midnight() {
     assert!(decide(&engine, &mut e, "alice", "pay", json!({})).0);
     let (ok, recs) = decide(&engine, &mut e, "bob", "pay", json!({}));
     assert!(ok, "{:?} {:?}", recs[0].reason, e.shared);
-    assert!(!decide(&engine, &mut e, "alice", "pay", json!({})).0, "8 + 4 > 10 (same tenant)");
-    assert!(decide(&engine, &mut e, "alice", "search", json!({})).0, "9 <= 10");
-    assert!(decide(&engine, &mut e, "alice", "search", json!({})).0, "10 <= 10");
-    let sent = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("search", json!({})));
+    assert!(
+        !decide(&engine, &mut e, "alice", "pay", json!({})).0,
+        "8 + 4 > 10 (same tenant)"
+    );
+    assert!(
+        decide(&engine, &mut e, "alice", "search", json!({})).0,
+        "9 <= 10"
+    );
+    assert!(
+        decide(&engine, &mut e, "alice", "search", json!({})).0,
+        "10 <= 10"
+    );
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("search", json!({})),
+    );
     let (_, body, headers) = sent.reply();
     assert_eq!(body["error"]["data"]["limit"]["kind"], "budget");
-    let retry: u64 = headers.iter().find(|(k, _)| k == "retry-after").unwrap().1.parse().unwrap();
-    assert_eq!(retry, 86_400 - (NOW % 86_400), "until the next UTC midnight");
+    let retry: u64 = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(
+        retry,
+        86_400 - (NOW % 86_400),
+        "until the next UTC midnight"
+    );
     e.now += retry * 1_000_000_000;
     assert!(decide(&engine, &mut e, "alice", "pay", json!({})).0);
 }
@@ -616,8 +1024,17 @@ fn global_limits_are_named_for_envoys_rate_limit_filter() {
         "rate": {"requests": 1, "per": "1s"}}));
     let mut e = env();
     for _ in 0..3 {
-        let sent = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("search", json!({})));
-        assert_eq!(sent.header("x-mcp-rate-limit").as_deref(), Some("Policy/limits#fleet"));
+        let sent = send(
+            &engine,
+            &mut e,
+            "/mcp",
+            &as_user("alice", json!({})),
+            &call("search", json!({})),
+        );
+        assert_eq!(
+            sent.header("x-mcp-rate-limit").as_deref(),
+            Some("Policy/limits#fleet")
+        );
         assert_eq!(sent.header("x-mcp-tenant").as_deref(), Some("acme"));
     }
 }
@@ -642,10 +1059,16 @@ fn a_host_without_shared_data_refuses_rather_than_counts_nothing() {
         authority: "mcp.example.com".into(),
         headers: vec![
             ("content-type".into(), "application/json".into()),
-            ("authorization".into(), format!("Bearer {}", token("alice", json!({})))),
+            (
+                "authorization".into(),
+                format!("Bearer {}", token("alice", json!({}))),
+            ),
         ],
     };
-    assert!(matches!(ex.on_request_headers(&mut e, head), RequestHeadersAction::ReadBody(_)));
+    assert!(matches!(
+        ex.on_request_headers(&mut e, head),
+        RequestHeadersAction::ReadBody(_)
+    ));
     match ex.on_request_body(&mut e, &call("search", json!({})), true) {
         RequestBodyAction::Reply(r) => assert_eq!(r.status, 429),
         other => panic!("{other:?}"),
@@ -656,16 +1079,24 @@ fn a_host_without_shared_data_refuses_rather_than_counts_nothing() {
 
 fn approval_engine(signing: &ed25519_dalek::SigningKey) -> Arc<Engine> {
     use base64::Engine as _;
-    let public = base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().to_bytes());
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().to_bytes());
     build(vec![
         provider(),
         server("payments", "/mcp", &["pay"]),
-        policy("pay", json!({"rules": [
-            {"id": "pay", "effect": "permit", "tools": ["pay"]},
-            {"id": "big", "effect": "requireApproval", "tools": ["pay"],
-             "arguments": {"type": "object", "properties": {"amount": {"type": "number", "exclusiveMinimum": 100}}, "required": ["amount"]}},
-        ]})),
-        doc("Settings", "settings", json!({"approvals": {"keys": [public], "url": "https://approve.example.com/ui", "maxTtl": "1h"}})),
+        policy(
+            "pay",
+            json!({"rules": [
+                {"id": "pay", "effect": "permit", "tools": ["pay"]},
+                {"id": "big", "effect": "requireApproval", "tools": ["pay"],
+                 "arguments": {"type": "object", "properties": {"amount": {"type": "number", "exclusiveMinimum": 100}}, "required": ["amount"]}},
+            ]}),
+        ),
+        doc(
+            "Settings",
+            "settings",
+            json!({"approvals": {"keys": [public], "url": "https://approve.example.com/ui", "maxTtl": "1h"}}),
+        ),
     ])
 }
 
@@ -674,10 +1105,19 @@ fn approve_then_one_retry_then_refused() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let engine = approval_engine(&key);
     let mut e = env();
-    assert!(decide(&engine, &mut e, "alice", "pay", json!({"amount": 50})).0, "small payments need no approval");
+    assert!(
+        decide(&engine, &mut e, "alice", "pay", json!({"amount": 50})).0,
+        "small payments need no approval"
+    );
 
     let args = json!({"amount": 500, "to": "acct-1"});
-    let sent = send(&engine, &mut e, "/mcp", &as_user("alice", json!({})), &call("pay", args.clone()));
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("pay", args.clone()),
+    );
     let (status, body, _) = sent.reply();
     assert_eq!(status, 200);
     assert_eq!(body["error"]["code"], codes::APPROVAL_REQUIRED);
@@ -687,8 +1127,14 @@ fn approve_then_one_retry_then_refused() {
     assert_eq!(a["covers"]["server"], "payments");
     assert_eq!(a["covers"]["tool"], "pay");
     assert_eq!(a["covers"]["rule"], "Policy/pay#big");
-    assert_eq!(a["covers"]["argumentsSha256"], approval::arguments_hash(Some(&args)));
-    assert_eq!(a["approveAt"], format!("https://approve.example.com/ui?id={id}"));
+    assert_eq!(
+        a["covers"]["argumentsSha256"],
+        approval::arguments_hash(Some(&args))
+    );
+    assert_eq!(
+        a["approveAt"],
+        format!("https://approve.example.com/ui?id={id}")
+    );
     let recs = sent.end(&mut e);
     assert_eq!(recs[0].approval.as_ref().unwrap().status, "required");
 
@@ -704,7 +1150,10 @@ fn approve_then_one_retry_then_refused() {
     let recs = sent.end(&mut e);
     let note = recs[0].approval.as_ref().unwrap();
     assert_eq!(note.status, "granted");
-    assert_eq!(note.jti.as_deref(), Some("09090909090909090909090909090909"));
+    assert_eq!(
+        note.jti.as_deref(),
+        Some("09090909090909090909090909090909")
+    );
 
     // The same token again: spent.
     let sent = send(&engine, &mut e, "/mcp", &h, &call("pay", args.clone()));
@@ -715,24 +1164,42 @@ fn approve_then_one_retry_then_refused() {
     let token2 = approval::mint(&id, &key, NOW, 600, &[10; 16]).unwrap();
     let mut h2 = as_user("alice", json!({}));
     h2.push(("x-mcp-approval", token2.clone()));
-    let sent = send(&engine, &mut e, "/mcp", &h2, &call("pay", json!({"amount": 5000, "to": "acct-1"})));
-    assert_eq!(sent.reply().1["error"]["data"]["approval"]["error"], "wrong_call");
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &h2,
+        &call("pay", json!({"amount": 5000, "to": "acct-1"})),
+    );
+    assert_eq!(
+        sent.reply().1["error"]["data"]["approval"]["error"],
+        "wrong_call"
+    );
     // Someone else presenting alice's approval.
     let mut h3 = as_user("mallory", json!({}));
     h3.push(("x-mcp-approval", token2.clone()));
     let sent = send(&engine, &mut e, "/mcp", &h3, &call("pay", args.clone()));
-    assert_eq!(sent.reply().1["error"]["data"]["approval"]["error"], "wrong_call");
+    assert_eq!(
+        sent.reply().1["error"]["data"]["approval"]["error"],
+        "wrong_call"
+    );
     // Expired.
     e.now += 601 * 1_000_000_000;
     let sent = send(&engine, &mut e, "/mcp", &h2, &call("pay", args.clone()));
-    assert_eq!(sent.reply().1["error"]["data"]["approval"]["error"], "expired");
+    assert_eq!(
+        sent.reply().1["error"]["data"]["approval"]["error"],
+        "expired"
+    );
     // Signed by a key the bundle does not trust.
     let rogue = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
     let forged = approval::mint(&id, &rogue, NOW + 601, 600, &[11; 16]).unwrap();
     let mut h4 = as_user("alice", json!({}));
     h4.push(("x-mcp-approval", forged));
     let sent = send(&engine, &mut e, "/mcp", &h4, &call("pay", args));
-    assert_eq!(sent.reply().1["error"]["data"]["approval"]["error"], "bad_signature");
+    assert_eq!(
+        sent.reply().1["error"]["data"]["approval"]["error"],
+        "bad_signature"
+    );
 }
 
 // ---------------------------------------------------------------- lists
@@ -741,15 +1208,22 @@ fn approve_then_one_retry_then_refused() {
 fn lists_show_a_caller_only_what_it_may_use() {
     let engine = build(vec![
         provider(),
-        server("files", "/mcp", &["read_file", "write", "admin_reset", "pay"]),
-        policy("p", json!({"rules": [
-            {"id": "read", "effect": "permit", "tools": ["read_file"]},
-            {"id": "write", "effect": "permit", "tools": ["write"], "subject": {"users": ["alice"]}},
-            {"id": "admin", "effect": "permit", "tools": ["admin_reset"], "subject": {"roles": ["admin"]}},
-            {"id": "no-admin-for-agents", "effect": "forbid", "tools": ["admin_reset"], "subject": {"agents": ["agent-7"]}},
-            // Depends on arguments: shown, decided per call.
-            {"id": "small-pay", "effect": "permit", "tools": ["pay"], "when": "args.amount < 10"},
-        ]})),
+        server(
+            "files",
+            "/mcp",
+            &["read_file", "write", "admin_reset", "pay"],
+        ),
+        policy(
+            "p",
+            json!({"rules": [
+                {"id": "read", "effect": "permit", "tools": ["read_file"]},
+                {"id": "write", "effect": "permit", "tools": ["write"], "subject": {"users": ["alice"]}},
+                {"id": "admin", "effect": "permit", "tools": ["admin_reset"], "subject": {"roles": ["admin"]}},
+                {"id": "no-admin-for-agents", "effect": "forbid", "tools": ["admin_reset"], "subject": {"agents": ["agent-7"]}},
+                // Depends on arguments: shown, decided per call.
+                {"id": "small-pay", "effect": "permit", "tools": ["pay"], "when": "args.amount < 10"},
+            ]}),
+        ),
     ]);
     let listed = |sub: &str, extra: Value| -> Vec<String> {
         let mut e = env();
@@ -766,8 +1240,11 @@ fn lists_show_a_caller_only_what_it_may_use() {
             .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
             .collect();
         let answer = json!({"jsonrpc":"2.0","id":7,"result":{"tools": tools}}).to_string();
-        sent.ex
-            .on_response_headers(&mut e, 200, &[("content-type".into(), "application/json".into())]);
+        sent.ex.on_response_headers(
+            &mut e,
+            200,
+            &[("content-type".into(), "application/json".into())],
+        );
         let out = match sent.ex.on_response_body(&mut e, answer.as_bytes(), true) {
             ResponseBodyAction::Replace(b) => b,
             ResponseBodyAction::Pass => answer.into_bytes(),
@@ -781,10 +1258,20 @@ fn lists_show_a_caller_only_what_it_may_use() {
             .map(|t| t["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(listed("alice", json!({})), vec!["read_file", "write", "pay"]);
+    assert_eq!(
+        listed("alice", json!({})),
+        vec!["read_file", "write", "pay"]
+    );
     assert_eq!(listed("bob", json!({})), vec!["read_file", "pay"]);
-    assert_eq!(listed("bob", json!({"roles": ["admin"], "azp": "console"})), vec!["read_file", "admin_reset", "pay"]);
-    assert_eq!(listed("bob", json!({"roles": ["admin"]})), vec!["read_file", "pay"], "agent-7 is forbidden admin_reset");
+    assert_eq!(
+        listed("bob", json!({"roles": ["admin"], "azp": "console"})),
+        vec!["read_file", "admin_reset", "pay"]
+    );
+    assert_eq!(
+        listed("bob", json!({"roles": ["admin"]})),
+        vec!["read_file", "pay"],
+        "agent-7 is forbidden admin_reset"
+    );
 }
 
 // ---------------------------------------------------------------- indexing
@@ -794,10 +1281,16 @@ fn a_thousand_rules_compile_and_decide_by_index() {
     let tools: Vec<String> = (0..1000).map(|i| format!("tool-{i}")).collect();
     let tool_refs: Vec<&str> = tools.iter().map(String::as_str).collect();
     let rules: Vec<Value> = (0..1000)
-        .map(|i| json!({"id": format!("r{i}"), "effect": "permit", "tools": [format!("tool-{i}")],
-                        "subject": {"users": [format!("user-{}", i % 10)]}}))
+        .map(|i| {
+            json!({"id": format!("r{i}"), "effect": "permit", "tools": [format!("tool-{i}")],
+                        "subject": {"users": [format!("user-{}", i % 10)]}})
+        })
         .collect();
-    let engine = build(vec![provider(), server("big", "/mcp", &tool_refs), policy("big", json!({"rules": rules}))]);
+    let engine = build(vec![
+        provider(),
+        server("big", "/mcp", &tool_refs),
+        policy("big", json!({"rules": rules})),
+    ]);
     assert_eq!(engine.bundle().policy.rules.len(), 1000);
     let mut e = env();
     let (ok, recs) = decide(&engine, &mut e, "user-9", "tool-999", json!({}));
@@ -819,36 +1312,79 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
     };
     let engine = build(vec![
         provider(),
-        srv("blocked", "/blocked", json!({"status": "blocked", "owner": "sec", "classification": "restricted"})),
+        srv(
+            "blocked",
+            "/blocked",
+            json!({"status": "blocked", "owner": "sec", "classification": "restricted"}),
+        ),
         srv("submitted", "/submitted", json!({"status": "submitted"})),
-        srv("old", "/old", json!({"status": "deprecated", "sunset": "2027-02-01"})),
-        srv("gone", "/gone", json!({"status": "deprecated", "sunset": "2027-01-15"})),
-        srv("staging-only", "/staging", json!({"environments": ["staging"]})),
+        srv(
+            "old",
+            "/old",
+            json!({"status": "deprecated", "sunset": "2027-02-01"}),
+        ),
+        srv(
+            "gone",
+            "/gone",
+            json!({"status": "deprecated", "sunset": "2027-01-15"}),
+        ),
+        srv(
+            "staging-only",
+            "/staging",
+            json!({"environments": ["staging"]}),
+        ),
         srv("globex-only", "/globex", json!({"tenants": ["globex"]})),
-        srv("fine", "/fine", json!({"environments": ["prod"], "tenants": ["acme"], "lastReview": "2026-11-30", "license": "MIT"})),
+        srv(
+            "fine",
+            "/fine",
+            json!({"environments": ["prod"], "tenants": ["acme"], "lastReview": "2026-11-30", "license": "MIT"}),
+        ),
         doc("Settings", "settings", json!({"environment": "prod"})),
     ]);
     let mut e = env();
     let go = |e: &mut TestEnv, path: &str| {
-        let s = send(&engine, e, path, &as_user("alice", json!({})), &call("echo", json!({})));
+        let s = send(
+            &engine,
+            e,
+            path,
+            &as_user("alice", json!({})),
+            &call("echo", json!({})),
+        );
         let ok = s.forwarded().is_some();
         (ok, s.end(e))
     };
     let (ok, recs) = go(&mut e, "/blocked");
     assert!(!ok);
     assert_eq!(recs[0].rule.as_deref(), Some("McpServer/blocked#status"));
-    assert!(!go(&mut e, "/submitted").0, "submitted is refused outside dev");
+    assert!(
+        !go(&mut e, "/submitted").0,
+        "submitted is refused outside dev"
+    );
     assert!(!go(&mut e, "/gone").0, "past the sunset day");
     assert!(!go(&mut e, "/staging").0);
     assert!(!go(&mut e, "/globex").0);
     assert!(go(&mut e, "/fine").0);
     // Deprecated before sunset: served, with a warning header and record.
-    let mut s = send(&engine, &mut e, "/old", &as_user("alice", json!({})), &call("echo", json!({})));
+    let mut s = send(
+        &engine,
+        &mut e,
+        "/old",
+        &as_user("alice", json!({})),
+        &call("echo", json!({})),
+    );
     assert!(s.forwarded().is_some());
-    let edits = s
-        .ex
-        .on_response_headers(&mut e, 200, &[("content-type".into(), "application/json".into())]);
-    let warning = edits.set.iter().find(|(k, _)| k == "warning").unwrap().1.clone();
+    let edits = s.ex.on_response_headers(
+        &mut e,
+        200,
+        &[("content-type".into(), "application/json".into())],
+    );
+    let warning = edits
+        .set
+        .iter()
+        .find(|(k, _)| k == "warning")
+        .unwrap()
+        .1
+        .clone();
     assert!(warning.starts_with("299 portcullis "), "{warning}");
     assert!(warning.contains("2027-02-01"), "{warning}");
     // An initialize is refused on a blocked server too.
@@ -862,14 +1398,28 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
     assert!(s.forwarded().is_none());
 
     // In dev, a submitted server can be tried.
-    let dev = build(vec![provider(), srv("submitted", "/submitted", json!({"status": "submitted"})),
-        doc("Settings", "settings", json!({"environment": "dev"}))]);
-    let s = send(&dev, &mut e, "/submitted", &as_user("alice", json!({})), &call("echo", json!({})));
+    let dev = build(vec![
+        provider(),
+        srv("submitted", "/submitted", json!({"status": "submitted"})),
+        doc("Settings", "settings", json!({"environment": "dev"})),
+    ]);
+    let s = send(
+        &dev,
+        &mut e,
+        "/submitted",
+        &as_user("alice", json!({})),
+        &call("echo", json!({})),
+    );
     assert!(s.forwarded().is_some());
     // A sunset without deprecation, or a bad date, is a bundle error.
     let errs = compile(vec![srv("x", "/x", json!({"sunset": "2027-01-01"}))]).unwrap_err();
     assert!(errs.iter().any(|e| e.contains("spec.sunset")), "{errs:?}");
-    let errs = compile(vec![srv("x", "/x", json!({"status": "deprecated", "sunset": "Jan 1"}))]).unwrap_err();
+    let errs = compile(vec![srv(
+        "x",
+        "/x",
+        json!({"status": "deprecated", "sunset": "Jan 1"}),
+    )])
+    .unwrap_err();
     assert!(errs.iter().any(|e| e.contains("YYYY-MM-DD")), "{errs:?}");
 }
 
@@ -900,7 +1450,13 @@ fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
         server("files", "/mcp", &["echo"]),
         doc("Settings", "settings", json!({"shadowMcp": "block"})),
     ]);
-    let s = send(&engine, &mut e, "/rogue", &[], br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x"}}"#);
+    let s = send(
+        &engine,
+        &mut e,
+        "/rogue",
+        &[],
+        br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x"}}"#,
+    );
     let (status, body, _) = s.reply();
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], codes::UNKNOWN_SERVER);
@@ -914,23 +1470,49 @@ fn redacted_arguments_are_kept_only_when_asked_and_never_raw() {
     let engine = build(vec![
         provider(),
         server("files", "/mcp", &["send"]),
-        doc("Settings", "settings", json!({"auditArguments": "redacted"})),
+        doc(
+            "Settings",
+            "settings",
+            json!({"auditArguments": "redacted"}),
+        ),
     ]);
     let mut e = env();
-    let (ok, recs) = decide(&engine, &mut e, "alice", "send", json!({"to": "bob@example.com", "n": 3}));
+    let (ok, recs) = decide(
+        &engine,
+        &mut e,
+        "alice",
+        "send",
+        json!({"to": "bob@example.com", "n": 3}),
+    );
     assert!(ok);
     let args = recs[0].arguments.as_ref().unwrap();
     assert_eq!(args["n"], 3);
-    assert!(!args["to"].as_str().unwrap().contains("bob@example.com"), "{args}");
+    assert!(
+        !args["to"].as_str().unwrap().contains("bob@example.com"),
+        "{args}"
+    );
     let plain = build(vec![provider(), server("files", "/mcp", &["send"])]);
-    let (_, recs) = decide(&plain, &mut e, "alice", "send", json!({"to": "bob@example.com"}));
+    let (_, recs) = decide(
+        &plain,
+        &mut e,
+        "alice",
+        "send",
+        json!({"to": "bob@example.com"}),
+    );
     assert!(recs[0].arguments.is_none());
     assert!(recs[0].arguments_sha256.is_some());
 }
 
 #[test]
 fn the_compiled_bundle_round_trips_policy_documents() {
-    let json = assemble(vec![provider(), server("files", "/mcp", &["a"]), policy("p", json!({"rules": [{"id": "a", "effect": "permit", "tools": ["a"]}]}))]);
+    let json = assemble(vec![
+        provider(),
+        server("files", "/mcp", &["a"]),
+        policy(
+            "p",
+            json!({"rules": [{"id": "a", "effect": "permit", "tools": ["a"]}]}),
+        ),
+    ]);
     let bundle = Bundle::compile(&json).unwrap();
     assert_eq!(bundle.policy.rules[0].id, "Policy/p#a");
 }

@@ -765,7 +765,9 @@ impl Bundle {
             for (i, k) in a.keys.iter().enumerate() {
                 match crate::policy::approval::parse_public_key(k) {
                     Ok(key) => approval_keys.push(key),
-                    Err(m) => errors.push(BundleError::at(doc, format!("/spec/approvals/keys/{i}"), m)),
+                    Err(m) => {
+                        errors.push(BundleError::at(doc, format!("/spec/approvals/keys/{i}"), m))
+                    }
                 }
             }
             if let Some(ttl) = &a.max_ttl {

@@ -42,7 +42,9 @@ const SIGNED_CONTEXT: &[u8] = b"portcullis-approval-v1\n";
 pub enum ApprovalError {
     #[error("the approval token is malformed")]
     Malformed,
-    #[error("the approval token's signature does not verify against any approval key in the bundle")]
+    #[error(
+        "the approval token's signature does not verify against any approval key in the bundle"
+    )]
     BadSignature,
     #[error("the approval is for another call (different subject, server, tool or arguments)")]
     WrongCall,
@@ -101,9 +103,10 @@ pub fn parse_id(id: &str) -> Result<Binding, String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| "the approval id is not base64url".to_owned())?;
-    let value = crate::json::parse_strict(&bytes).map_err(|e| format!("the approval id is not JSON: {e}"))?;
-    let binding: Binding =
-        serde_json::from_value(value).map_err(|e| format!("the approval id does not describe a call: {e}"))?;
+    let value = crate::json::parse_strict(&bytes)
+        .map_err(|e| format!("the approval id is not JSON: {e}"))?;
+    let binding: Binding = serde_json::from_value(value)
+        .map_err(|e| format!("the approval id does not describe a call: {e}"))?;
     // Only the canonical form is an id, so one call has one id.
     if approval_id(&binding) != id {
         return Err("the approval id is not in canonical form".into());
@@ -112,7 +115,13 @@ pub fn parse_id(id: &str) -> Result<Binding, String> {
 }
 
 /// Mints an approval token for `id` (the CLI's `portcullis approve`).
-pub fn mint(id: &str, key: &SigningKey, now: u64, ttl_secs: u64, jti: &[u8]) -> Result<String, String> {
+pub fn mint(
+    id: &str,
+    key: &SigningKey,
+    now: u64,
+    ttl_secs: u64,
+    jti: &[u8],
+) -> Result<String, String> {
     parse_id(id)?;
     let grant = Grant {
         id: id.to_owned(),
@@ -140,7 +149,10 @@ pub fn verify(
     now: u64,
     max_ttl_secs: u64,
 ) -> Result<Grant, ApprovalError> {
-    let body = token.trim().strip_prefix(TOKEN_PREFIX).ok_or(ApprovalError::Malformed)?;
+    let body = token
+        .trim()
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or(ApprovalError::Malformed)?;
     let (payload_b64, sig_b64) = body.split_once('.').ok_or(ApprovalError::Malformed)?;
     let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
         .decode(sig_b64)
@@ -153,7 +165,9 @@ pub fn verify(
     if !keys.iter().any(|k| k.verify(&message, &sig).is_ok()) {
         return Err(ApprovalError::BadSignature);
     }
-    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| ApprovalError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| ApprovalError::Malformed)?;
     let value = crate::json::parse_strict(&payload).map_err(|_| ApprovalError::Malformed)?;
     let grant: Grant = serde_json::from_value(value).map_err(|_| ApprovalError::Malformed)?;
     // Constant-time compare: ids are not secret, but the habit costs nothing.
@@ -187,7 +201,8 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
             .decode(text)
             .or_else(|_| URL_SAFE_NO_PAD.decode(text))
             .map_err(|_| {
-                "an approval key is an Ed25519 public key: 64 hex digits (KEY.pub) or base64".to_owned()
+                "an approval key is an Ed25519 public key: 64 hex digits (KEY.pub) or base64"
+                    .to_owned()
             })?
     };
     let arr: [u8; 32] = bytes
@@ -197,7 +212,12 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
@@ -220,8 +240,14 @@ mod tests {
         let token = mint(&id, &key, 1000, 600, &[1; 16]).unwrap();
         let g = verify(&token, &keys, &id, 1001, 3600).unwrap();
         assert_eq!(g.exp, 1600);
-        assert_eq!(verify(&token, &keys, &id, 1600, 3600), Err(ApprovalError::Expired));
-        assert_eq!(verify(&token, &keys, &id, 1001, 60), Err(ApprovalError::TooLong));
+        assert_eq!(
+            verify(&token, &keys, &id, 1600, 3600),
+            Err(ApprovalError::Expired)
+        );
+        assert_eq!(
+            verify(&token, &keys, &id, 1001, 60),
+            Err(ApprovalError::TooLong)
+        );
         let mut other = binding();
         other.args = arguments_hash(Some(&serde_json::json!({"amount": 5000})));
         assert_eq!(
@@ -237,7 +263,10 @@ mod tests {
         let (head, sig) = token.rsplit_once('.').unwrap();
         let forged = format!("{}x.{sig}", head);
         assert!(verify(&forged, &keys, &id, 1001, 3600).is_err());
-        assert_eq!(verify("nope", &keys, &id, 1, 1), Err(ApprovalError::Malformed));
+        assert_eq!(
+            verify("nope", &keys, &id, 1, 1),
+            Err(ApprovalError::Malformed)
+        );
     }
 
     #[test]

@@ -111,9 +111,20 @@ fn one() -> u64 {
 
 #[derive(Debug)]
 enum Kind {
-    Rate { requests: u64, per_ns: u64, burst: u64 },
-    Concurrency { max: u32 },
-    Budget { units: u64, costs: Option<GlobSet>, cost_values: Vec<u64>, default_cost: u64 },
+    Rate {
+        requests: u64,
+        per_ns: u64,
+        burst: u64,
+    },
+    Concurrency {
+        max: u32,
+    },
+    Budget {
+        units: u64,
+        costs: Option<GlobSet>,
+        cost_values: Vec<u64>,
+        default_cost: u64,
+    },
 }
 
 /// A compiled limit.
@@ -192,9 +203,13 @@ pub(super) fn compile(
     server_names: &[String],
 ) -> Result<Limit, (String, String)> {
     if crate::bundle::check_name(&l.id).is_err() {
-        return Err(("/id".into(), "a limit id is a short lowercase name (letters, digits, '-')".into()));
+        return Err((
+            "/id".into(),
+            "a limit id is a short lowercase name (letters, digits, '-')".into(),
+        ));
     }
-    let servers = super::server_selector(&l.servers, server_names).map_err(|m| ("/servers".to_owned(), m))?;
+    let servers =
+        super::server_selector(&l.servers, server_names).map_err(|m| ("/servers".to_owned(), m))?;
     let tools = if l.tools.is_empty() {
         None
     } else {
@@ -205,11 +220,16 @@ pub(super) fn compile(
             return Err(("/methods".into(), format!("{m:?} is not an MCP method")));
         }
     }
-    let kinds = [l.rate.is_some(), l.concurrency.is_some(), l.budget.is_some()];
+    let kinds = [
+        l.rate.is_some(),
+        l.concurrency.is_some(),
+        l.budget.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err((
             String::new(),
-            "a limit is exactly one of rate, concurrency or budget; write two limits for two".into(),
+            "a limit is exactly one of rate, concurrency or budget; write two limits for two"
+                .into(),
         ));
     }
     let kind = if let Some(r) = &l.rate {
@@ -221,7 +241,11 @@ pub(super) fn compile(
         if burst == 0 {
             return Err(("/rate/burst".into(), "at least 1".into()));
         }
-        Kind::Rate { requests: r.requests, per_ns, burst }
+        Kind::Rate {
+            requests: r.requests,
+            per_ns,
+            burst,
+        }
     } else if let Some(max) = l.concurrency {
         if max == 0 {
             return Err(("/concurrency".into(), "at least 1".into()));
@@ -241,7 +265,10 @@ pub(super) fn compile(
             default_cost: b.default_cost,
         }
     } else {
-        return Err((String::new(), "a limit needs rate, concurrency or budget".into()));
+        return Err((
+            String::new(),
+            "a limit needs rate, concurrency or budget".into(),
+        ));
     };
     Ok(Limit {
         id: format!("Policy/{doc}#{}", l.id),
@@ -249,7 +276,11 @@ pub(super) fn compile(
         global: l.global,
         servers,
         tools,
-        methods: if l.methods.is_empty() { vec!["tools/call".into()] } else { l.methods.clone() },
+        methods: if l.methods.is_empty() {
+            vec!["tools/call".into()]
+        } else {
+            l.methods.clone()
+        },
         key: l.key.clone(),
         kind,
     })
@@ -293,12 +324,27 @@ impl Limit {
     }
 
     /// Counts the call and says whether it is within the limit.
-    pub fn check(&self, store: &mut dyn SharedStore, keys: &Keys, now_ns: u64, lease_id: &str) -> LimitVerdict {
+    pub fn check(
+        &self,
+        store: &mut dyn SharedStore,
+        keys: &Keys,
+        now_ns: u64,
+        lease_id: &str,
+    ) -> LimitVerdict {
         let key = self.bucket_key(keys);
         match &self.kind {
-            Kind::Rate { requests, per_ns, burst } => rate(store, &key, *requests, *per_ns, *burst, now_ns),
+            Kind::Rate {
+                requests,
+                per_ns,
+                burst,
+            } => rate(store, &key, *requests, *per_ns, *burst, now_ns),
             Kind::Concurrency { max } => acquire(store, &key, *max, now_ns, lease_id),
-            Kind::Budget { units, costs, cost_values, default_cost } => {
+            Kind::Budget {
+                units,
+                costs,
+                cost_values,
+                default_cost,
+            } => {
                 let cost = keys
                     .tool
                     .and_then(|t| costs.as_ref().and_then(|g| g.first_match(t)))
@@ -319,7 +365,9 @@ fn transact(
 ) -> LimitVerdict {
     for _ in 0..MAX_TRIES {
         let current = store.get(key);
-        let text = current.as_ref().and_then(|(v, _)| std::str::from_utf8(v).ok());
+        let text = current
+            .as_ref()
+            .and_then(|(v, _)| std::str::from_utf8(v).ok());
         let (new, verdict) = update(text.filter(|t| !t.is_empty()));
         let Some(new) = new else {
             return verdict;
@@ -345,7 +393,14 @@ fn transact(
 
 const MICRO: u128 = 1_000_000;
 
-fn rate(store: &mut dyn SharedStore, key: &str, requests: u64, per_ns: u64, burst: u64, now: u64) -> LimitVerdict {
+fn rate(
+    store: &mut dyn SharedStore,
+    key: &str,
+    requests: u64,
+    per_ns: u64,
+    burst: u64,
+    now: u64,
+) -> LimitVerdict {
     let cap = u128::from(burst) * MICRO;
     transact(store, key, |current| {
         let (tokens, last) = current
@@ -358,7 +413,10 @@ fn rate(store: &mut dyn SharedStore, key: &str, requests: u64, per_ns: u64, burs
         let refill = elapsed * u128::from(requests) * MICRO / u128::from(per_ns);
         let tokens = (tokens + refill).min(cap);
         if tokens >= MICRO {
-            (Some(format!("{} {now}", tokens - MICRO)), LimitVerdict::Within(None))
+            (
+                Some(format!("{} {now}", tokens - MICRO)),
+                LimitVerdict::Within(None),
+            )
         } else {
             let missing = MICRO - tokens;
             let wait_ns = missing * u128::from(per_ns) / (u128::from(requests) * MICRO);
@@ -370,14 +428,23 @@ fn rate(store: &mut dyn SharedStore, key: &str, requests: u64, per_ns: u64, burs
                 LimitVerdict::Over {
                     retry_after,
                     kind: "rate",
-                    reason: format!("rate limit of {requests} per {}s reached", per_ns / 1_000_000_000),
+                    reason: format!(
+                        "rate limit of {requests} per {}s reached",
+                        per_ns / 1_000_000_000
+                    ),
                 },
             )
         }
     })
 }
 
-fn acquire(store: &mut dyn SharedStore, key: &str, max: u32, now: u64, lease_id: &str) -> LimitVerdict {
+fn acquire(
+    store: &mut dyn SharedStore,
+    key: &str,
+    max: u32,
+    now: u64,
+    lease_id: &str,
+) -> LimitVerdict {
     transact(store, key, |current| {
         let mut leases: Vec<(&str, u64)> = live_leases(current, now);
         if leases.len() >= max as usize {
@@ -394,7 +461,10 @@ fn acquire(store: &mut dyn SharedStore, key: &str, max: u32, now: u64, lease_id:
         leases.push((lease_id, now + LEASE_NANOS));
         (
             Some(render_leases(&leases)),
-            LimitVerdict::Within(Some(Lease { key: key.to_owned(), id: lease_id.to_owned() })),
+            LimitVerdict::Within(Some(Lease {
+                key: key.to_owned(),
+                id: lease_id.to_owned(),
+            })),
         )
     })
 }
@@ -447,16 +517,26 @@ fn budget(store: &mut dyn SharedStore, key: &str, units: u64, cost: u64, now: u6
                 LimitVerdict::Over {
                     retry_after,
                     kind: "budget",
-                    reason: format!("daily budget of {units} units spent ({used} used; this call costs {cost})"),
+                    reason: format!(
+                        "daily budget of {units} units spent ({used} used; this call costs {cost})"
+                    ),
                 },
             );
         }
-        (Some(format!("{day} {}", used + cost)), LimitVerdict::Within(None))
+        (
+            Some(format!("{day} {}", used + cost)),
+            LimitVerdict::Within(None),
+        )
     })
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -487,26 +567,53 @@ mod tests {
         let mut m = Mem::default();
         let s = 1_000_000_000u64;
         for _ in 0..3 {
-            assert_eq!(rate(&mut m, "k", 3, 60 * s, 3, 0), LimitVerdict::Within(None));
+            assert_eq!(
+                rate(&mut m, "k", 3, 60 * s, 3, 0),
+                LimitVerdict::Within(None)
+            );
         }
         match rate(&mut m, "k", 3, 60 * s, 3, s) {
-            LimitVerdict::Over { retry_after, kind, .. } => {
+            LimitVerdict::Over {
+                retry_after, kind, ..
+            } => {
                 assert_eq!(kind, "rate");
                 assert_eq!(retry_after, 20);
             }
             v => panic!("{v:?}"),
         }
-        assert_eq!(rate(&mut m, "k", 3, 60 * s, 3, 21 * s), LimitVerdict::Within(None));
+        assert_eq!(
+            rate(&mut m, "k", 3, 60 * s, 3, 21 * s),
+            LimitVerdict::Within(None)
+        );
     }
 
     #[test]
     fn leases_expire_and_release() {
         let mut m = Mem::default();
-        assert!(matches!(acquire(&mut m, "c", 1, 0, "a"), LimitVerdict::Within(Some(_))));
-        assert!(matches!(acquire(&mut m, "c", 1, 1, "b"), LimitVerdict::Over { .. }));
-        release(&mut m, &Lease { key: "c".into(), id: "a".into() }, 2);
-        assert!(matches!(acquire(&mut m, "c", 1, 3, "b"), LimitVerdict::Within(Some(_))));
-        assert!(matches!(acquire(&mut m, "c", 1, 4 + LEASE_NANOS, "c"), LimitVerdict::Within(Some(_))));
+        assert!(matches!(
+            acquire(&mut m, "c", 1, 0, "a"),
+            LimitVerdict::Within(Some(_))
+        ));
+        assert!(matches!(
+            acquire(&mut m, "c", 1, 1, "b"),
+            LimitVerdict::Over { .. }
+        ));
+        release(
+            &mut m,
+            &Lease {
+                key: "c".into(),
+                id: "a".into(),
+            },
+            2,
+        );
+        assert!(matches!(
+            acquire(&mut m, "c", 1, 3, "b"),
+            LimitVerdict::Within(Some(_))
+        ));
+        assert!(matches!(
+            acquire(&mut m, "c", 1, 4 + LEASE_NANOS, "c"),
+            LimitVerdict::Within(Some(_))
+        ));
     }
 
     #[test]
@@ -514,8 +621,14 @@ mod tests {
         let mut m = Mem::default();
         let day = 86_400 * 1_000_000_000u64;
         assert_eq!(budget(&mut m, "b", 10, 6, 5), LimitVerdict::Within(None));
-        assert!(matches!(budget(&mut m, "b", 10, 6, 6), LimitVerdict::Over { kind: "budget", .. }));
-        assert_eq!(budget(&mut m, "b", 10, 6, day + 1), LimitVerdict::Within(None));
+        assert!(matches!(
+            budget(&mut m, "b", 10, 6, 6),
+            LimitVerdict::Over { kind: "budget", .. }
+        ));
+        assert_eq!(
+            budget(&mut m, "b", 10, 6, day + 1),
+            LimitVerdict::Within(None)
+        );
     }
 
     #[test]

@@ -411,7 +411,8 @@ impl PolicySet {
             matched.iter().filter(|(_, e)| *e).map(|(r, _)| *r),
             governed(true),
         );
-        let (all_outcome, all_rules) = combine(call, matched.iter().map(|(r, _)| *r), governed(false));
+        let (all_outcome, all_rules) =
+            combine(call, matched.iter().map(|(r, _)| *r), governed(false));
         let shadow = (all_outcome.allows() != outcome.allows()
             || (all_outcome == Outcome::RequireApproval) != (outcome == Outcome::RequireApproval))
             .then(|| Shadow {
@@ -424,7 +425,9 @@ impl PolicySet {
             });
         let reason = match outcome {
             Outcome::Forbid => format!("forbidden by {}", rules.join(", ")),
-            Outcome::RequireApproval => format!("{} requires a person's approval", rules.join(", ")),
+            Outcome::RequireApproval => {
+                format!("{} requires a person's approval", rules.join(", "))
+            }
             Outcome::Permit => format!("permitted by {}", rules.join(", ")),
             Outcome::NoPermit => format!(
                 "no Policy rule permits {} on McpServer/{} (default deny)",
@@ -763,11 +766,15 @@ impl Cidr {
         };
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -816,11 +823,17 @@ pub fn compile(
             let at = |field: &str| format!("/spec/rules/{i}{field}");
             let mut err = |field: &str, msg: String| errors.push((doc_index, (at(field), msg)));
             if crate::bundle::check_name(&r.id).is_err() {
-                err("/id", "a rule id is a short lowercase name (letters, digits, '-')".into());
+                err(
+                    "/id",
+                    "a rule id is a short lowercase name (letters, digits, '-')".into(),
+                );
                 continue;
             }
             if ids.contains(&r.id.as_str()) {
-                err("/id", format!("a second rule {:?} in this Policy; ids are unique", r.id));
+                err(
+                    "/id",
+                    format!("a second rule {:?} in this Policy; ids are unique", r.id),
+                );
                 continue;
             }
             ids.push(&r.id);
@@ -871,7 +884,10 @@ pub fn compile(
             if ids.contains(&l.id.as_str()) {
                 errors.push((
                     doc_index,
-                    (format!("/spec/limits/{i}/id"), format!("{:?} is already a rule or limit id in this Policy", l.id)),
+                    (
+                        format!("/spec/limits/{i}/id"),
+                        format!("{:?} is already a rule or limit id in this Policy", l.id),
+                    ),
                 ));
                 continue;
             }
@@ -888,7 +904,11 @@ pub fn compile(
         let Some(ix) = set.servers.get_mut(&server) else {
             continue;
         };
-        for (t, p) in [(&mut ix.tools, pt), (&mut ix.resources, pr), (&mut ix.prompts, pp)] {
+        for (t, p) in [
+            (&mut ix.tools, pt),
+            (&mut ix.resources, pr),
+            (&mut ix.prompts, pp),
+        ] {
             if !p.is_empty() {
                 match GlobSet::new_overlapping(&p) {
                     Ok(g) => t.globs = Some(g),
@@ -897,13 +917,20 @@ pub fn compile(
             }
         }
     }
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The servers a `servers` list selects (empty: all). A literal name must
 /// be a server of the bundle, so a typo is an error, not a rule that never
 /// applies.
-pub fn server_selector(patterns: &[String], server_names: &[String]) -> Result<Vec<String>, String> {
+pub fn server_selector(
+    patterns: &[String],
+    server_names: &[String],
+) -> Result<Vec<String>, String> {
     if patterns.is_empty() {
         return Ok(server_names.to_vec());
     }
@@ -937,7 +964,11 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
             return Err(("/methods".into(), format!("{m:?} is not an MCP method")));
         }
     }
-    for (field, list) in [("/tools", &r.tools), ("/resources", &r.resources), ("/prompts", &r.prompts)] {
+    for (field, list) in [
+        ("/tools", &r.tools),
+        ("/resources", &r.resources),
+        ("/prompts", &r.prompts),
+    ] {
         glob_list(list, field)?;
     }
     let subject = match &r.subject {
@@ -978,7 +1009,10 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
         None => Vec::new(),
         Some(s) => {
             if s.cidrs.is_empty() {
-                return Err(("/source/cidrs".into(), "list at least one address or CIDR".into()));
+                return Err((
+                    "/source/cidrs".into(),
+                    "list at least one address or CIDR".into(),
+                ));
             }
             s.cidrs
                 .iter()
@@ -991,9 +1025,13 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
         .headers
         .iter()
         .map(|(name, globs)| {
-            let set = GlobSet::new(globs).map_err(|e| (format!("/headers/{name}"), e.to_string()))?;
+            let set =
+                GlobSet::new(globs).map_err(|e| (format!("/headers/{name}"), e.to_string()))?;
             if globs.is_empty() {
-                return Err((format!("/headers/{name}"), "list at least one value or glob".into()));
+                return Err((
+                    format!("/headers/{name}"),
+                    "list at least one value or glob".into(),
+                ));
             }
             Ok((name.to_ascii_lowercase(), set))
         })
@@ -1006,27 +1044,48 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
                 let bit = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
                     .iter()
                     .position(|x| x.eq_ignore_ascii_case(d))
-                    .ok_or_else(|| (format!("/time/days/{i}"), format!("{d:?} is not a day; use mon..sun")))?;
+                    .ok_or_else(|| {
+                        (
+                            format!("/time/days/{i}"),
+                            format!("{d:?} is not a day; use mon..sun"),
+                        )
+                    })?;
                 days |= 1 << bit;
             }
             Some(CompiledTime {
                 days,
-                after: t.after.as_deref().map(parse_hhmm).transpose().map_err(|m| ("/time/after".to_owned(), m))?,
-                before: t.before.as_deref().map(parse_hhmm).transpose().map_err(|m| ("/time/before".to_owned(), m))?,
+                after: t
+                    .after
+                    .as_deref()
+                    .map(parse_hhmm)
+                    .transpose()
+                    .map_err(|m| ("/time/after".to_owned(), m))?,
+                before: t
+                    .before
+                    .as_deref()
+                    .map(parse_hhmm)
+                    .transpose()
+                    .map_err(|m| ("/time/before".to_owned(), m))?,
             })
         }
     };
     let when = match &r.when {
         None => None,
         Some(expr) => {
-            let program = cel::Program::compile(expr)
-                .map_err(|e| ("/when".to_owned(), format!("the CEL expression does not parse: {e}")))?;
+            let program = cel::Program::compile(expr).map_err(|e| {
+                (
+                    "/when".to_owned(),
+                    format!("the CEL expression does not parse: {e}"),
+                )
+            })?;
             let refs = program.references();
             for var in refs.variables() {
                 if !CEL_ROOTS.contains(&var) {
                     return Err((
                         "/when".into(),
-                        format!("unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"),
+                        format!(
+                            "unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"
+                        ),
                     ));
                 }
             }
@@ -1054,7 +1113,12 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
 pub type SharedPolicy = Arc<PolicySet>;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
@@ -1067,7 +1131,11 @@ mod tests {
         let l = Cidr::parse("::1/128").unwrap();
         assert!(l.contains("::1".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]
@@ -1077,9 +1145,17 @@ mod tests {
         let (h, m, wd) = clock(t);
         assert_eq!((h, m), (10, 30));
         assert_eq!(wd, 3);
-        let office = CompiledTime { days: 0b1_1111, after: Some(9 * 60), before: Some(17 * 60) };
+        let office = CompiledTime {
+            days: 0b1_1111,
+            after: Some(9 * 60),
+            before: Some(17 * 60),
+        };
         assert!(office.matches(t));
-        let night = CompiledTime { days: 0, after: Some(22 * 60), before: Some(6 * 60) };
+        let night = CompiledTime {
+            days: 0,
+            after: Some(22 * 60),
+            before: Some(6 * 60),
+        };
         assert!(!night.matches(t));
         assert!(night.matches(t - 10 * 3600 - 30 * 60 + 3600));
     }
