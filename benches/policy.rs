@@ -1,7 +1,7 @@
 //! Cost of a Policy decision (issue 5) as rules grow, natively and in wasm.
 //!
 //! `decide/native/<n>`: `PolicySet::decide` alone for a bundle of n rules
-//! (10, 100, 1000), each naming its own tool with a subject condition, one
+//! (10, 100, 1000), each naming its own tool, one
 //! in ten with an argument schema, one in ten with a CEL `when`; the call
 //! hits a rule in the middle. Matching is indexed by tool, so the cost
 //! should stay nearly flat as n grows.
@@ -39,8 +39,7 @@ fn bundle(rules: usize, limits: bool) -> Vec<u8> {
         .collect();
     let rule_docs: Vec<Value> = (0..rules)
         .map(|i| {
-            let mut r = json!({"id": format!("r{i}"), "effect": "permit", "tools": [format!("tool-{i}")],
-                "subject": {"users": ["*"]}});
+            let mut r = json!({"id": format!("r{i}"), "effect": "permit", "tools": [format!("tool-{i}")]});
             if i % 10 == 3 {
                 r["arguments"] = json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 64}}});
             }
