@@ -1521,12 +1521,9 @@ impl Exchange {
                 continue;
             }
             ok = false;
-            let error = if written == SharedWrite::Conflict {
-                approval::ApprovalError::AlreadyUsed
-            } else {
-                // No shared store: single use cannot be kept, so refuse.
-                approval::ApprovalError::AlreadyUsed
-            };
+            // Conflict: spent already. Unavailable: single use cannot be
+            // kept without a shared store, so it is refused the same way.
+            let error = approval::ApprovalError::AlreadyUsed;
             let rule = v.rule.clone();
             let mut refused =
                 Verdict::deny(format!("the approval sent was not accepted: {error}"), rule);

@@ -34,7 +34,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 pub use limits::{LimitSpec, LimitVerdict};
 
@@ -1108,9 +1107,6 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
         static_only,
     })
 }
-
-/// Shared by rules and limits: a shared, reference-counted compiled set.
-pub type SharedPolicy = Arc<PolicySet>;
 
 #[cfg(test)]
 #[allow(
