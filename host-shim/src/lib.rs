@@ -6,6 +6,8 @@
 //! plus [`TestVm`] let tests drive callbacks without HTTP. Anything a filter
 //! can do here but not in Envoy is a bug; the semantics followed are listed,
 //! with sources, in docs/host-shim.md.
+//! [`component`] runs the Portcullis engine built as a WebAssembly component
+//! (docs/component.md) through the same stream machinery, in place of a VM.
 #![cfg_attr(
     test,
     allow(
@@ -17,6 +19,7 @@
 )]
 
 pub mod abi;
+pub mod component;
 pub mod headers;
 mod hostcalls;
 pub mod metrics;
@@ -33,6 +36,7 @@ use std::sync::Arc;
 
 pub use headers::HeaderMap;
 pub use metrics::{MetricValue, MetricsSnapshot, prometheus_text};
+pub use component::{ComponentFilter, ComponentPlugin, ComponentVm};
 pub use plugin::Plugin;
 pub use proxy::{AccessLogEntry, AccessLogSink, FilterHandle, ProxyConfig, Server, TestVm, serve};
 pub use stream::{

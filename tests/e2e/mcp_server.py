@@ -13,6 +13,7 @@ Usage:
     mcp_server.py [--port N] [--json-response] [--stateless] [--record FILE]
                   [--fixed-time ISO] [--root DIR] [--param-headers]
                   [--allow-any-host] [--verify-upstream-jwk FILE --expect-aud AUD]
+                  [--policy-tools]
 
 --record FILE appends one JSON line per HTTP request the server received:
     {"seq", "time", "method", "path", "query", "headers": {lowercased: value},
@@ -298,6 +299,29 @@ def build_server(args: argparse.Namespace) -> MCPServer:
         read_file.__annotations__ = {"path": str, "return": str}
     mcp.tool(name="read-file", description="Read a text file under the server's --root directory.")(read_file)
 
+    if args.policy_tools:
+        # Deliberately naive, as many real servers are: it percent-decodes and
+        # normalises the path itself, so a traversal Portcullis let through
+        # would reach /data/private. The policy e2e test proves none does.
+        files = {
+            "/data/public/report.txt": "quarterly report: all good\n",
+            "/data/private/salaries.txt": "SECRET salaries\n",
+        }
+
+        @mcp.tool(name="fetch-file", description="Read a file from the document store by absolute path.")
+        def fetch_file(path: str) -> str:
+            import posixpath
+            import urllib.parse
+
+            normal = posixpath.normpath(urllib.parse.unquote(path).replace("\\", "/"))
+            if normal not in files:
+                raise ValueError(f"no such file: {normal}")
+            return files[normal]
+
+        @mcp.tool(name="pay", description="Pay an amount to an account.")
+        def pay(amount: float, to: str) -> str:
+            return f"paid {amount:.2f} to {to}"
+
     @mcp.resource("file:///readme", name="readme", description="The upstream's README.", mime_type="text/plain")
     def readme() -> str:
         return "Portcullis e2e upstream README\n"
@@ -323,6 +347,11 @@ def main() -> None:
     p.add_argument("--record", metavar="FILE", help="append one JSON line per received HTTP request")
     p.add_argument("--fixed-time", metavar="ISO", help="value the get-time tool returns (default: now)")
     p.add_argument("--root", metavar="DIR", help="directory read-file serves from")
+    p.add_argument(
+        "--policy-tools",
+        action="store_true",
+        help="also serve fetch-file (a naive path-based reader) and pay (the policy e2e test's tools)",
+    )
     p.add_argument(
         "--param-headers",
         action="store_true",

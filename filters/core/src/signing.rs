@@ -153,9 +153,7 @@ impl TrustConfig {
         })?;
         let mut keys = Vec::with_capacity(json.trusted_bundle_keys.len());
         for (i, text) in json.trusted_bundle_keys.iter().enumerate() {
-            keys.push(
-                parse_public_key(text).map_err(|e| format!("trustedBundleKeys[{i}]: {e}"))?,
-            );
+            keys.push(parse_public_key(text).map_err(|e| format!("trustedBundleKeys[{i}]: {e}"))?);
         }
         Ok(TrustConfig {
             trusted_bundle_keys: keys,
@@ -202,12 +200,8 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
             .decode(text.as_bytes())
             .map_err(|_| "expected 64 hex digits or base64 of 32 bytes".to_owned())?
     };
-    let raw = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "an Ed25519 public key is 32 bytes, this is {}",
-            bytes.len()
-        )
-    })?;
+    let raw = <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("an Ed25519 public key is 32 bytes, this is {}", bytes.len()))?;
     VerifyingKey::from_bytes(&raw).map_err(|_| "not an Ed25519 public key".to_owned())
 }
 
@@ -225,8 +219,12 @@ mod tests {
             .iter()
             .map(|k| STANDARD.encode(k.verifying_key().as_bytes()))
             .collect();
-        TrustConfig::parse(serde_json::json!({ "trustedBundleKeys": list }).to_string().as_bytes())
-            .unwrap()
+        TrustConfig::parse(
+            serde_json::json!({ "trustedBundleKeys": list })
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -246,8 +244,12 @@ mod tests {
         let e = verify("sha256:abc", None, &t.trusted_bundle_keys).unwrap_err();
         assert!(e.contains("unsigned"), "{e}");
         // Signed by an untrusted key.
-        let e = verify("sha256:abc", Some(&sig), &trust(&[&other]).trusted_bundle_keys)
-            .unwrap_err();
+        let e = verify(
+            "sha256:abc",
+            Some(&sig),
+            &trust(&[&other]).trusted_bundle_keys,
+        )
+        .unwrap_err();
         assert!(e.contains("does not trust"), "{e}");
         // A flipped bit in the value.
         let mut bad = sig.clone();
@@ -276,7 +278,11 @@ mod tests {
             br#"{"trustedBundleKeys": "x"}"#,
             b"not json",
         ] {
-            assert!(TrustConfig::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                TrustConfig::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -295,9 +301,7 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            TrustConfig::default()
-                .check_config(b"anything")
-                .unwrap(),
+            TrustConfig::default().check_config(b"anything").unwrap(),
             None
         );
         assert!(t.check_config(br#"{"version":"sha256:00"}"#).is_err());
