@@ -28,6 +28,8 @@ pub enum AuditCommand {
     Prune(PruneArgs),
     /// Generate a checkpoint signing key (and KEY.pub).
     Keygen(KeygenArgs),
+    /// List shadow MCP servers: MCP traffic to servers not in the registry.
+    Shadow(ShadowArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +136,23 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ShadowArgs {
+    #[arg(long)]
+    pub db: PathBuf,
+    /// A duration back from now (30d, 12h) or an RFC 3339 time.
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ShadowFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShadowFormat {
+    Table,
+    Json,
+}
+
 /// Runs an audit subcommand for `main`: exit 0 on success, 1 when
 /// `verify` finds tampering, 2 when the command could not run (the error is
 /// printed as one line on standard error).
@@ -157,6 +176,7 @@ pub fn run(cmd: &AuditCommand) -> Result<ExitCode> {
         AuditCommand::Ingest(a) => ingest(a, &mut out),
         AuditCommand::Prune(a) => prune(a, &mut out),
         AuditCommand::Keygen(a) => keygen(a, &mut out),
+        AuditCommand::Shadow(a) => shadow(a, &mut out),
     }
 }
 
@@ -361,4 +381,97 @@ fn signing_key(
         )?;
     }
     audit_store::load_signing_key(&path).with_context(|| format!("signing key {}", path.display()))
+}
+
+/// `audit shadow`: the shadow MCP servers seen since `--since`, by authority.
+pub fn shadow(a: &ShadowArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    let since = parse_time_arg(&a.since, now_ms()).with_context(|| {
+        format!(
+            "--since {:?}: expected a duration (30d, 12h, 90m) or RFC 3339",
+            a.since
+        )
+    })?;
+    let store = open_existing(&a.db, Config::default())?;
+    let found = audit_store::shadow::shadow_servers(store.connection(), Some(since))?;
+    let fmt = audit_store::time::format_rfc3339_ms;
+    match a.format {
+        ShadowFormat::Json => {
+            for s in &found {
+                let mut v = serde_json::to_value(s)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("first_seen".into(), fmt(s.first_seen_ms).into());
+                    o.insert("last_seen".into(), fmt(s.last_seen_ms).into());
+                }
+                writeln!(out, "{v}")?;
+            }
+        }
+        ShadowFormat::Table => {
+            let header = [
+                "AUTHORITY",
+                "FIRST_SEEN",
+                "LAST_SEEN",
+                "COUNT",
+                "CALLERS",
+                "PATHS",
+            ];
+            let rows: Vec<[String; 6]> = found
+                .iter()
+                .map(|s| {
+                    let callers: Vec<String> = s
+                        .callers
+                        .iter()
+                        .map(|c| {
+                            let who = [c.subject.as_deref(), c.address.as_deref()]
+                                .into_iter()
+                                .flatten()
+                                .collect::<Vec<_>>()
+                                .join("@");
+                            let who = if who.is_empty() {
+                                "(anonymous)".into()
+                            } else {
+                                who
+                            };
+                            format!("{who} ({})", c.count)
+                        })
+                        .collect();
+                    [
+                        s.authority.clone(),
+                        fmt(s.first_seen_ms),
+                        fmt(s.last_seen_ms),
+                        s.count.to_string(),
+                        callers.join(", "),
+                        s.paths.join(", "),
+                    ]
+                })
+                .collect();
+            let mut widths = header.map(str::len);
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let line = |cells: &[String], out: &mut dyn Write| -> Result<()> {
+                let parts: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                writeln!(out, "{}", parts.join("  ").trim_end())?;
+                Ok(())
+            };
+            line(&header.map(String::from), out)?;
+            for r in &rows {
+                line(r, out)?;
+            }
+            writeln!(
+                out,
+                "({} shadow server{} since {})",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" },
+                fmt(since)
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

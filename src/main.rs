@@ -9,15 +9,24 @@
 //! * `portcullis pin --url URL`: a live server's tool pins, as an McpServer document.
 //! * `portcullis approve ID --key KEY`, `portcullis simulate --bundle DIR
 //!   --calls FILE`: human approval and policy replay (`docs/policy.md`).
+//! * `portcullis bundle diff OLD NEW`, `portcullis promote SERVER@VERSION --to ENV`,
+//!   `portcullis vet --url URL`: the review workflow (`docs/bundles.md`).
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
 mod approve_cmd;
+mod assess_cmd;
 mod audit_cmd;
+mod bundle_diff;
+mod control_plane_cmd;
+mod evidence_cmd;
 mod pin_cmd;
+mod promote;
 mod serve;
+mod serve_xds;
 mod simulate_cmd;
+mod vet;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::bundle::{BundleError, yaml};
@@ -55,6 +64,20 @@ enum Command {
     Approve(approve_cmd::ApproveArgs),
     /// Replay recorded calls through a bundle's policy; show what changes.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Serve bundles to proxies over xDS (ADS, ECDS) and receive their access logs.
+    ControlPlane(control_plane_cmd::ControlPlaneArgs),
+    /// Copy an McpServer at a version from one environment's bundle to the next.
+    Promote(promote::PromoteArgs),
+    /// Screen a live MCP server's tools and write a `submitted` McpServer entry.
+    Vet(vet::VetArgs),
+    /// Export or verify a signed compliance evidence pack (docs/evidence.md).
+    Evidence {
+        #[command(subcommand)]
+        command: evidence_cmd::EvidenceCommand,
+    },
+    /// Score the 12-question self-assessment and each pillar's maturity from
+    /// the live bundles and audit store.
+    Assess(assess_cmd::AssessArgs),
 }
 
 #[derive(Subcommand)]
@@ -66,7 +89,18 @@ enum BundleCommand {
         /// Write the JSON here instead of standard output.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Sign the bundle with this Ed25519 key (as `bundle keygen` or
+        /// `audit keygen` writes it).
+        #[arg(long = "sign-key")]
+        sign_key: Option<PathBuf>,
     },
+    /// Write a new Ed25519 signing key to OUT and its public half to OUT.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show what changed between two bundles, in reviewer terms.
+    Diff(bundle_diff::DiffArgs),
     /// Validate DIR without writing anything.
     Check {
         /// Directory of *.yaml / *.yml documents.
@@ -108,7 +142,12 @@ fn main() -> ExitCode {
         Command::Pin(args) => pin_cmd::run(args),
         Command::Approve(args) => approve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
+        Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::Promote(args) => promote::run(args),
+        Command::Vet(args) => vet::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
+        Command::Evidence { command } => return evidence_cmd::dispatch(&command),
+        Command::Assess(args) => return assess_cmd::dispatch(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,8 +199,20 @@ fn format_errors(dir: &Path, errors: &[BundleError]) -> Vec<String> {
 
 fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
     match command {
-        BundleCommand::Build { dir, output } => {
-            let bundle = load_bundle(&dir)?;
+        BundleCommand::Build {
+            dir,
+            output,
+            sign_key,
+        } => {
+            let mut bundle = load_bundle(&dir)?;
+            if let Some(path) = &sign_key {
+                let key = audit_store::keys::load_signing_key(path).map_err(|e| {
+                    Failure::Usage(format!(
+                        "--sign-key: {e}; make one with `portcullis bundle keygen --out FILE`"
+                    ))
+                })?;
+                bundle.signature = Some(portcullis_core::signing::sign(&bundle.version, &key));
+            }
             let json = serde_json::to_string_pretty(&bundle)
                 .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?;
             match output {
@@ -170,16 +221,34 @@ fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
                         Failure::Usage(format!("cannot write {}: {e}", path.display()))
                     })?;
                     eprintln!(
-                        "portcullis: wrote {} ({} documents, version {})",
+                        "portcullis: wrote {} ({} documents, version {}{})",
                         path.display(),
                         bundle.documents.len(),
-                        bundle.version
+                        bundle.version,
+                        bundle
+                            .signature
+                            .as_ref()
+                            .map(|s| format!(", signed by key {}", s.key_id))
+                            .unwrap_or_default()
                     );
                 }
                 None => println!("{json}"),
             }
             Ok(())
         }
+        BundleCommand::Keygen { out } => {
+            let public = audit_store::keys::generate_key(&out)
+                .map_err(|e| Failure::Usage(format!("bundle keygen: {e}")))?;
+            println!(
+                "secret key: {}\npublic key: {} (key id {})\n{}",
+                out.display(),
+                audit_store::keys::public_path(&out).display(),
+                portcullis_core::signing::key_id(&public),
+                audit_store::keys::public_hex(&public)
+            );
+            Ok(())
+        }
+        BundleCommand::Diff(args) => bundle_diff::run(args),
         BundleCommand::Check { dir } => {
             let bundle = load_bundle(&dir)?;
             println!(

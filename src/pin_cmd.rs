@@ -78,18 +78,55 @@ pub struct PinArgs {
     timeout: u64,
 }
 
-pub fn run(args: PinArgs) -> Result<(), Failure> {
-    let target = Target::parse(&args.url)?;
-    let (headers, secrets) = parse_headers(&args.headers)?;
-    if let Some(name) = &args.name {
+/// A live server's tool definitions, as one session fetched them (shared
+/// with `portcullis vet`).
+pub(crate) struct Live {
+    pub target: Target,
+    pub taken: Taken,
+    /// `--header` values, to scrub from anything printed.
+    pub secrets: Vec<String>,
+}
+
+impl Live {
+    pub fn scrub(&self, s: &str) -> String {
+        scrub(s, &self.secrets)
+    }
+
+    /// `--name`, or serverInfo.name made a DNS-1123 name.
+    pub fn name(&self, given: Option<&String>) -> Result<String, Failure> {
+        match given {
+            Some(n) => Ok(n.clone()),
+            None => {
+                let server = self.taken.server_name.as_deref().unwrap_or("");
+                dns_name(server).ok_or_else(|| {
+                    Failure::Input(vec![self.scrub(&format!(
+                        "portcullis: serverInfo.name {} gives no DNS-1123 name; pass --name",
+                        quote(server)
+                    ))])
+                })
+            }
+        }
+    }
+}
+
+/// Checks the flags shared with `vet` and runs one session against `url`.
+pub(crate) fn fetch_live(
+    url: &str,
+    raw_headers: &[String],
+    name: Option<&String>,
+    protocol_version: &str,
+    timeout: u64,
+) -> Result<Live, Failure> {
+    let target = Target::parse(url)?;
+    let (headers, secrets) = parse_headers(raw_headers)?;
+    if let Some(name) = name {
         check_name(name).map_err(|m| Failure::Usage(format!("--name: {m}")))?;
     }
-    if args.protocol_version.is_empty() || HeaderValue::from_str(&args.protocol_version).is_err() {
+    if protocol_version.is_empty() || HeaderValue::from_str(protocol_version).is_err() {
         return Err(Failure::Usage(
             "--protocol-version must be a revision such as 2025-11-25".into(),
         ));
     }
-    let scrub = |s: &str| scrub(s, &secrets);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,33 +135,39 @@ pub fn run(args: PinArgs) -> Result<(), Failure> {
         client: Client::builder(TokioExecutor::new()).build_http(),
         target: &target,
         headers: &headers,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: Duration::from_secs(timeout),
         protocol: None,
         session_id: None,
         next_id: 1,
     };
     let taken = runtime
-        .block_on(session.take(&args.protocol_version))
-        .map_err(|e| Failure::Input(vec![format!("portcullis: {}", scrub(&e))]))?;
-
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => {
-            let server = taken.server_name.as_deref().unwrap_or("");
-            dns_name(server).ok_or_else(|| {
-                Failure::Input(vec![scrub(&format!(
-                    "portcullis: serverInfo.name {} gives no DNS-1123 name; pass --name",
-                    quote(server)
-                ))])
-            })?
-        }
-    };
-    if taken.protocol != args.protocol_version {
+        .block_on(session.take(protocol_version))
+        .map_err(|e| Failure::Input(vec![format!("portcullis: {}", scrub(&e, &secrets))]))?;
+    drop(session);
+    if taken.protocol != protocol_version {
         eprintln!(
-            "portcullis: note: asked for protocol {}, the server answered {}",
-            args.protocol_version, taken.protocol
+            "portcullis: note: asked for protocol {protocol_version}, the server answered {}",
+            taken.protocol
         );
     }
+    Ok(Live {
+        target,
+        taken,
+        secrets,
+    })
+}
+
+pub fn run(args: PinArgs) -> Result<(), Failure> {
+    let live = fetch_live(
+        &args.url,
+        &args.headers,
+        args.name.as_ref(),
+        &args.protocol_version,
+        args.timeout,
+    )?;
+    let scrub = |s: &str| live.scrub(s);
+    let name = live.name(args.name.as_ref())?;
+    let (target, taken) = (&live.target, &live.taken);
     let (pins, unpinnable) =
         pin_tools(&taken.tools).map_err(|e| Failure::Input(vec![scrub(&e)]))?;
     for tool in &unpinnable {
@@ -145,7 +188,7 @@ pub fn run(args: PinArgs) -> Result<(), Failure> {
         shown_url: &target.shown,
         path: &target.path,
         name: &name,
-        taken: &taken,
+        taken,
         pins: &pins,
         unpinnable: &unpinnable,
         strict: args.strict,
@@ -171,12 +214,12 @@ pub fn run(args: PinArgs) -> Result<(), Failure> {
 }
 
 /// The `--url`, checked.
-struct Target {
+pub(crate) struct Target {
     uri: Uri,
     /// What messages and the output show: no query (it may carry a key).
-    shown: String,
+    pub shown: String,
     /// The URL's path: the document's `match.pathPrefix`.
-    path: String,
+    pub path: String,
 }
 
 impl Target {
@@ -277,12 +320,12 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 }
 
 /// What one session found.
-struct Taken {
-    protocol: String,
-    server_name: Option<String>,
-    server_version: Option<String>,
+pub(crate) struct Taken {
+    pub protocol: String,
+    pub server_name: Option<String>,
+    pub server_version: Option<String>,
     /// The tools of all pages, as received.
-    tools: Vec<Value>,
+    pub tools: Vec<Value>,
     /// Whether initialize declared the tools capability.
     has_tools: bool,
 }
@@ -709,7 +752,9 @@ fn clip(text: &str) -> String {
 
 /// The pin of each tool, by name; and the names that cannot be pinned
 /// because the bundle would read them as globs.
-fn pin_tools(tools: &[Value]) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+pub(crate) fn pin_tools(
+    tools: &[Value],
+) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
     let mut pins = BTreeMap::new();
     let mut globs = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
@@ -797,7 +842,7 @@ fn render(d: &Document) -> String {
 /// `s` as a JSON string that is also a YAML double-quoted scalar meaning
 /// the same: JSON leaves DEL, C1 controls, U+2028/9 and BOM-like characters
 /// raw, which YAML either forbids or (1.1) reads as line breaks.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let json = Value::String(s.to_owned()).to_string();
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -819,7 +864,7 @@ fn quote(s: &str) -> String {
 /// `serverInfo.name` as a DNS-1123 name: lowercased, other characters
 /// turned into `-` (runs of them into one), trimmed to a letter or digit at
 /// both ends, at most 253 characters.
-fn dns_name(s: &str) -> Option<String> {
+pub(crate) fn dns_name(s: &str) -> Option<String> {
     let mut out = String::new();
     for c in s.chars().flat_map(char::to_lowercase) {
         let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
@@ -845,7 +890,7 @@ fn dns_name(s: &str) -> Option<String> {
 
 /// The bundle's own rule for `metadata.name`, so a name this command
 /// accepts is one `bundle check` accepts.
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     portcullis_core::bundle::check_name(name)
 }
 

@@ -4,7 +4,9 @@
 //! By default the filter is Portcullis's own (embedded in this binary at
 //! build time) with the compiled `--bundle` as its plugin configuration.
 //! `--filter` runs any other proxy-wasm module instead, and
-//! `--filter-config` overrides the configuration it gets. Audit records are
+//! `--filter-config` overrides the configuration it gets. `--component`
+//! runs the engine built as a WebAssembly component instead (same bundle,
+//! same audit log; docs/component.md). Audit records are
 //! read from the filter state `wasm.portcullis.audit` at the end of each
 //! stream, as Envoy's access loggers read it, and appended to `--audit-log`.
 
@@ -37,6 +39,11 @@ pub struct ServeArgs {
     /// A proxy-wasm module to run instead of the embedded Portcullis filter.
     #[arg(long)]
     filter: Option<PathBuf>,
+    /// The engine as a WebAssembly component (`portcullis_component.wasm`,
+    /// built for wasm32-wasip2) to run in place of the proxy-wasm filter,
+    /// with the same bundle and audit log (docs/component.md).
+    #[arg(long, conflicts_with = "filter")]
+    component: Option<PathBuf>,
     /// A file whose bytes are the filter's plugin configuration (instead of
     /// the compiled bundle).
     #[arg(long = "filter-config")]
@@ -44,6 +51,10 @@ pub struct ServeArgs {
     /// A file whose bytes are the VM configuration.
     #[arg(long = "vm-config")]
     vm_config: Option<PathBuf>,
+    /// A public key file (`KEY.pub` of `bundle keygen`); the filter then
+    /// refuses bundles not signed by one of these keys (repeatable).
+    #[arg(long = "trusted-bundle-key", conflicts_with = "vm_config")]
+    trusted_bundle_keys: Vec<PathBuf>,
     /// A named cluster for the filter's http_call, NAME=URL (repeatable).
     #[arg(long = "cluster", value_parser = parse_cluster)]
     clusters: Vec<(String, String)>,
@@ -60,6 +71,9 @@ pub struct ServeArgs {
     /// per_connection_buffer_limit_bytes).
     #[arg(long = "buffer-limit", default_value_t = 2 * 1024 * 1024)]
     buffer_limit: usize,
+    /// `--xds URL` and its node flags: the bundle from a control plane.
+    #[command(flatten)]
+    xds: crate::serve_xds::XdsArgs,
 }
 
 fn parse_cluster(s: &str) -> Result<(String, String), String> {
@@ -98,6 +112,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             serde_json::to_vec(&bundle)
                 .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?
         }
+        // From the control plane, once it answers (serve_xds).
+        (None, None) if args.xds.xds.is_some() => Vec::new(),
         (None, None) => {
             return Err(Failure::Usage(
                 "give --bundle DIR (or --filter-config FILE for another filter)".into(),
@@ -106,8 +122,17 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     let vm_config = match &args.vm_config {
         Some(path) => read_file("--vm-config", path)?,
-        None => Vec::new(),
+        None => trust_vm_config(&args.trusted_bundle_keys)?,
     };
+    if !args.trusted_bundle_keys.is_empty() && args.xds.xds.is_none() {
+        // The filter makes the same check and refuses; checked here too so
+        // the reason is printed, not only logged inside the VM.
+        let trust = portcullis_core::signing::TrustConfig::parse(&vm_config)
+            .map_err(|e| Failure::Usage(format!("--trusted-bundle-key: {e}")))?;
+        trust
+            .check_config(&configuration)
+            .map_err(|e| Failure::Input(vec![format!("portcullis: {e}")]))?;
+    }
     let mut clusters = HashMap::new();
     for (name, url) in &args.clusters {
         let uri: http::Uri = url
@@ -142,11 +167,29 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         allow_on_headers_stop_iteration: true,
         ..PluginConfig::default()
     };
-    let plugin = Plugin::load(&wasm, config).map_err(|e| {
-        Failure::Input(vec![format!(
-            "portcullis: the filter refused its configuration: {e}"
-        )])
-    })?;
+    let subscription = crate::serve_xds::start(&args.xds, &wasm, &config)?;
+    let handle = match &args.component {
+        Some(path) => {
+            let component = read_file("--component", path)?;
+            let plugin = host_shim::ComponentPlugin::load(&component, config).map_err(|e| {
+                Failure::Input(vec![format!(
+                    "portcullis: the component refused its configuration: {e}"
+                )])
+            })?;
+            FilterHandle::component(plugin)
+        }
+        None => match &subscription {
+            Some(xds) => FilterHandle::new(xds.first_plugin()?),
+            None => FilterHandle::new(Plugin::load(&wasm, config).map_err(|e| {
+                Failure::Input(vec![format!(
+                    "portcullis: the filter refused its configuration: {e}"
+                )])
+            })?),
+        },
+    };
+    if let Some(s) = &subscription {
+        s.attach(handle.clone());
+    }
     let proxy = ProxyConfig {
         listen: args.listen,
         upstream,
@@ -162,7 +205,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let server = host_shim::serve(proxy, FilterHandle::new(plugin))
+        let server = host_shim::serve(proxy, handle)
             .await
             .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e:#}", args.listen)))?;
         // The one line tests and scripts wait for.
@@ -172,6 +215,23 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// The VM configuration naming the trusted bundle keys (docs/filter.md);
+/// empty when there are none.
+fn trust_vm_config(files: &[PathBuf]) -> Result<Vec<u8>, Failure> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::new();
+    for path in files {
+        let key = audit_store::keys::load_verifying_key(path)
+            .map_err(|e| Failure::Usage(format!("--trusted-bundle-key: {e}")))?;
+        keys.push(audit_store::keys::public_hex(&key));
+    }
+    Ok(serde_json::json!({ "trustedBundleKeys": keys })
+        .to_string()
+        .into_bytes())
 }
 
 /// Appends each stream's audit lines to a file.

@@ -25,11 +25,13 @@
 //! design and the durability argument; `docs/audit-schema.md` the record.
 
 pub mod chain;
+pub mod evidence;
 pub mod ingest;
 pub mod keys;
 pub mod query;
 pub mod record;
 pub mod sample;
+pub mod shadow;
 pub mod store;
 pub mod time;
 pub mod verify;

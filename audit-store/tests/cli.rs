@@ -33,6 +33,7 @@ fn run(args: &[&str]) -> (ExitCode, String) {
         AuditCommand::Ingest(a) => audit_cmd::ingest(a, &mut out),
         AuditCommand::Prune(a) => audit_cmd::prune(a, &mut out),
         AuditCommand::Keygen(a) => audit_cmd::keygen(a, &mut out),
+        AuditCommand::Shadow(a) => audit_cmd::shadow(a, &mut out),
     }
     .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
     (code, String::from_utf8(out).unwrap())
@@ -175,4 +176,76 @@ fn ingest_defaults_a_key_and_prune_applies_retention() {
     assert!(out.contains("pruning anchor at 2"), "{out}");
     let (_, out) = run(&["prune", "--db", db, "--retention", "30d"]);
     assert!(out.starts_with("pruned 12 records"), "{out}");
+}
+
+#[test]
+fn shadow_lists_unregistered_servers_by_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (db, log) = (d("audit.db"), d("audit.jsonl"));
+    let now = now_ms();
+    let shadow = |n: u64, t: i64, authority: &str, subject: Option<&str>, addr: &str| {
+        let mut r = serde_json::json!({
+            "schema": "portcullis.audit/v1",
+            "time": audit_store::time::format_rfc3339_ms(t),
+            "request_id": format!("s-{n}"), "message_index": 0, "direction": "client",
+            "kind": "request", "mcp.method.name": "initialize", "server": null,
+            "shadow": true, "authority": authority, "path": "/mcp",
+            "network.peer.address": addr, "decision": "allow", "reason": "shadow",
+            "bundle_version": "t", "outcome": "result",
+        });
+        if let Some(s) = subject {
+            r["subject"] = s.into();
+        }
+        r
+    };
+    let lines = [
+        sample::record(1, "alice", "search", now - 3_600_000),
+        shadow(
+            2,
+            now - 3_000_000,
+            "rogue.internal:8080",
+            Some("bob"),
+            "10.0.0.7",
+        ),
+        shadow(3, now - 2_000_000, "Rogue.Internal:8080", None, "10.0.0.9"),
+        shadow(
+            4,
+            now - 1_000_000,
+            "rogue.internal:8080",
+            Some("bob"),
+            "10.0.0.7",
+        ),
+        shadow(
+            5,
+            now - 40 * 86_400_000,
+            "old.example:1",
+            Some("dave"),
+            "10.0.2.2",
+        ),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log, text).unwrap();
+    run(&["ingest", "--db", &db, &log]);
+    let (_, out) = run(&["shadow", "--db", &db, "--format", "json"]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["authority"], "rogue.internal:8080");
+    assert_eq!(rows[0]["count"], 3);
+    assert_eq!(
+        rows[0]["callers"],
+        serde_json::json!([
+            {"subject": "bob", "address": "10.0.0.7", "count": 2},
+            {"address": "10.0.0.9", "count": 1},
+        ])
+    );
+    let (_, table) = run(&["shadow", "--db", &db, "--since", "60d"]);
+    assert!(
+        table.contains("old.example:1") && table.contains("bob@10.0.0.7 (2)"),
+        "{table}"
+    );
+    assert!(table.contains("(2 shadow servers since"), "{table}");
 }

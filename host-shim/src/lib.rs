@@ -6,6 +6,8 @@
 //! plus [`TestVm`] let tests drive callbacks without HTTP. Anything a filter
 //! can do here but not in Envoy is a bug; the semantics followed are listed,
 //! with sources, in docs/host-shim.md.
+//! [`component`] runs the Portcullis engine built as a WebAssembly component
+//! (docs/component.md) through the same stream machinery, in place of a VM.
 #![cfg_attr(
     test,
     allow(
@@ -17,6 +19,7 @@
 )]
 
 pub mod abi;
+pub mod component;
 pub mod headers;
 mod hostcalls;
 pub mod metrics;
@@ -31,6 +34,7 @@ mod wasm_filter;
 
 use std::sync::Arc;
 
+pub use component::{ComponentFilter, ComponentPlugin, ComponentVm};
 pub use headers::HeaderMap;
 pub use metrics::{MetricValue, MetricsSnapshot, prometheus_text};
 pub use plugin::Plugin;

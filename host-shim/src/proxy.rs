@@ -26,9 +26,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::component::{ComponentFilter, ComponentPlugin, ComponentVm};
 use crate::headers::HeaderMap;
 use crate::plugin::Plugin;
-use crate::stream::{Dir, Output, StreamCore, StreamData, StreamInfo};
+use crate::stream::{Dir, HttpFilter, Output, StreamCore, StreamData, StreamInfo};
 use crate::vm::{HttpCallResponse, PendingHttpCall, WasmVm};
 use crate::wasm_filter::WasmFilter;
 use crate::{FailurePolicy, LoadError};
@@ -93,7 +94,9 @@ pub type MetadataHook =
     Arc<dyn Fn(&HeaderMap) -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
 
 struct HandleInner {
-    plugin: RwLock<Arc<Plugin>>,
+    plugin: RwLock<Option<Arc<Plugin>>>,
+    /// When set, streams run this component instead of the plugin.
+    component: RwLock<Option<Arc<ComponentPlugin>>>,
     metadata: RwLock<Option<MetadataHook>>,
 }
 
@@ -109,7 +112,19 @@ impl FilterHandle {
     pub fn new(plugin: Arc<Plugin>) -> Self {
         Self {
             inner: Arc::new(HandleInner {
-                plugin: RwLock::new(plugin),
+                plugin: RwLock::new(Some(plugin)),
+                component: RwLock::new(None),
+                metadata: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// Streams run a WebAssembly component (see [`crate::component`]).
+    pub fn component(component: Arc<ComponentPlugin>) -> Self {
+        Self {
+            inner: Arc::new(HandleInner {
+                plugin: RwLock::new(None),
+                component: RwLock::new(Some(component)),
                 metadata: RwLock::new(None),
             }),
         }
@@ -117,12 +132,35 @@ impl FilterHandle {
 
     pub fn set(&self, plugin: Arc<Plugin>) {
         if let Ok(mut p) = self.inner.plugin.write() {
-            *p = plugin;
+            *p = Some(plugin);
+        }
+        if let Ok(mut c) = self.inner.component.write() {
+            *c = None;
+        }
+    }
+
+    /// Swaps in another component (a new bundle) for new streams.
+    pub fn set_component(&self, component: Arc<ComponentPlugin>) {
+        if let Ok(mut c) = self.inner.component.write() {
+            *c = Some(component);
         }
     }
 
     pub fn current(&self) -> Option<Arc<Plugin>> {
-        self.inner.plugin.read().ok().map(|p| p.clone())
+        self.inner.plugin.read().ok().and_then(|p| p.clone())
+    }
+
+    pub fn current_component(&self) -> Option<Arc<ComponentPlugin>> {
+        self.inner.component.read().ok().and_then(|c| c.clone())
+    }
+
+    /// The running filter's metrics in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        match (self.current_component(), self.current()) {
+            (Some(c), _) => c.prometheus(),
+            (None, Some(p)) => p.prometheus(),
+            (None, None) => String::new(),
+        }
     }
 
     /// Sets a hook that presets dynamic metadata for each stream.
@@ -243,6 +281,7 @@ pub async fn serve(config: ProxyConfig, filter: FilterHandle) -> anyhow::Result<
 struct WorkerState {
     shared: Arc<Shared>,
     vm: RefCell<Option<Rc<WasmVm>>>,
+    component: RefCell<Option<Rc<ComponentVm>>>,
     client: Client<HttpConnector, Channel<Bytes>>,
     call_client: Client<HttpConnector, Full<Bytes>>,
     active: Cell<usize>,
@@ -266,6 +305,7 @@ fn worker_main(
         let state = Rc::new(WorkerState {
             shared,
             vm: RefCell::new(None),
+            component: RefCell::new(None),
             client: Client::builder(TokioExecutor::new()).build_http(),
             call_client: Client::builder(TokioExecutor::new()).build_http(),
             active: Cell::new(0),
@@ -293,6 +333,7 @@ fn worker_main(
         if let Some(vm) = state.vm.borrow_mut().take() {
             vm.shutdown();
         }
+        state.component.borrow_mut().take();
     });
 }
 
@@ -331,6 +372,25 @@ async fn serve_conn(
 }
 
 impl WorkerState {
+    /// This worker's component instance for a new stream, when the handle
+    /// runs a component: made lazily, replaced for a new component or after
+    /// a trap.
+    fn component_for_stream(
+        &self,
+        plugin: Arc<ComponentPlugin>,
+    ) -> Result<Rc<ComponentVm>, LoadError> {
+        let mut slot = self.component.borrow_mut();
+        let stale = match &*slot {
+            None => true,
+            Some(vm) => vm.plugin().id() != plugin.id() || vm.is_failed(),
+        };
+        if stale {
+            *slot = Some(ComponentVm::new(plugin)?);
+        }
+        slot.clone()
+            .ok_or_else(|| LoadError::Start("no component instance".into()))
+    }
+
     /// This worker's VM for a new stream: made lazily, replaced when the
     /// handle points at another plugin, or when it failed under FAIL_RELOAD.
     fn vm_for_stream(self: &Rc<Self>) -> Result<Rc<WasmVm>, LoadError> {
@@ -589,6 +649,12 @@ fn simple_response(status: u16, body: &str) -> http::Response<RespBody> {
     r
 }
 
+/// What runs a stream: a proxy-wasm VM or a component instance.
+enum StreamVm {
+    Wasm(Rc<WasmVm>),
+    Component(Rc<ComponentVm>),
+}
+
 async fn handle(
     state: Rc<WorkerState>,
     req: http::Request<Incoming>,
@@ -596,7 +662,11 @@ async fn handle(
     local: Option<SocketAddr>,
     conn_id: u64,
 ) -> Result<http::Response<RespBody>, std::io::Error> {
-    let vm = match state.vm_for_stream() {
+    let vm = match state.shared.filter.current_component() {
+        Some(c) => state.component_for_stream(c).map(StreamVm::Component),
+        None => state.vm_for_stream().map(StreamVm::Wasm),
+    };
+    let vm = match vm {
         Ok(vm) => vm,
         Err(e) => {
             tracing::error!(target: "host_shim", "no wasm VM for stream: {e}");
@@ -627,8 +697,11 @@ async fn handle(
         notify: Some(notify.clone()),
         ..Default::default()
     }));
-    let filter = WasmFilter::new(vm, data.clone());
-    let core = StreamCore::new(Box::new(filter), data, state.shared.buffer_limit);
+    let filter: Box<dyn HttpFilter> = match vm {
+        StreamVm::Wasm(vm) => Box::new(WasmFilter::new(vm, data.clone())),
+        StreamVm::Component(vm) => Box::new(ComponentFilter::new(vm, data.clone())),
+    };
+    let core = StreamCore::new(filter, data, state.shared.buffer_limit);
     let (head_tx, head_rx) = oneshot::channel();
     let end = body.is_end_stream();
     tokio::task::spawn_local(drive(state, core, headers, end, body, head_tx, notify));
@@ -900,7 +973,7 @@ async fn start_admin(
                             async move {
                                 let (status, body) = match req.uri().path() {
                                     "/ready" => (200, "LIVE\n".to_string()),
-                                    "/stats/prometheus" => (200, f.current().map(|p| p.prometheus()).unwrap_or_default()),
+                                    "/stats/prometheus" => (200, f.prometheus()),
                                     _ => (404, "not found\n".to_string()),
                                 };
                                 let mut r = http::Response::new(Full::new(Bytes::from(body)));

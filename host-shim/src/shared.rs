@@ -74,6 +74,28 @@ pub(crate) fn set_shared_data(vm_id: &str, key: &str, value: &[u8], cas: u32) ->
     Status::Ok
 }
 
+/// Creates `key` only if it is absent, else `CasMismatch`. proxy-wasm has no
+/// such call (its filters pass a cas no value has, see above); the
+/// component's `key-value` import has `absent` as a condition, and it is
+/// served from the same store so both kinds of guest share one state.
+pub(crate) fn add_shared_data(vm_id: &str, key: &str, value: &[u8]) -> Status {
+    let Ok(mut guard) = data_store().lock() else {
+        return Status::InternalFailure;
+    };
+    let s = &mut *guard;
+    let map = s.data.entry(vm_id.to_string()).or_default();
+    if map.contains_key(key) {
+        return Status::CasMismatch;
+    }
+    let next = s.next_cas;
+    s.next_cas = s.next_cas.wrapping_add(1);
+    if s.next_cas == 0 {
+        s.next_cas = 1;
+    }
+    map.insert(key.to_string(), (value.to_vec(), next));
+    Status::Ok
+}
+
 struct Queue {
     items: VecDeque<Vec<u8>>,
     owner_context: u32,

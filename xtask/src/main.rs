@@ -61,7 +61,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// auto-install is off; adding the target explicitly works either way.
 fn ensure_wasm_target() {
     let _ = Command::new("rustup")
-        .args(["target", "add", "wasm32-wasip1"])
+        .args(["target", "add", "wasm32-wasip1", "wasm32-wasip2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();

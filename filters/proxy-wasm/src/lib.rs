@@ -6,6 +6,11 @@
 //! the configuration instead of running without policy. Each HTTP context
 //! drives one [`filter::Stream`].
 //!
+//! The VM configuration (Envoy's `vm_config.configuration`, read in
+//! `on_vm_start`) may name `trustedBundleKeys`; then `on_configure` also
+//! refuses an unsigned or badly signed bundle
+//! ([`portcullis_core::signing`]), and the last good bundle stays in force.
+//!
 //! Panics: wasm32 on stable Rust cannot unwind, so a panic is a trap. The
 //! code is kept panic-free by clippy lints (no `unwrap`, `expect`, `panic`,
 //! indexing), the SDK's panicking hostcall wrappers are not used (see
@@ -27,6 +32,7 @@ mod wasm {
     use portcullis_core::audit::{AuditRecord, rfc3339};
     use portcullis_core::engine::LocalReply;
     use portcullis_core::mcp::{codes, error_response};
+    use portcullis_core::signing::TrustConfig;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType, LogLevel};
     use std::cell::RefCell;
@@ -41,7 +47,7 @@ mod wasm {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(LogLevel::Info);
         std::panic::set_hook(Box::new(on_panic));
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, trust: None }) });
     }}
 
     fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
@@ -82,11 +88,41 @@ mod wasm {
 
     struct Root {
         engine: Option<Arc<Engine>>,
+        /// From the VM configuration; `None` until `on_vm_start` accepted it
+        /// (a VM whose configuration was refused never configures).
+        trust: Option<TrustConfig>,
     }
 
     impl Context for Root {}
 
     impl RootContext for Root {
+        fn on_vm_start(&mut self, _size: usize) -> bool {
+            let mut host = AbiHost;
+            let bytes = self.get_vm_configuration().unwrap_or_default();
+            match TrustConfig::parse(&bytes) {
+                Ok(trust) => {
+                    if trust.required() {
+                        host.log(
+                            Level::Info,
+                            &format!(
+                                "portcullis: only bundles signed by {} trusted key(s) are accepted",
+                                trust.trusted_bundle_keys.len()
+                            ),
+                        );
+                    }
+                    self.trust = Some(trust);
+                    true
+                }
+                Err(e) => {
+                    host.log(
+                        Level::Error,
+                        &format!("portcullis: VM configuration refused: {e}"),
+                    );
+                    false
+                }
+            }
+        }
+
         fn on_configure(&mut self, _size: usize) -> bool {
             let mut host = AbiHost;
             let Some(config) = self.get_plugin_configuration() else {
@@ -96,6 +132,26 @@ mod wasm {
                 );
                 return false;
             };
+            let Some(trust) = &self.trust else {
+                host.log(
+                    Level::Error,
+                    "portcullis: the VM configuration was refused, so no bundle is accepted",
+                );
+                return false;
+            };
+            // Checked before compiling: an untrusted bundle is not even
+            // parsed further, and the engine in force stays.
+            match trust.check_config(&config) {
+                Ok(Some(key_id)) => host.log(
+                    Level::Info,
+                    &format!("portcullis: bundle signature verified (key {key_id})"),
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    host.log(Level::Error, &format!("portcullis: bundle refused: {e}"));
+                    return false;
+                }
+            }
             match Engine::from_config(&config) {
                 Ok(engine) => {
                     host.log(

@@ -1,0 +1,1387 @@
+//! `portcullis assess`: the governance self-assessment, computed.
+//!
+//! The reference framework (six pillars, a 12-question self-assessment
+//! scored 0/1/2, a five-level maturity matrix per pillar) is usually filled
+//! in by hand, which is how programmes score themselves higher than their
+//! configuration deserves. Here every point is computed from what is
+//! actually deployed: the compiled bundle (`bundle::yaml::load_dir`, read
+//! as JSON documents so that new kinds such as `Policy` are evidence as soon
+//! as they appear) and, optionally, the audit store (what happened in the
+//! last 30 and 90 days, whether the chain verifies). Each point and each
+//! level says what earned it, or what is missing and where to add it, so
+//! the report is a to-do list, not a grade.
+//!
+//! The scoring is deliberately conservative: a capability the product has
+//! but the bundle does not switch on scores nothing, and what only an
+//! organisation can show (a runbook, a review cadence) scores only when the
+//! bundle points at it (an annotation), never by default.
+
+use anyhow::{Context, Result};
+use audit_store::time::now_ms;
+use audit_store::{Config, Filter, Store};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The annotation (on Settings or on an McpServer) naming the incident
+/// response runbook for MCP-specific failures.
+pub const RUNBOOK_ANNOTATION: &str = "portcullis.dev/runbook";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AssessFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AssessArgs {
+    /// The bundle directory in force (YAML documents).
+    #[arg(long)]
+    pub bundles: PathBuf,
+    /// The audit store: evidence of what actually happened.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Also write a self-contained HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: AssessFormat,
+}
+
+/// One of the twelve questions, scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub number: u8,
+    pub pillar: &'static str,
+    pub question: &'static str,
+    /// 0 (no), 1 (partial), 2 (yes).
+    pub score: u8,
+    pub earned: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// One pillar's maturity level.
+#[derive(Debug, Clone, Serialize)]
+pub struct PillarLevel {
+    pub pillar: &'static str,
+    pub level: u8,
+    pub name: &'static str,
+    /// What the level reached rests on.
+    pub earned: Vec<String>,
+    /// What the next level needs.
+    pub missing: Vec<String>,
+    /// The pillar's questions' points, and their maximum.
+    pub points: u8,
+    pub max_points: u8,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Assessment {
+    pub bundle_version: String,
+    pub audit: Option<String>,
+    pub total: u8,
+    pub max_total: u8,
+    /// The framework's band for the total (0-6 Ungoverned ... 23-24 Optimized).
+    pub level: u8,
+    pub level_name: &'static str,
+    pub questions: Vec<Point>,
+    pub pillars: Vec<PillarLevel>,
+}
+
+const LEVEL_NAMES: [&str; 5] = ["Ungoverned", "Reactive", "Managed", "Defined", "Optimized"];
+
+fn level_name(l: u8) -> &'static str {
+    LEVEL_NAMES.get(usize::from(l)).copied().unwrap_or("?")
+}
+
+/// The framework's bands for the 0-24 total.
+pub fn band(total: u8) -> u8 {
+    match total {
+        0..=6 => 0,
+        7..=12 => 1,
+        13..=18 => 2,
+        19..=22 => 3,
+        _ => 4,
+    }
+}
+
+pub fn dispatch(args: &AssessArgs) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run(args, &mut out) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: assess: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn run(args: &AssessArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    let bundle = match crate::load_bundle(&args.bundles) {
+        Ok(b) => b,
+        Err(crate::Failure::Usage(l)) => anyhow::bail!(l),
+        Err(crate::Failure::Input(lines)) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let bundle_json = serde_json::to_value(&bundle)?;
+    let facts = BundleFacts::read(&bundle_json);
+    let audit = match &args.audit {
+        Some(db) => {
+            Some(AuditFacts::read(db).with_context(|| format!("audit store {}", db.display()))?)
+        }
+        None => None,
+    };
+    let a = assess(&facts, audit.as_ref());
+    let a = Assessment {
+        audit: args.audit.as_ref().map(|p| p.display().to_string()),
+        ..a
+    };
+    match args.format {
+        AssessFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&a)?)?,
+        AssessFormat::Text => write_text(&a, out)?,
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&a)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- facts
+
+/// What the bundle says, read generically from its JSON documents.
+#[derive(Debug, Default)]
+pub struct BundleFacts {
+    pub version: String,
+    pub servers: Vec<ServerFacts>,
+    pub providers: usize,
+    pub providers_with_tenant: usize,
+    pub content_policies: Vec<String>,
+    pub policies: Vec<PolicyFacts>,
+    pub unmatched_deny: bool,
+    pub settings_at: String,
+    pub runbook: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ServerFacts {
+    pub name: String,
+    /// `file:line` of the document.
+    pub at: String,
+    pub owner: Option<String>,
+    pub classification: Option<String>,
+    pub server_version: Option<String>,
+    pub status: Option<String>,
+    pub last_review: Option<String>,
+    pub scoped: bool,
+    pub tools: usize,
+    pub allow_all_tools: bool,
+    pub literal_tools: usize,
+    pub pinned_tools: usize,
+    pub pinning_strict: bool,
+    pub vetted: bool,
+    pub identity: bool,
+    /// mint, strip or passthrough.
+    pub upstream: Option<String>,
+    pub tool_scopes: bool,
+    pub content_policy: Option<String>,
+    pub runbook: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct PolicyFacts {
+    pub name: String,
+    pub at: String,
+    pub rules: usize,
+    pub argument_rules: usize,
+    pub attribute_rules: usize,
+    pub approval_rules: usize,
+    pub shadow_rules: usize,
+    pub limits: usize,
+}
+
+fn at(doc: &Value) -> String {
+    let file = doc
+        .pointer("/source/file")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match doc.pointer("/source/line").and_then(Value::as_u64) {
+        Some(l) => format!("{file}:{l}"),
+        None => file.to_string(),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+    v.pointer(p)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn nonempty(v: &Value, p: &str) -> bool {
+    match v.pointer(p) {
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Null) | None => false,
+        Some(_) => true,
+    }
+}
+
+impl BundleFacts {
+    pub fn read(bundle: &Value) -> BundleFacts {
+        let mut f = BundleFacts {
+            version: str_at(bundle, "/version").unwrap_or("?").to_string(),
+            ..BundleFacts::default()
+        };
+        let empty = Vec::new();
+        let docs = bundle
+            .get("documents")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        let kind = |d: &Value| {
+            d.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        for d in docs {
+            let name = str_at(d, "/metadata/name").unwrap_or("?").to_string();
+            match kind(d).as_str() {
+                "IdentityProvider" => {
+                    f.providers += 1;
+                    if nonempty(d, "/spec/claims/tenant") {
+                        f.providers_with_tenant += 1;
+                    }
+                }
+                "ContentPolicy" => f.content_policies.push(name),
+                "Settings" => {
+                    f.unmatched_deny = str_at(d, "/spec/unmatchedRoutes") == Some("deny");
+                    f.settings_at = at(d);
+                    f.runbook = str_at(
+                        d,
+                        &format!("/metadata/annotations/{}", esc(RUNBOOK_ANNOTATION)),
+                    )
+                    .map(str::to_owned);
+                }
+                "Policy" => f.policies.push(PolicyFacts::read(name, d)),
+                _ => {}
+            }
+        }
+        for d in docs.iter().filter(|d| kind(d) == "McpServer") {
+            let s = ServerFacts::read(d, &f.content_policies);
+            f.servers.push(s);
+        }
+        f
+    }
+}
+
+/// Escapes a key for a JSON pointer.
+fn esc(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
+}
+
+impl ServerFacts {
+    fn read(d: &Value, content_policies: &[String]) -> ServerFacts {
+        let spec = d.get("spec").cloned().unwrap_or(Value::Null);
+        let label = |k: &str| {
+            str_at(&spec, &format!("/{k}"))
+                .or_else(|| str_at(d, &format!("/metadata/labels/{k}")))
+                .map(str::to_owned)
+        };
+        let tools = spec
+            .get("tools")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<&str> = tools
+            .iter()
+            .filter_map(|t| t.get("name").and_then(Value::as_str))
+            .collect();
+        let literal = names
+            .iter()
+            .filter(|n| !n.contains(['*', '?', '[']))
+            .count();
+        let pinned = tools
+            .iter()
+            .filter(|t| t.get("pin").and_then(Value::as_str).is_some())
+            .count();
+        let identity = spec.get("identity").filter(|v| v.is_object());
+        let upstream = identity.map(|i| {
+            match (
+                str_at(i, "/upstreamToken/mode"),
+                i.pointer("/upstreamToken/key")
+                    .is_some_and(|k| !k.is_null()),
+            ) {
+                (Some(m), _) => m.to_string(),
+                (None, true) => "mint".to_string(),
+                (None, false) => "strip".to_string(),
+            }
+        });
+        let content_policy = str_at(&spec, "/contentPolicy")
+            .map(str::to_owned)
+            .or_else(|| {
+                content_policies
+                    .iter()
+                    .any(|c| c == portcullis_core::bundle::DEFAULT_CONTENT_POLICY)
+                    .then(|| portcullis_core::bundle::DEFAULT_CONTENT_POLICY.to_string())
+            });
+        ServerFacts {
+            name: str_at(d, "/metadata/name").unwrap_or("?").to_string(),
+            at: at(d),
+            owner: label("owner"),
+            classification: label("classification"),
+            server_version: str_at(&spec, "/serverVersion").map(str::to_owned),
+            status: str_at(&spec, "/status").map(str::to_owned),
+            last_review: str_at(&spec, "/lastReview").map(str::to_owned),
+            scoped: nonempty(&spec, "/environments") || nonempty(&spec, "/tenants"),
+            tools: names.len(),
+            allow_all_tools: names.contains(&"*"),
+            literal_tools: literal,
+            pinned_tools: pinned,
+            pinning_strict: str_at(&spec, "/pinning") == Some("strict"),
+            vetted: d
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.keys().any(|k| k.starts_with("portcullis.dev/vet"))),
+            identity: identity.is_some(),
+            upstream,
+            tool_scopes: identity.is_some_and(|i| {
+                nonempty(i, "/scopes/toolDefault") || nonempty(i, "/scopes/tools")
+            }),
+            content_policy,
+            runbook: str_at(
+                d,
+                &format!("/metadata/annotations/{}", esc(RUNBOOK_ANNOTATION)),
+            )
+            .map(str::to_owned),
+        }
+    }
+
+    fn version_pinned(&self) -> bool {
+        self.server_version.is_some()
+            || (self.literal_tools > 0 && self.pinned_tools >= self.literal_tools)
+    }
+}
+
+impl PolicyFacts {
+    fn read(name: String, d: &Value) -> PolicyFacts {
+        let empty = Vec::new();
+        let rules = d
+            .pointer("/spec/rules")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        let effect = |r: &Value| {
+            r.get("effect")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let policy_shadow = d.pointer("/spec/enforce").and_then(Value::as_bool) == Some(false);
+        PolicyFacts {
+            name,
+            at: at(d),
+            rules: rules.len(),
+            argument_rules: rules
+                .iter()
+                .filter(|r| {
+                    nonempty(r, "/arguments")
+                        || str_at(r, "/when").is_some_and(|w| w.contains("arguments"))
+                })
+                .count(),
+            attribute_rules: rules
+                .iter()
+                .filter(|r| {
+                    [
+                        "/subject",
+                        "/arguments",
+                        "/when",
+                        "/source",
+                        "/time",
+                        "/headers",
+                    ]
+                    .iter()
+                    .any(|p| nonempty(r, p))
+                })
+                .count(),
+            approval_rules: rules
+                .iter()
+                .filter(|r| effect(r) == "requireApproval")
+                .count(),
+            shadow_rules: if policy_shadow {
+                rules.len().max(1)
+            } else {
+                rules
+                    .iter()
+                    .filter(|r| r.get("enforce").and_then(Value::as_bool) == Some(false))
+                    .count()
+            },
+            limits: d
+                .pointer("/spec/limits")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+        }
+    }
+}
+
+/// What the audit store shows.
+#[derive(Debug, Default)]
+pub struct AuditFacts {
+    pub records: u64,
+    pub records_30d: u64,
+    pub tool_calls_90d: u64,
+    pub attributed_90d: u64,
+    pub with_agent_90d: u64,
+    pub chain_ok: bool,
+    pub chain_finding: Option<String>,
+    pub checkpoints: u64,
+    pub unsealed: u64,
+    pub anchor_seq: Option<u64>,
+    pub oldest_ms: Option<i64>,
+    pub findings_30d: u64,
+    pub shadow_30d: u64,
+    pub passthrough_30d: u64,
+    pub pin_checks_30d: u64,
+    pub traced: u64,
+    pub headline_indexed: bool,
+    pub headline_ms: f64,
+    pub headline_rows: u64,
+    pub headline_subject: Option<(String, String)>,
+}
+
+impl AuditFacts {
+    pub fn read(db: &std::path::Path) -> Result<AuditFacts> {
+        let store = Store::open_existing(db, Config::default())?;
+        let conn = store.connection();
+        let now = now_ms();
+        let count = |sql: &str, since: i64| -> Result<u64> {
+            let n: i64 = conn.query_row(sql, [since], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let d30 = now - 30 * DAY_MS;
+        let d90 = now - 90 * DAY_MS;
+        let mut f = AuditFacts {
+            records: count("SELECT COUNT(*) FROM records WHERE ?1 = ?1", 0)?,
+            records_30d: count("SELECT COUNT(*) FROM records WHERE time_ms >= ?1", d30)?,
+            tool_calls_90d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 AND method = 'tools/call'",
+                d90,
+            )?,
+            attributed_90d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 AND method = 'tools/call' \
+                 AND subject IS NOT NULL",
+                d90,
+            )?,
+            with_agent_90d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 AND method = 'tools/call' \
+                 AND agent IS NOT NULL",
+                d90,
+            )?,
+            findings_30d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 \
+                 AND json_extract(record, '$.findings') IS NOT NULL",
+                d30,
+            )?,
+            shadow_30d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 \
+                 AND json_extract(record, '$.shadow') = 1",
+                d30,
+            )?,
+            passthrough_30d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 \
+                 AND json_extract(record, '$.upstream_token') = 'passthrough'",
+                d30,
+            )?,
+            pin_checks_30d: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 AND method = 'tools/list'",
+                d30,
+            )?,
+            traced: count(
+                "SELECT COUNT(*) FROM records WHERE time_ms >= ?1 AND \
+                 (json_extract(record, '$.trace_id') IS NOT NULL \
+                  OR json_extract(record, '$.traceparent') IS NOT NULL)",
+                d30,
+            )?,
+            ..AuditFacts::default()
+        };
+        f.oldest_ms = conn.query_row("SELECT MIN(time_ms) FROM records", [], |r| r.get(0))?;
+        let report = store.verify(None)?;
+        f.chain_ok = report.is_ok();
+        f.chain_finding = report.finding.as_ref().map(ToString::to_string);
+        f.checkpoints = report.checkpoints;
+        f.unsealed = report.unsealed;
+        f.anchor_seq = report.anchor_seq;
+        // The headline question, asked for real: the latest attributed
+        // call's subject and tool, over the last 30 days.
+        let latest: Option<(String, String)> = conn
+            .query_row(
+                "SELECT subject, tool FROM records WHERE subject IS NOT NULL AND tool IS NOT NULL \
+                 ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        if let Some((subject, tool)) = latest {
+            let filter = Filter {
+                subject: Some(subject.clone()),
+                tool: Some(tool.clone()),
+                since: Some(d30),
+                ..Filter::default()
+            };
+            f.headline_indexed = store
+                .explain(&filter)?
+                .contains("records_subject_tool_time");
+            let t = std::time::Instant::now();
+            f.headline_rows = store.query_each(&filter, |_| Ok(()))?;
+            f.headline_ms = t.elapsed().as_secs_f64() * 1000.0;
+            f.headline_subject = Some((subject, tool));
+        }
+        Ok(f)
+    }
+}
+
+// ------------------------------------------------------------- scoring
+
+struct Q {
+    earned: Vec<String>,
+    missing: Vec<String>,
+}
+
+impl Q {
+    fn new() -> Q {
+        Q {
+            earned: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+    fn ok(&mut self, s: impl Into<String>) {
+        self.earned.push(s.into());
+    }
+    fn no(&mut self, s: impl Into<String>) {
+        self.missing.push(s.into());
+    }
+}
+
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+fn servers_where(f: &BundleFacts, p: impl Fn(&ServerFacts) -> bool) -> Vec<String> {
+    f.servers
+        .iter()
+        .filter(|s| p(s))
+        .map(|s| format!("{} ({})", s.name, s.at))
+        .collect()
+}
+
+/// Scores everything.
+pub fn assess(f: &BundleFacts, a: Option<&AuditFacts>) -> Assessment {
+    let n = f.servers.len();
+    let no_audit = "no audit store given: pass --audit DB (records from `portcullis audit ingest`)";
+    let mut qs: Vec<Point> = Vec::new();
+    let mut push = |number: u8, pillar: &'static str, question: &'static str, score: u8, q: Q| {
+        qs.push(Point {
+            number,
+            pillar,
+            question,
+            score,
+            earned: q.earned,
+            missing: q.missing,
+        })
+    };
+
+    // 1. Inventory with version, owner, classification.
+    let mut q = Q::new();
+    let s1 = if n == 0 {
+        q.no("no McpServer documents: register each server (kind: McpServer)");
+        0
+    } else {
+        q.ok(format!(
+            "{n} McpServer(s) registered in bundle {}",
+            f.version
+        ));
+        let no_owner = servers_where(f, |s| s.owner.is_none());
+        let no_class = servers_where(f, |s| s.classification.is_none());
+        let no_version = servers_where(f, |s| !s.version_pinned());
+        for (gap, what) in [
+            (&no_owner, "spec.owner"),
+            (&no_class, "spec.classification"),
+            (&no_version, "spec.serverVersion (or a pin on every tool)"),
+        ] {
+            if gap.is_empty() {
+                q.ok(format!("every server has {what}"));
+            } else {
+                q.no(format!("add {what} to {}", list(gap)));
+            }
+        }
+        if no_owner.is_empty() && no_class.is_empty() && no_version.is_empty() {
+            2
+        } else {
+            1
+        }
+    };
+    push(
+        1,
+        "registry",
+        "Can you list every MCP server running in production, including version, owner, and classification?",
+        s1,
+        q,
+    );
+
+    // 2. Block a server with one change.
+    let mut q = Q::new();
+    let s2 = if n == 0 {
+        q.no("no registry to change: add McpServer documents");
+        0
+    } else {
+        q.ok("one bundle change blocks a server: `status: blocked` on its McpServer, or remove its tools");
+        if f.unmatched_deny {
+            q.ok(format!(
+                "Settings.spec.unmatchedRoutes is deny ({}): a server removed from the registry is refused, not passed through",
+                f.settings_at
+            ));
+            2
+        } else {
+            q.no("set Settings.spec.unmatchedRoutes: deny, so traffic to a server removed from (or never in) the registry is refused instead of passed through");
+            1
+        }
+    };
+    push(
+        2,
+        "registry",
+        "Can you block a server from running in production through a single change, without coordinating across teams?",
+        s2,
+        q,
+    );
+
+    // 3. Per-user, per-tool, non-replayable tokens.
+    let mut q = Q::new();
+    let no_identity = servers_where(f, |s| !s.identity);
+    let not_minted = servers_where(f, |s| s.identity && s.upstream.as_deref() != Some("mint"));
+    let no_tool_scopes = servers_where(f, |s| s.identity && !s.tool_scopes);
+    let s3 = if n == 0 || no_identity.len() == n {
+        q.no("no server has identity settings: add McpServer.spec.identity (providers, resource, scopes, upstreamToken.key)");
+        0
+    } else {
+        q.ok(format!(
+            "{} of {n} servers validate a per-user token for their own audience (identity.resource)",
+            n - no_identity.len()
+        ));
+        let mut full = no_identity.is_empty();
+        if !no_identity.is_empty() {
+            q.no(format!("add spec.identity to {}", list(&no_identity)));
+        }
+        if not_minted.is_empty() {
+            q.ok("every identity server gets a per-call minted token (upstreamToken.key): the client's token is never replayed upstream");
+        } else {
+            full = false;
+            q.no(format!(
+                "set identity.upstreamToken.key (mint a per-call token) on {}",
+                list(&not_minted)
+            ));
+        }
+        if no_tool_scopes.is_empty() {
+            q.ok(
+                "per-tool scopes (identity.scopes.toolDefault or .tools) on every identity server",
+            );
+        } else {
+            full = false;
+            q.no(format!(
+                "add identity.scopes.toolDefault (e.g. [\"tools:{{tool}}\"]) to {}",
+                list(&no_tool_scopes)
+            ));
+        }
+        if let Some(a) = a
+            && a.passthrough_30d > 0
+        {
+            full = false;
+            q.no(format!(
+                "{} records in the last 30 days passed the client's token through (upstream_token: passthrough)",
+                a.passthrough_30d
+            ));
+        }
+        if full { 2 } else { 1 }
+    };
+    push(
+        3,
+        "identity",
+        "Does every tool call carry a per-user, per-tool token that cannot be replayed elsewhere?",
+        s3,
+        q,
+    );
+
+    // 4. Attribution of agent actions to a human, 90 days.
+    let mut q = Q::new();
+    let s4 = match a {
+        None => {
+            q.no(no_audit);
+            if n > 0 && no_identity.is_empty() {
+                q.ok("every server requires a verified token, so records will name the subject");
+                1
+            } else {
+                0
+            }
+        }
+        Some(a) if a.tool_calls_90d == 0 => {
+            q.no("no tools/call records in the last 90 days to attribute");
+            0
+        }
+        Some(a) => {
+            let share = a.attributed_90d as f64 / a.tool_calls_90d as f64;
+            let line = format!(
+                "{} of {} tool calls in the last 90 days ({:.1}%) name a subject; {} name an agent",
+                a.attributed_90d,
+                a.tool_calls_90d,
+                share * 100.0,
+                a.with_agent_90d
+            );
+            if a.attributed_90d == a.tool_calls_90d {
+                q.ok(line);
+                2
+            } else if a.attributed_90d > 0 {
+                q.ok(line);
+                q.no(format!(
+                    "{} tool calls have no subject: put every server behind identity ({})",
+                    a.tool_calls_90d - a.attributed_90d,
+                    if no_identity.is_empty() {
+                        "all are now".to_string()
+                    } else {
+                        list(&no_identity)
+                    }
+                ));
+                1
+            } else {
+                q.no(line);
+                0
+            }
+        }
+    };
+    push(
+        4,
+        "identity",
+        "Can you attribute every agent action in the last 90 days to a responsible human?",
+        s4,
+        q,
+    );
+
+    // 5. Parameters, not just names.
+    let mut q = Q::new();
+    let arg_rules: usize = f.policies.iter().map(|p| p.argument_rules).sum();
+    let attr_rules: usize = f.policies.iter().map(|p| p.attribute_rules).sum();
+    let s5 = if arg_rules > 0 {
+        q.ok(format!(
+            "{arg_rules} Policy rule(s) test the call's arguments (arguments schema or a `when` over arguments): {}",
+            list(&f.policies.iter().filter(|p| p.argument_rules > 0).map(|p| format!("{} ({})", p.name, p.at)).collect::<Vec<_>>())
+        ));
+        2
+    } else if attr_rules > 0 || !f.policies.is_empty() {
+        q.ok(format!(
+            "{} Policy document(s) with {attr_rules} attribute rule(s)",
+            f.policies.len()
+        ));
+        q.no("add a Policy rule with `arguments` (a JSON Schema) or a `when` expression over arguments");
+        1
+    } else {
+        q.no("decisions use tool names only (McpServer.spec.tools): add a kind: Policy document with rules that test `arguments`");
+        0
+    };
+    push(
+        5,
+        "policy",
+        "Does your policy engine evaluate tool parameters, not just tool names?",
+        s5,
+        q,
+    );
+
+    // 6. PII and injection screening both ways.
+    let mut q = Q::new();
+    let unscreened = servers_where(f, |s| s.content_policy.is_none());
+    let s6 = if n == 0 || unscreened.len() == n {
+        q.no("no ContentPolicy applies: add a kind: ContentPolicy named `default` (PII redaction and injection screening on requests and responses)");
+        0
+    } else {
+        q.ok(format!(
+            "ContentPolicy {} screens PII and injection on requests and responses for {} of {n} servers",
+            list(&f.content_policies),
+            n - unscreened.len()
+        ));
+        if let Some(a) = a {
+            q.ok(format!(
+                "{} records with content findings in the last 30 days",
+                a.findings_30d
+            ));
+        }
+        if unscreened.is_empty() {
+            2
+        } else {
+            q.no(format!("set spec.contentPolicy on {}", list(&unscreened)));
+            1
+        }
+    };
+    push(
+        6,
+        "policy",
+        "Are PII redaction and prompt injection screening enforced on both request and response payloads?",
+        s6,
+        q,
+    );
+
+    // 7. Human approval for high-risk calls.
+    let mut q = Q::new();
+    let approvals: usize = f.policies.iter().map(|p| p.approval_rules).sum();
+    let s7 = if approvals > 0 {
+        q.ok(format!(
+            "{approvals} Policy rule(s) with effect requireApproval"
+        ));
+        2
+    } else {
+        q.no("no rule requires approval: add a Policy rule with `effect: requireApproval` for writes, payments and deletions");
+        0
+    };
+    push(
+        7,
+        "policy",
+        "Are high-risk tool calls gated by human approval before execution?",
+        s7,
+        q,
+    );
+
+    // 8. The headline query.
+    let mut q = Q::new();
+    let s8 = match a {
+        None => {
+            q.no(no_audit);
+            0
+        }
+        Some(a) => match &a.headline_subject {
+            None => {
+                q.no("no record names both a subject and a tool: put servers behind identity so the question has answers");
+                0
+            }
+            Some((subject, tool)) => {
+                let line = format!(
+                    "asked it: every call by {subject} to {tool} in the last 30 days: {} rows in {:.1} ms",
+                    a.headline_rows, a.headline_ms
+                );
+                if a.headline_indexed {
+                    q.ok(format!("{line}, through the (subject, tool, time) index"));
+                    2
+                } else {
+                    q.ok(line);
+                    q.no("the query does not use the records_subject_tool_time index: re-create the store with this version");
+                    1
+                }
+            }
+        },
+    };
+    push(
+        8,
+        "observability",
+        "Can you query \"every tool call by user X to tool Y in the last 30 days\" in under five minutes?",
+        s8,
+        q,
+    );
+
+    // 9. Immutable, 90 days, auditor access.
+    let mut q = Q::new();
+    let s9 = match a {
+        None => {
+            q.no(no_audit);
+            0
+        }
+        Some(a) if !a.chain_ok => {
+            q.no(format!(
+                "the audit chain does not verify: {}",
+                a.chain_finding.as_deref().unwrap_or("?")
+            ));
+            0
+        }
+        Some(a) => {
+            q.ok(format!("hash chain of {} records verifies", a.records));
+            let mut score = 2;
+            if a.checkpoints > 0 {
+                q.ok(format!(
+                    "{} signed checkpoints; {} records not yet sealed",
+                    a.checkpoints, a.unsealed
+                ));
+            } else {
+                score = 1;
+                q.no("no signed checkpoints: ingest with a key (`audit ingest --key`) so a consistent rewrite shows");
+            }
+            let age_days = a.oldest_ms.map(|o| (now_ms() - o) / DAY_MS).unwrap_or(0);
+            match a.anchor_seq {
+                None => q.ok(format!(
+                    "nothing pruned: every record since the first ({age_days} days ago) is kept"
+                )),
+                Some(s) if age_days >= 89 => q.ok(format!(
+                    "pruned from the signed checkpoint at {s}, keeping {age_days} days"
+                )),
+                Some(s) => {
+                    score = 1;
+                    q.no(format!(
+                        "pruned at {s} leaving only {age_days} days: keep at least 90 (`audit prune --retention 90d`)"
+                    ));
+                }
+            }
+            q.ok("auditors query it directly: `portcullis audit query` and signed `portcullis evidence export` packs");
+            score
+        }
+    };
+    push(
+        9,
+        "observability",
+        "Is your audit log immutable, retained for at least 90 days, and accessible to auditors directly?",
+        s9,
+        q,
+    );
+
+    // 10. Vetting pipeline.
+    let mut q = Q::new();
+    let unvetted = servers_where(f, |s| {
+        !(s.vetted || (s.literal_tools > 0 && s.pinned_tools >= s.literal_tools))
+    });
+    let no_status = servers_where(f, |s| s.status.is_none());
+    let s10 = if n == 0 {
+        q.no("no servers registered");
+        0
+    } else if unvetted.len() == n {
+        q.no("no server shows vetting: add servers with `portcullis vet` (records portcullis.dev/vet-* annotations) and pin their tools (`portcullis pin`)");
+        0
+    } else {
+        q.ok(format!(
+            "{} of {n} servers were vetted (vet annotations or every tool pinned)",
+            n - unvetted.len()
+        ));
+        let mut full = unvetted.is_empty();
+        if !unvetted.is_empty() {
+            q.no(format!("vet and pin {}", list(&unvetted)));
+        }
+        if no_status.is_empty() {
+            q.ok("every server states its lifecycle status (submitted, approved, blocked, deprecated)");
+        } else {
+            full = false;
+            q.no(format!(
+                "state spec.status explicitly on {}",
+                list(&no_status)
+            ));
+        }
+        if full { 2 } else { 1 }
+    };
+    push(
+        10,
+        "lifecycle",
+        "Does every new server go through a documented vetting pipeline before being approved?",
+        s10,
+        q,
+    );
+
+    // 11. Mapped to three or more frameworks.
+    let mut q = Q::new();
+    let s11 = match crate::evidence_cmd::crosswalk::Crosswalk::embedded() {
+        Ok(c) => {
+            q.ok(format!(
+                "crosswalk {} maps {} controls to {} frameworks ({})",
+                c.version,
+                c.controls.len(),
+                c.frameworks.len(),
+                c.frameworks.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+            if a.is_some_and(|a| a.records > 0) {
+                q.ok("and the audit store holds records to evidence them (`portcullis evidence export`)");
+                2
+            } else {
+                q.no("no audit records to evidence the mapped controls: pass --audit DB");
+                1
+            }
+        }
+        Err(e) => {
+            q.no(format!(
+                "the embedded crosswalk is invalid: {}",
+                e.join("; ")
+            ));
+            0
+        }
+    };
+    push(
+        11,
+        "compliance",
+        "Are your governance controls mapped to at least three compliance frameworks?",
+        s11,
+        q,
+    );
+
+    // 12. Incident response runbook.
+    let mut q = Q::new();
+    let no_runbook = servers_where(f, |s| s.runbook.is_none());
+    let s12 = if let Some(r) = &f.runbook {
+        q.ok(format!(
+            "Settings names the runbook ({RUNBOOK_ANNOTATION}: {r})"
+        ));
+        2
+    } else if n > 0 && no_runbook.is_empty() {
+        q.ok(format!(
+            "every server names its runbook ({RUNBOOK_ANNOTATION})"
+        ));
+        2
+    } else if no_runbook.len() < n {
+        q.ok(format!(
+            "{} of {n} servers name a runbook",
+            n - no_runbook.len()
+        ));
+        q.no(format!(
+            "add metadata.annotations.\"{RUNBOOK_ANNOTATION}\" to Settings or to {}",
+            list(&no_runbook)
+        ));
+        1
+    } else {
+        q.no(format!(
+            "no runbook is referenced: add metadata.annotations.\"{RUNBOOK_ANNOTATION}\": <URL> to the Settings document (the runbook itself is yours to write; Portcullis cannot see it)"
+        ));
+        0
+    };
+    push(
+        12,
+        "compliance",
+        "Do you have a documented incident response runbook for MCP-specific failures?",
+        s12,
+        q,
+    );
+
+    let pillars = maturity(f, a, &qs);
+    let total: u8 = qs.iter().map(|p| p.score).sum();
+    let level = band(total);
+    Assessment {
+        bundle_version: f.version.clone(),
+        audit: None,
+        total,
+        max_total: 24,
+        level,
+        level_name: level_name(level),
+        questions: qs,
+        pillars,
+    }
+}
+
+/// A criterion for a maturity level: the level it belongs to, whether it
+/// holds, and what it is (said as earned when it holds, as missing when not).
+type Criterion = (u8, bool, String);
+
+fn level_of(pillar: &'static str, criteria: Vec<Criterion>, qs: &[Point]) -> PillarLevel {
+    let mut level = 0u8;
+    for l in 1..=4u8 {
+        if criteria.iter().filter(|c| c.0 == l).all(|c| c.1) {
+            level = l;
+        } else {
+            break;
+        }
+    }
+    let earned = criteria
+        .iter()
+        .filter(|c| c.0 <= level && c.1)
+        .map(|c| format!("L{}: {}", c.0, c.2))
+        .collect();
+    let missing = criteria
+        .iter()
+        .filter(|c| c.0 == level + 1 && !c.1)
+        .map(|c| format!("L{}: {}", c.0, c.2))
+        .collect();
+    let mine: Vec<&Point> = qs.iter().filter(|p| p.pillar == pillar).collect();
+    PillarLevel {
+        pillar,
+        level,
+        name: level_name(level),
+        earned,
+        missing,
+        points: mine.iter().map(|p| p.score).sum(),
+        max_points: u8::try_from(mine.len() * 2).unwrap_or(u8::MAX),
+    }
+}
+
+fn maturity(f: &BundleFacts, a: Option<&AuditFacts>, qs: &[Point]) -> Vec<PillarLevel> {
+    let n = f.servers.len();
+    let all = |p: &dyn Fn(&ServerFacts) -> bool| n > 0 && f.servers.iter().all(p);
+    let any = |p: &dyn Fn(&ServerFacts) -> bool| f.servers.iter().any(p);
+    let has_records = a.is_some_and(|a| a.records > 0);
+    let recent = a.is_some_and(|a| a.records_30d > 0);
+    let chain = a.is_some_and(|a| a.chain_ok && a.checkpoints > 0);
+    let attributed =
+        a.is_some_and(|a| a.tool_calls_90d > 0 && a.attributed_90d == a.tool_calls_90d);
+    let rules: usize = f.policies.iter().map(|p| p.rules).sum();
+    let attr_rules: usize = f.policies.iter().map(|p| p.attribute_rules).sum();
+    let approvals: usize = f.policies.iter().map(|p| p.approval_rules).sum();
+    let shadow_rules: usize = f.policies.iter().map(|p| p.shadow_rules).sum();
+    let limits: usize = f.policies.iter().map(|p| p.limits).sum();
+    let crosswalk = crate::evidence_cmd::crosswalk::Crosswalk::embedded().ok();
+    let frameworks = crosswalk.as_ref().map_or(0, |c| c.frameworks.len());
+
+    vec![
+        level_of(
+            "registry",
+            vec![
+                (1, n > 0 || a.is_some_and(|a| a.shadow_30d > 0), "a list of known servers (McpServer documents)".into()),
+                (2, any(&|s| s.status.as_deref().unwrap_or("approved") == "approved" && s.tools > 0), "an approved allow-list: an approved McpServer with its tools listed (default deny)".into()),
+                (3, all(&|s| s.version_pinned()), "every server version-pinned (spec.serverVersion or tool pins)".into()),
+                (3, all(&|s| s.classification.is_some() && s.owner.is_some()), "every server classified with an owner (spec.classification, spec.owner)".into()),
+                (3, all(&|s| s.scoped), "every server scoped to environments or tenants (spec.environments / spec.tenants)".into()),
+                (4, all(&|s| s.vetted), "every entry came through automated vetting (`portcullis vet` annotations)".into()),
+                (4, f.unmatched_deny, "nothing outside the catalogue runs (Settings.spec.unmatchedRoutes: deny)".into()),
+            ],
+            qs,
+        ),
+        level_of(
+            "identity",
+            vec![
+                (1, any(&|s| s.identity), "OAuth on some servers (McpServer.spec.identity)".into()),
+                (2, all(&|s| s.identity) && f.providers > 0, "OAuth on every server, per-user tokens from an IdentityProvider".into()),
+                (3, all(&|s| matches!(s.upstream.as_deref(), Some("mint") | Some("strip"))) && a.is_none_or(|a| a.passthrough_30d == 0), "token isolation on every server (upstreamToken mint or strip, no passthrough)".into()),
+                (3, all(&|s| s.tool_scopes), "per-tool scopes on every server (identity.scopes.toolDefault / .tools)".into()),
+                (4, f.providers >= 2 && f.providers_with_tenant > 0, "identity federated across providers and tenants (2+ IdentityProviders, claims.tenant)".into()),
+            ],
+            qs,
+        ),
+        level_of(
+            "policy",
+            vec![
+                (1, n > 0, "some policy exists (registry allow-lists)".into()),
+                (2, all(&|s| s.tools > 0 && !s.allow_all_tools), "basic RBAC at the gateway: every server lists its tools (no \"*\")".into()),
+                (3, attr_rules > 0, "tool-level ABAC: Policy rules over subject, arguments or context".into()),
+                (3, n > 0 && f.servers.iter().all(|s| s.content_policy.is_some()), "content filtering on every server (ContentPolicy)".into()),
+                (3, approvals > 0, "human-in-the-loop gates (Policy rules with effect: requireApproval)".into()),
+                (3, limits > 0, "rate limits or budgets on calls (Policy spec.limits)".into()),
+                (4, shadow_rules > 0, "simulation before enforcement (Policy rules with enforce: false)".into()),
+                (4, rules > 0 && all(&|s| s.pinning_strict), "drift detection on every server (pinning: strict)".into()),
+            ],
+            qs,
+        ),
+        level_of(
+            "observability",
+            vec![
+                (1, has_records, "audit records exist in a store (--audit)".into()),
+                (2, recent, "centralised logs: records in the last 30 days".into()),
+                (3, attributed, "per-call audit with a subject on every tool call (last 90 days)".into()),
+                (3, chain, "tamper-evident: the chain verifies, with signed checkpoints".into()),
+                (4, a.is_some_and(|a| a.traced > 0), "trace correlation: records carry a W3C trace id (trace_id / traceparent)".into()),
+            ],
+            qs,
+        ),
+        level_of(
+            "lifecycle",
+            vec![
+                (1, any(&|s| s.last_review.is_some() || s.status.is_some()), "servers are reviewed (spec.lastReview or spec.status)".into()),
+                (2, all(&|s| s.status.is_some()), "a submission workflow: every server states spec.status".into()),
+                (3, all(&|s| s.vetted || (s.literal_tools > 0 && s.pinned_tools >= s.literal_tools)), "a vetting pipeline: every server vetted or pinned".into()),
+                (3, all(&|s| !s.scoped || s.status.is_some()) && any(&|s| s.scoped), "staged promotion: servers approved per environment (spec.environments)".into()),
+                (4, all(&|s| s.pinning_strict), "continuous re-validation: pinning: strict on every server".into()),
+                (4, a.is_some_and(|a| a.pin_checks_30d > 0), "re-validation observed: tools/list checked in the last 30 days".into()),
+            ],
+            qs,
+        ),
+        level_of(
+            "compliance",
+            vec![
+                (1, has_records, "audit findings can be tracked (an audit store with records)".into()),
+                (2, frameworks >= 1, "one framework mapped (compliance/crosswalk.yaml)".into()),
+                (3, frameworks >= 6, "all six frameworks mapped".into()),
+                (3, chain, "evidence automation started: a verifiable store for `portcullis evidence export`".into()),
+                (4, false, "continuous compliance evidence: a scheduled `portcullis evidence export` into your GRC tool (an operating practice Portcullis cannot observe)".into()),
+            ],
+            qs,
+        ),
+    ]
+}
+
+// -------------------------------------------------------------- output
+
+fn write_text(a: &Assessment, out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "Portcullis governance assessment: bundle {}{}",
+        a.bundle_version,
+        a.audit
+            .as_deref()
+            .map(|p| format!(", audit store {p}"))
+            .unwrap_or_else(|| ", no audit store".into())
+    )?;
+    writeln!(
+        out,
+        "Self-assessment: {}/{} = level {} {}",
+        a.total, a.max_total, a.level, a.level_name
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Pillars:")?;
+    for p in &a.pillars {
+        writeln!(
+            out,
+            "  {:<14} level {} {:<10}  {}/{} points",
+            p.pillar, p.level, p.name, p.points, p.max_points
+        )?;
+        for e in &p.earned {
+            writeln!(out, "      + {e}")?;
+        }
+        for m in &p.missing {
+            writeln!(out, "      - {m}")?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(out, "Questions:")?;
+    for q in &a.questions {
+        writeln!(
+            out,
+            "  {:>2}. [{}/2] {} ({})",
+            q.number, q.score, q.question, q.pillar
+        )?;
+        for e in &q.earned {
+            writeln!(out, "        + {e}")?;
+        }
+        for m in &q.missing {
+            writeln!(out, "        - {m}")?;
+        }
+    }
+    Ok(())
+}
+
+fn esc_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The HTML report: one file, no external assets. The data is embedded as
+/// JSON, and a script in the page draws the radar chart and computes the
+/// totals from it, so a headless browser's DOM shows whether the page
+/// really renders (the server-side tables are there for readers without
+/// scripts).
+pub fn html(a: &Assessment) -> Result<String> {
+    // `</` cannot appear inside the script element.
+    let data = serde_json::to_string(&json!(a))?.replace("</", "<\\/");
+    let mut rows = String::new();
+    for p in &a.pillars {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{} {}</td><td>{}/{}</td><td><ul>{}</ul></td><td><ul>{}</ul></td></tr>\n",
+            esc_html(p.pillar),
+            p.level,
+            esc_html(p.name),
+            p.points,
+            p.max_points,
+            p.earned.iter().map(|e| format!("<li>{}</li>", esc_html(e))).collect::<String>(),
+            p.missing.iter().map(|e| format!("<li>{}</li>", esc_html(e))).collect::<String>(),
+        ));
+    }
+    let mut qrows = String::new();
+    for q in &a.questions {
+        qrows.push_str(&format!(
+            "<tr class=\"q\" data-score=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}/2</td><td><ul>{}{}</ul></td></tr>\n",
+            q.score,
+            q.number,
+            esc_html(q.pillar),
+            esc_html(q.question),
+            q.score,
+            q.earned.iter().map(|e| format!("<li class=\"earned\">{}</li>", esc_html(e))).collect::<String>(),
+            q.missing.iter().map(|e| format!("<li class=\"missing\">{}</li>", esc_html(e))).collect::<String>(),
+        ));
+    }
+    Ok(format!(
+        r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Portcullis governance assessment: {version}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1b1f24; background: #fff; }}
+h1 {{ font-size: 1.4em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccd; padding: 4px 8px; vertical-align: top; text-align: left; }}
+ul {{ margin: 0; padding-left: 1.2em; }}
+li.missing {{ color: #a3261b; }}
+li.earned {{ color: #1d6b2f; }}
+#chart {{ width: 520px; height: 460px; }}
+.summary {{ font-size: 1.1em; }}
+</style>
+</head>
+<body>
+<h1>Portcullis governance assessment</h1>
+<p class="summary">Bundle <code>{version}</code>. Self-assessment <strong>{total}/{max}</strong>, level {level} <strong>{level_name}</strong>.
+Computed in this page: <span id="computed-total"></span>, level <span id="computed-level"></span>.</p>
+<svg id="chart" viewBox="0 0 520 460" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Maturity level per pillar"></svg>
+<h2>Pillars (maturity 0-4)</h2>
+<table id="pillars"><tr><th>Pillar</th><th>Level</th><th>Points</th><th>Earned</th><th>Next level needs</th></tr>
+{rows}</table>
+<h2>Self-assessment</h2>
+<table id="questions"><tr><th>#</th><th>Pillar</th><th>Question</th><th>Score</th><th>Why</th></tr>
+{qrows}</table>
+<script type="application/json" id="assessment-data">{data}</script>
+<script>
+(function () {{
+  var a = JSON.parse(document.getElementById("assessment-data").textContent);
+  var svg = document.getElementById("chart");
+  var NS = "http://www.w3.org/2000/svg";
+  function el(name, attrs, text) {{
+    var e = document.createElementNS(NS, name);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  }}
+  var cx = 260, cy = 230, r = 170, n = a.pillars.length;
+  function pt(i, v) {{
+    var ang = -Math.PI / 2 + 2 * Math.PI * i / n;
+    return [cx + r * v * Math.cos(ang), cy + r * v * Math.sin(ang)];
+  }}
+  for (var ring = 1; ring <= 4; ring++) {{
+    var ps = [];
+    for (var i = 0; i < n; i++) ps.push(pt(i, ring / 4).join(","));
+    el("polygon", {{points: ps.join(" "), fill: "none", stroke: "#d0d4dc", "class": "ring"}});
+  }}
+  var shape = [];
+  a.pillars.forEach(function (p, i) {{
+    var end = pt(i, 1);
+    el("line", {{x1: cx, y1: cy, x2: end[0], y2: end[1], stroke: "#d0d4dc"}});
+    var lab = pt(i, 1.16);
+    el("text", {{x: lab[0], y: lab[1], "text-anchor": "middle", "class": "pillar-label",
+                 "data-pillar": p.pillar, "data-level": p.level, "font-size": "14"}},
+       p.pillar.charAt(0).toUpperCase() + p.pillar.slice(1) + " " + p.level + "/4");
+    shape.push(pt(i, p.level / 4).join(","));
+  }});
+  el("polygon", {{points: shape.join(" "), fill: "rgba(46,110,200,0.35)", stroke: "#2e6ec8",
+                  "stroke-width": "2", id: "levels"}});
+  var total = a.questions.reduce(function (s, q) {{ return s + q.score; }}, 0);
+  var band = total <= 6 ? 0 : total <= 12 ? 1 : total <= 18 ? 2 : total <= 22 ? 3 : 4;
+  document.getElementById("computed-total").textContent = total + "/24";
+  document.getElementById("computed-level").textContent = band;
+  document.body.setAttribute("data-rendered", "yes");
+}})();
+</script>
+</body>
+</html>
+"##,
+        version = esc_html(&a.bundle_version),
+        total = a.total,
+        max = a.max_total,
+        level = a.level,
+        level_name = a.level_name,
+        rows = rows,
+        qrows = qrows,
+        data = data,
+    ))
+}
