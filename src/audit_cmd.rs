@@ -356,7 +356,7 @@ fn open_existing(db: &Path, cfg: Config) -> Result<Store> {
 }
 
 /// The signing key: `--key`, else `DB.key` (generated when `create`).
-fn signing_key(
+pub fn signing_key(
     db: &Path,
     key: Option<&Path>,
     create: bool,

@@ -132,7 +132,7 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), Failure> {
 }
 
 /// ctrl-c, or SIGTERM where there is one.
-async fn stop_signal() {
+pub async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

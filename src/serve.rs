@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// Append each stream's audit records (JSON lines) to this file.
     #[arg(long = "audit-log")]
     audit_log: Option<PathBuf>,
+    /// Also append them to this audit store (SQLite, hash-chained;
+    /// docs/audit-store.md), committed as they arrive.
+    #[arg(long = "audit-db")]
+    audit_db: Option<PathBuf>,
+    /// The key that signs the store's checkpoints (default: DB.key, made
+    /// on first use, as `portcullis audit ingest` does).
+    #[arg(long = "audit-key", requires = "audit_db")]
+    audit_key: Option<PathBuf>,
     /// Admin address serving /stats/prometheus and /ready.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -140,7 +148,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("--cluster {name}={url}: not a URL: {e}")))?;
         clusters.insert(name.clone(), uri);
     }
-    let access_log: Option<Arc<dyn AccessLogSink>> = match &args.audit_log {
+    let file = match &args.audit_log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -149,11 +157,21 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 .map_err(|e| {
                     Failure::Usage(format!("cannot open --audit-log {}: {e}", path.display()))
                 })?;
-            Some(Arc::new(AuditFile {
+            Some(AuditFile {
                 file: Mutex::new(file),
-            }))
+            })
         }
         None => None,
+    };
+    let db = match &args.audit_db {
+        Some(path) => Some(AuditDb::open(path, args.audit_key.as_deref())?),
+        None => None,
+    };
+    let sinks = Arc::new(AuditSinks { file, db });
+    let access_log: Option<Arc<dyn AccessLogSink>> = if sinks.file.is_some() || sinks.db.is_some() {
+        Some(sinks.clone())
+    } else {
+        None
     };
     let config = PluginConfig {
         name: "portcullis".into(),
@@ -211,10 +229,15 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         // The one line tests and scripts wait for.
         println!("portcullis: listening on http://{}", server.local_addr());
         let _ = std::io::stdout().flush();
-        let _ = tokio::signal::ctrl_c().await;
+        crate::control_plane_cmd::stop_signal().await;
         server.shutdown().await;
-        Ok(())
-    })
+        Ok::<(), Failure>(())
+    })?;
+    // Commit what is queued and seal a checkpoint before exiting.
+    if let Some(db) = &sinks.db {
+        db.close()?;
+    }
+    Ok(())
 }
 
 /// The VM configuration naming the trusted bundle keys (docs/filter.md);
@@ -234,19 +257,132 @@ fn trust_vm_config(files: &[PathBuf]) -> Result<Vec<u8>, Failure> {
         .into_bytes())
 }
 
+/// Where each stream's audit lines go: a JSONL file, an audit store, or both.
+struct AuditSinks {
+    file: Option<AuditFile>,
+    db: Option<AuditDb>,
+}
+
+impl AccessLogSink for AuditSinks {
+    fn log(&self, entry: &AccessLogEntry) {
+        let Some(lines) = entry.filter_state.get(AUDIT_FILTER_STATE) else {
+            return;
+        };
+        if let Some(file) = &self.file
+            && let Ok(mut f) = file.file.lock()
+        {
+            let _ = f.write_all(lines);
+            let _ = f.flush();
+        }
+        if let Some(db) = &self.db {
+            db.send(lines);
+        }
+    }
+}
+
 /// Appends each stream's audit lines to a file.
 struct AuditFile {
     file: Mutex<std::fs::File>,
 }
 
-impl AccessLogSink for AuditFile {
-    fn log(&self, entry: &AccessLogEntry) {
-        let Some(lines) = entry.filter_state.get(AUDIT_FILTER_STATE) else {
-            return;
+/// Appends audit lines to the store from a writer thread of its own, so a
+/// commit (an fsync with `synchronous=FULL`) never stalls a proxy worker,
+/// as Envoy's access loggers never stall the stream. Whatever is queued
+/// when the writer wakes goes into one transaction (group commit), and a
+/// record is durable once that transaction commits: a kill -9 loses at
+/// most the records still queued, never a committed one.
+struct AuditDb {
+    tx: Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<Result<(), String>>>>,
+}
+
+/// Parses each audit line of `chunk` for the store. The content of a bad
+/// line is never printed: it may hold what redaction was for.
+fn prepare_lines(chunk: &[u8], batch: &mut Vec<audit_store::Prepared>) {
+    for line in chunk.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|l| audit_store::Prepared::from_json(l).map_err(|e| e.to_string()))
+        {
+            Ok(p) => batch.push(p),
+            Err(_) => eprintln!("portcullis: an audit line is not a record; not stored"),
+        }
+    }
+}
+
+/// Records per transaction at most.
+const AUDIT_BATCH: usize = 1000;
+
+impl AuditDb {
+    fn open(path: &std::path::Path, key: Option<&std::path::Path>) -> Result<AuditDb, Failure> {
+        let mut note = Vec::new();
+        let key = crate::audit_cmd::signing_key(path, key, true, &mut note)
+            .map_err(|e| Failure::Usage(format!("--audit-db {}: {e:#}", path.display())))?;
+        let _ = std::io::stderr().write_all(&note);
+        let cfg = audit_store::Config {
+            signing_key: Some(key),
+            ..audit_store::Config::default()
         };
-        if let Ok(mut f) = self.file.lock() {
-            let _ = f.write_all(lines);
-            let _ = f.flush();
+        let mut store = audit_store::Store::open(path, cfg).map_err(|e| {
+            Failure::Usage(format!("cannot open --audit-db {}: {e}", path.display()))
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer = std::thread::Builder::new()
+            .name("audit-store".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = Vec::new();
+                    prepare_lines(&first, &mut batch);
+                    while batch.len() < AUDIT_BATCH {
+                        match rx.try_recv() {
+                            Ok(chunk) => prepare_lines(&chunk, &mut batch),
+                            Err(_) => break,
+                        }
+                    }
+                    if !batch.is_empty()
+                        && let Err(e) = store.append_prepared(&batch)
+                    {
+                        // Fail loudly: records would otherwise be lost
+                        // silently.
+                        eprintln!("portcullis: the audit store refused records: {e}");
+                        return Err(e.to_string());
+                    }
+                }
+                store.close().map_err(|e| e.to_string())
+            })
+            .map_err(|e| Failure::Usage(format!("cannot start the audit writer: {e}")))?;
+        Ok(AuditDb {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn send(&self, lines: &[u8]) {
+        if let Ok(tx) = self.tx.lock()
+            && let Some(tx) = tx.as_ref()
+            && tx.send(lines.to_vec()).is_err()
+        {
+            eprintln!("portcullis: the audit store writer has stopped; records are not stored");
+        }
+    }
+
+    /// Stops taking records, commits the queue and seals a checkpoint.
+    fn close(&self) -> Result<(), Failure> {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        match writer.map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(Failure::Input(vec![format!(
+                "portcullis: the audit store: {e}"
+            )])),
+            Some(Err(_)) => Err(Failure::Input(vec![
+                "portcullis: the audit store writer panicked".into(),
+            ])),
+            _ => Ok(()),
         }
     }
 }

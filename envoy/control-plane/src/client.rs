@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+/// The largest xDS response the client accepts (a bundle and its envelope).
+pub const MAX_BUNDLE_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// Who the client is and what it subscribes to.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -81,9 +84,13 @@ async fn session(
     apply: &Apply,
     current: &mut Option<String>,
 ) -> Result<(), String> {
+    // tonic refuses messages over 4 MiB by default; a bundle of a thousand
+    // servers is larger than that, and Envoy's own gRPC client has no such
+    // limit, so allow what a bundle can reasonably be.
     let mut client = ExtensionConfigDiscoveryServiceClient::connect(cfg.url.clone())
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", cfg.url))?;
+        .map_err(|e| format!("cannot connect to {}: {e}", cfg.url))?
+        .max_decoding_message_size(MAX_BUNDLE_MESSAGE);
     let (tx, rx) = mpsc::channel(4);
     let mut initial = DeltaDiscoveryRequest {
         node: Some(node(
