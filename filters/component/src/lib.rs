@@ -80,6 +80,11 @@ impl Guest for Component {
     }
 }
 
+// Only the wasm build exports: a native cdylib cannot carry the component
+// model's export names (`portcullis:governance/engine@0.1.0#...`), which
+// the native linker's version script rejects. Natively the crate is built
+// for clippy and unit tests only.
+#[cfg(target_arch = "wasm32")]
 bindings::export!(Component with_types_in bindings);
 
 /// The engine's [`Env`], over the world's imports.
