@@ -16,6 +16,7 @@ use audit_store::time::now_ms;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::portcullis;
 
 const DAY: i64 = 86_400_000;
 const PILLARS: [&str; 6] = [
@@ -26,18 +27,6 @@ const PILLARS: [&str; 6] = [
     "lifecycle",
     "compliance",
 ];
-
-fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

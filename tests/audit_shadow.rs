@@ -17,7 +17,7 @@ mod support;
 use audit_store::time::{format_rfc3339_ms, now_ms};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
+use support::portcullis;
 
 const MIN: i64 = 60_000;
 const DAY: i64 = 86_400_000;
@@ -57,18 +57,6 @@ fn shadow(
 
 fn registered(n: u64, t: i64) -> Value {
     audit_store::sample::record(n, "alice", "search", t)
-}
-
-fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn ingest(db: &Path, records: &[Value]) {

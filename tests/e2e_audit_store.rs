@@ -19,18 +19,6 @@ use serde_json::{Value, json};
 use std::process::Command;
 use support::*;
 
-fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn query(db: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["audit", "query", "--db", db, "--format", "json"];
     args.extend_from_slice(extra);

@@ -324,3 +324,16 @@ pub fn http(
         body: rest,
     }
 }
+
+/// Runs the `portcullis` binary under test: exit code, stdout, stderr.
+pub fn portcullis(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -190,7 +190,10 @@ struct SotwStream {
     force: bool,
 }
 
-impl SotwStream {
+impl Protocol for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
     fn on_request(
         &mut self,
         state: &Arc<State>,
@@ -291,7 +294,10 @@ struct DeltaStream {
     sent_version: Option<String>,
 }
 
-impl DeltaStream {
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
     fn on_request(
         &mut self,
         state: &Arc<State>,
@@ -396,13 +402,34 @@ impl DeltaStream {
 type SotwOut = ReceiverStream<Result<DiscoveryResponse, Status>>;
 type DeltaOut = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
-fn sotw(state: Arc<State>, mut inbound: Streaming<DiscoveryRequest>, api: &'static str) -> SotwOut {
+/// One xDS stream's protocol state: state-of-the-world or delta. The loop
+/// that drives a stream ([`serve_stream`]) is the same for both.
+trait Protocol: Default + Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Send + 'static;
+    fn on_request(
+        &mut self,
+        state: &Arc<State>,
+        req: Self::Request,
+        api: &str,
+        guard: &mut Option<StreamGuard>,
+    ) -> Result<(), Status>;
+    fn next_response(&mut self, state: &State) -> Option<Self::Response>;
+}
+
+/// Reads requests and answers each change of the published snapshots,
+/// until the client goes, the protocol is violated or the server stops.
+fn serve_stream<P: Protocol>(
+    state: Arc<State>,
+    mut inbound: Streaming<P::Request>,
+    api: &'static str,
+) -> ReceiverStream<Result<P::Response, Status>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut changes = state.subscribe();
         let mut shutdown = state.shutdown_signal();
         let mut guard = None;
-        let mut s = SotwStream::default();
+        let mut s = P::default();
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -429,41 +456,16 @@ fn sotw(state: Arc<State>, mut inbound: Streaming<DiscoveryRequest>, api: &'stat
     ReceiverStream::new(rx)
 }
 
+fn sotw(state: Arc<State>, inbound: Streaming<DiscoveryRequest>, api: &'static str) -> SotwOut {
+    serve_stream::<SotwStream>(state, inbound, api)
+}
+
 fn delta(
     state: Arc<State>,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    inbound: Streaming<DeltaDiscoveryRequest>,
     api: &'static str,
 ) -> DeltaOut {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut changes = state.subscribe();
-        let mut shutdown = state.shutdown_signal();
-        let mut guard = None;
-        let mut s = DeltaStream::default();
-        loop {
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => {
-                        if let Err(status) = s.on_request(&state, req, api, &mut guard) {
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    _ => break,
-                },
-                r = changes.changed() => if r.is_err() { break },
-                _ = shutdown.changed() => break,
-                _ = tx.closed() => break,
-            }
-            if let Some(resp) = s.next_response(&state)
-                && tx.send(Ok(resp)).await.is_err()
-            {
-                break;
-            }
-        }
-        drop(guard);
-    });
-    ReceiverStream::new(rx)
+    serve_stream::<DeltaStream>(state, inbound, api)
 }
 
 #[tonic::async_trait]
