@@ -8,7 +8,9 @@
 //! runs the engine built as a WebAssembly component instead (same bundle,
 //! same audit log; docs/component.md). Audit records are
 //! read from the filter state `wasm.portcullis.audit` at the end of each
-//! stream, as Envoy's access loggers read it, and appended to `--audit-log`.
+//! stream, as Envoy's access loggers read it, and appended to `--audit-log`
+//! (JSONL), to `--audit-db` (the tamper-evident store, from a writer
+//! thread with group commit), or to both. SIGINT or SIGTERM stops it gracefully.
 
 use crate::{Failure, load_bundle};
 use clap::Args;
