@@ -25,6 +25,7 @@
     clippy::indexing_slicing
 )]
 
+use envoy_protos::{pool, to_json};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
@@ -35,104 +36,17 @@ use envoy_types::pb::google::protobuf::StringValue;
 use portcullis_core::Engine;
 use portcullis_core::bundle::UnmatchedRoutes;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage};
-use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use yaml_rust2::{Yaml, YamlLoader};
+use prost_reflect::DynamicMessage;
+use serde_json::Value;
+use std::path::Path;
+use yaml_rust2::YamlLoader;
+
+mod envoy_protos;
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Where cargo unpacked envoy-types (its `proto/` directory), from `cargo
-/// metadata`, so the test reads the very sources the Rust types came from.
-fn envoy_types_protos() -> PathBuf {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(root())
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let manifest = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "envoy-types")
-        .expect("envoy-types is a dependency")["manifest_path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Path::new(&manifest).parent().unwrap().join("proto")
-}
-
-/// The descriptor pool of every message the configs use (and everything
-/// they import).
-fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let proto = envoy_types_protos();
-        let includes: Vec<PathBuf> = [
-            "data-plane-api",
-            "xds",
-            "protoc-gen-validate",
-            "googleapis",
-            "cel-spec/proto",
-            "opentelemetry-proto",
-            "client_model",
-        ]
-        .iter()
-        .map(|d| proto.join(d))
-        .collect();
-        let files = [
-            "envoy/config/bootstrap/v3/bootstrap.proto",
-            "envoy/config/core/v3/extension.proto",
-            "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
-            "envoy/extensions/filters/http/router/v3/router.proto",
-            "envoy/extensions/filters/http/wasm/v3/wasm.proto",
-            "envoy/extensions/access_loggers/file/v3/file.proto",
-            "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
-            "envoy/config/cluster/v3/cluster.proto",
-        ];
-        let fds = protox::compile(files, includes).expect("envoy-types' protos compile");
-        DescriptorPool::from_file_descriptor_set(fds).unwrap()
-    })
-}
-
-/// A YAML node as JSON (what Envoy does with YAML before reading it as
-/// protobuf JSON).
-fn to_json(y: &Yaml) -> Value {
-    match y {
-        Yaml::Hash(h) => {
-            let mut m = Map::new();
-            for (k, v) in h {
-                let k = match k {
-                    Yaml::String(s) => s.clone(),
-                    Yaml::Integer(i) => i.to_string(),
-                    other => panic!("non-string key {other:?}"),
-                };
-                assert!(
-                    m.insert(k.clone(), to_json(v)).is_none(),
-                    "duplicate key {k}"
-                );
-            }
-            Value::Object(m)
-        }
-        Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::Real(r) => Value::from(r.parse::<f64>().unwrap()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Null => Value::Null,
-        other => panic!("unsupported YAML node {other:?}"),
-    }
 }
 
 fn load_yaml(path: &str) -> Value {

@@ -201,19 +201,7 @@ impl Protocol for SotwStream {
         api: &str,
         guard: &mut Option<StreamGuard>,
     ) -> Result<(), Status> {
-        if self.node.is_none() {
-            let Some(node) = req.node.as_ref() else {
-                return Err(Status::invalid_argument(
-                    "the first request of a stream must carry `node` (id and metadata.environment)",
-                ));
-            };
-            let (key, g) = register(state, node, api);
-            self.node = Some(key);
-            *guard = Some(g);
-        }
-        let Some(node) = self.node.clone() else {
-            return Ok(());
-        };
+        let node = stream_node(state, &mut self.node, req.node.as_ref(), api, guard)?;
         if req.type_url != TYPED_EXTENSION_CONFIG {
             // ADS here serves ECDS only; other types get no response, as
             // for a resource that does not exist.
@@ -305,19 +293,7 @@ impl Protocol for DeltaStream {
         api: &str,
         guard: &mut Option<StreamGuard>,
     ) -> Result<(), Status> {
-        if self.node.is_none() {
-            let Some(node) = req.node.as_ref() else {
-                return Err(Status::invalid_argument(
-                    "the first request of a stream must carry `node` (id and metadata.environment)",
-                ));
-            };
-            let (key, g) = register(state, node, api);
-            self.node = Some(key);
-            *guard = Some(g);
-        }
-        let Some(node) = self.node.clone() else {
-            return Ok(());
-        };
+        let node = stream_node(state, &mut self.node, req.node.as_ref(), api, guard)?;
         if req.type_url != TYPED_EXTENSION_CONFIG {
             tracing::debug!(type_url = req.type_url, "ignoring an unserved type");
             return Ok(());
@@ -401,6 +377,29 @@ impl Protocol for DeltaStream {
 
 type SotwOut = ReceiverStream<Result<DiscoveryResponse, Status>>;
 type DeltaOut = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+/// The stream's node: registered from its first request, which must name
+/// it; later requests may omit it (xds_protocol.rst).
+fn stream_node(
+    state: &Arc<State>,
+    slot: &mut Option<NodeKey>,
+    node: Option<&Node>,
+    api: &str,
+    guard: &mut Option<StreamGuard>,
+) -> Result<NodeKey, Status> {
+    if let Some(key) = slot {
+        return Ok(key.clone());
+    }
+    let Some(node) = node else {
+        return Err(Status::invalid_argument(
+            "the first request of a stream must carry `node` (id and metadata.environment)",
+        ));
+    };
+    let (key, g) = register(state, node, api);
+    *slot = Some(key.clone());
+    *guard = Some(g);
+    Ok(key)
+}
 
 /// One xDS stream's protocol state: state-of-the-world or delta. The loop
 /// that drives a stream ([`serve_stream`]) is the same for both.
