@@ -49,25 +49,6 @@ fn script() -> Value {
     ])
 }
 
-fn step<'a>(lines: &'a [Value], op: &str, nth: usize) -> &'a Value {
-    lines
-        .iter()
-        .filter(|l| l["op"] == op)
-        .nth(nth)
-        .unwrap_or_else(|| panic!("no {op} #{nth} in {lines:?}"))
-}
-
-fn tool_names(v: &Value) -> Vec<String> {
-    let mut names: Vec<String> = v["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools in {v}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Tool names of the tools/call requests the upstream received.
 fn upstream_calls(record: &[Value]) -> Vec<String> {
     let mut out = Vec::new();

@@ -337,3 +337,24 @@ pub fn portcullis(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The `nth` line of the client script's output for `op`.
+pub fn step<'a>(lines: &'a [Value], op: &str, nth: usize) -> &'a Value {
+    lines
+        .iter()
+        .filter(|l| l["op"] == op)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no {op} #{nth} in {lines:?}"))
+}
+
+/// The sorted tool names of a tools/list result line.
+pub fn tool_names(v: &Value) -> Vec<String> {
+    let mut names: Vec<String> = v["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {v}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
