@@ -191,6 +191,7 @@ fn decide(c: &mut Criterion) {
             method: "tools/call",
             target: Some((TargetKind::Tool, &tool)),
             arguments: Some(&args),
+            lax_arguments: &[],
         };
         let ctx = Context::default();
         let d = policy.decide(&call, &ctx, true);

@@ -6,9 +6,11 @@
 //! `time` and `latency_ms` normalised). Since all three are compared with
 //! one file, they agree with each other.
 //!
-//! The native runner does by hand what host-shim and the proxy-wasm adapter
-//! do (header edits, buffering, local replies through the encode path), so
-//! any difference is the adapters', not the harness's.
+//! All three run through host-shim's model of Envoy's filter manager
+//! (`StreamCore`); the native build is the core's own stream driver behind a
+//! small `HttpFilter` here, so any difference between builds is the
+//! adapters', not the harness's. Request ids are the filter's own (random);
+//! each exchange's id is replaced by `<request-id>` wherever it appears.
 //!
 //! `PORTCULLIS_VECTORS_REGENERATE=1 cargo test --test vectors native` writes
 //! the expected files from the native core; read the diff before keeping it.
@@ -23,11 +25,15 @@
 use host_shim::{
     ComponentPlugin, ComponentVm, Dir, HeaderMap, Output, Plugin, PluginConfig, StreamCore, TestVm,
 };
-use portcullis_core::engine::{
-    Env, HeaderEdits, LocalReply, RequestBodyAction, RequestHead, RequestHeadersAction,
-    ResponseBodyAction,
+use host_shim::{
+    FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HttpFilter, SharedStream,
+    StreamAction, StreamData,
 };
-use portcullis_core::{Engine, Exchange};
+use portcullis_core::Engine;
+use portcullis_core::driver::{Output as Out, Step, StreamDriver};
+use portcullis_core::engine::{Env, HeaderEdits, RequestHead};
+use std::cell::RefCell;
+use std::rc::Rc;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,13 +80,16 @@ struct Request {
     path: String,
     authority: String,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    /// The body as the client sends it, chunk by chunk.
+    chunks: Vec<Vec<u8>>,
+    trailers: Vec<(String, String)>,
 }
 
 struct Response {
     status: u16,
     headers: Vec<(String, String)>,
     chunks: Vec<Vec<u8>>,
+    trailers: Vec<(String, String)>,
 }
 
 fn pairs(v: &Value) -> Vec<(String, String)> {
@@ -113,7 +122,15 @@ fn body_of(v: &Value) -> Vec<u8> {
 /// The request as a client sends it: these defaults unless `headers` is
 /// given, then `extra_headers`, and a `content-length`.
 fn request(vector: &str, index: usize, v: &Value) -> Request {
-    let body = body_of(v);
+    let chunks: Vec<Vec<u8>> = match &v["chunks"] {
+        Value::Array(c) => c
+            .iter()
+            .map(|s| s.as_str().unwrap().as_bytes().to_vec())
+            .collect(),
+        _ => vec![body_of(v)],
+    };
+    let chunks: Vec<Vec<u8>> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+    let body: Vec<u8> = chunks.concat();
     let mut headers = match &v["headers"] {
         Value::Null => vec![
             ("content-type".into(), "application/json".into()),
@@ -127,7 +144,9 @@ fn request(vector: &str, index: usize, v: &Value) -> Request {
         h => pairs(h),
     };
     headers.extend(pairs(&v["extra_headers"]));
-    if !body.is_empty() {
+    let trailers = pairs(&v["trailers"]);
+    // Trailers need chunked framing: no content-length then.
+    if !body.is_empty() && trailers.is_empty() && v["no_content_length"] != json!(true) {
         headers.push(("content-length".into(), body.len().to_string()));
     }
     Request {
@@ -135,7 +154,8 @@ fn request(vector: &str, index: usize, v: &Value) -> Request {
         path: v["path"].as_str().unwrap_or("/mcp").to_owned(),
         authority: v["authority"].as_str().unwrap_or("mcp.test").to_owned(),
         headers,
-        body,
+        chunks,
+        trailers,
     }
 }
 
@@ -157,6 +177,7 @@ fn response(v: &Value) -> Response {
         status: v["status"].as_u64().unwrap_or(200) as u16,
         headers,
         chunks,
+        trailers: pairs(&v["trailers"]),
     }
 }
 
@@ -195,21 +216,33 @@ fn outcome(
             r
         })
         .collect();
-    json!({
+    let ids: Vec<String> = records
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let out = json!({
         "upstream": upstream.map(|(h, b)| json!({"headers": headers(h), "body": body(b)})),
         "client": {"status": client.0, "headers": headers(client.1), "body": body(client.2)},
         "audit": records,
-    })
+    });
+    // The filter's request id is random: wherever it appears (records,
+    // `x-mcp-request-id`, error data), it reads `<request-id>`.
+    let mut text = out.to_string();
+    for id in ids {
+        text = text.replace(&id, "<request-id>");
+    }
+    serde_json::from_str(&text).unwrap()
 }
 
 // ------------------------------------------------------------------ native
 
-/// The engine's host, natively: the real clock, and one shared store for
-/// the vector (as host-shim's shared data is). Randomness only makes ids the
-/// vectors give themselves (`x-request-id`), so a counter does.
+/// The engine's host, natively: the real clock, real randomness (request
+/// ids are normalised), and one shared store for the vector (as host-shim's
+/// shared data is).
 struct NativeEnv {
-    shared: HashMap<String, Vec<u8>>,
-    counter: u8,
+    shared: Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>,
 }
 
 impl Env for NativeEnv {
@@ -220,15 +253,34 @@ impl Env for NativeEnv {
             .as_nanos() as u64
     }
     fn random_bytes(&mut self, buf: &mut [u8]) {
-        self.counter = self.counter.wrapping_add(1);
-        buf.fill(self.counter);
+        getrandom::fill(buf).unwrap();
     }
     fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.get(key).cloned()
+        self.shared.borrow().get(key).map(|(v, _)| v.clone())
+    }
+    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.borrow().get(key).cloned()
     }
     fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        self.shared.insert(key.to_owned(), value.to_vec());
+        let mut m = self.shared.borrow_mut();
+        let cas = m.get(key).map(|(_, c)| c + 1).unwrap_or(1);
+        m.insert(key.to_owned(), (value.to_vec(), cas));
         true
+    }
+    fn shared_write(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> portcullis_core::engine::SharedWrite {
+        use portcullis_core::engine::SharedWrite;
+        let mut m = self.shared.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        if current != cas {
+            return SharedWrite::Conflict;
+        }
+        m.insert(key.to_owned(), (value.to_vec(), current.map_or(1, |c| c + 1)));
+        SharedWrite::Written
     }
 }
 
@@ -241,134 +293,202 @@ fn apply(h: &mut HeaderMap, edits: &HeaderEdits) {
     }
 }
 
-/// One exchange through the engine, with the host's part done here the way
-/// host-shim and filters/proxy-wasm/src/filter.rs do it.
-fn native_exchange(
-    engine: &Arc<Engine>,
-    env: &mut NativeEnv,
-    req: &Request,
-    resp: &Response,
-) -> Value {
-    let mut ex = Exchange::new(engine.clone());
-    let mut audit = String::new();
-    let mut up = HeaderMap::new();
-    for (k, v) in &req.headers {
-        up.add(k, v.as_bytes());
+/// The core's stream driver as a host-shim filter: the native build. What it
+/// does with each output is what the proxy-wasm hostcalls do.
+struct NativeFilter {
+    driver: StreamDriver,
+    stream: SharedStream,
+    env: NativeEnv,
+    audit: String,
+}
+
+impl NativeFilter {
+    fn record(&mut self) {
+        for r in self.driver.take_audit() {
+            self.audit.push_str(&r.to_json_line());
+            self.audit.push('\n');
+        }
+        self.stream.borrow_mut().info.filter_state.insert(
+            AUDIT_STATE.to_owned(),
+            self.audit.as_bytes().to_vec(),
+        );
     }
-    let head = RequestHead {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        authority: req.authority.clone(),
-        headers: req.headers.clone(),
-    };
-    let mut reply: Option<LocalReply> = None;
-    let mut up_body = req.body.clone();
-    let read_body = match ex.on_request_headers(env, head) {
-        RequestHeadersAction::Continue(e) => {
-            apply(&mut up, &e);
-            false
+
+    /// Applies an output's edits and body; `true` to go on, `false` for a
+    /// pause; a reply is queued as the filter's local reply.
+    fn apply(&mut self, dir: Dir, out: Out) -> Option<bool> {
+        self.record();
+        let mut d = self.stream.borrow_mut();
+        let side = d.side_mut(dir);
+        if side.headers_active {
+            apply(&mut side.headers, &out.headers);
         }
-        RequestHeadersAction::ReadBody(e) => {
-            apply(&mut up, &e);
-            true
+        if let Some(t) = side.trailers.as_mut().filter(|_| side.trailers_active) {
+            apply(t, &out.trailers);
         }
-        RequestHeadersAction::Reply(r) => {
-            reply = Some(r);
-            false
+        if let Some(b) = out.body {
+            side.body = Some(b);
         }
-    };
-    if reply.is_none() && (read_body || !req.body.is_empty()) {
-        match ex.on_request_body_size(req.body.len() as u64) {
-            Some(r) => reply = Some(r),
-            None => match ex.on_request_body(env, &req.body, true) {
-                RequestBodyAction::Forward(e) => apply(&mut up, &e),
-                RequestBodyAction::Rewrite(e, b) => {
-                    apply(&mut up, &e);
-                    up_body = b;
+        match out.step {
+            Step::Continue => Some(true),
+            Step::Pause => Some(false),
+            Step::Reply(r) => {
+                d.push_action(StreamAction::LocalReply(host_shim::LocalReply {
+                    status: r.status,
+                    body: r.body,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect(),
+                    details: r.details,
+                    grpc_status: None,
+                }));
+                None
+            }
+        }
+    }
+
+    fn held(&self, dir: Dir) -> Vec<u8> {
+        self.stream.borrow().side(dir).body.clone().unwrap_or_default()
+    }
+
+    fn trailer_names(&self, dir: Dir) -> Vec<String> {
+        self.stream
+            .borrow()
+            .side(dir)
+            .trailers
+            .as_ref()
+            .map(|t| t.iter().map(|(k, _)| k.to_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn headers_status(go: Option<bool>) -> FilterHeadersStatus {
+    match go {
+        Some(true) => FilterHeadersStatus::Continue,
+        Some(false) => FilterHeadersStatus::StopIteration,
+        None => FilterHeadersStatus::StopAllIterationAndWatermark,
+    }
+}
+
+fn data_status(go: Option<bool>) -> FilterDataStatus {
+    match go {
+        Some(true) => FilterDataStatus::Continue,
+        Some(false) => FilterDataStatus::StopIterationAndBuffer,
+        None => FilterDataStatus::StopIterationNoBuffer,
+    }
+}
+
+fn trailers_status(go: Option<bool>) -> FilterTrailersStatus {
+    match go {
+        Some(true) => FilterTrailersStatus::Continue,
+        _ => FilterTrailersStatus::StopIteration,
+    }
+}
+
+impl HttpFilter for NativeFilter {
+    fn on_request_headers(&mut self, end_stream: bool) -> FilterHeadersStatus {
+        let head = {
+            let d = self.stream.borrow();
+            let mut head = RequestHead::default();
+            for (k, v) in d.request.headers.iter() {
+                let v = String::from_utf8_lossy(v).into_owned();
+                match k {
+                    ":method" => head.method = v,
+                    ":path" => head.path = v,
+                    ":authority" => head.authority = v,
+                    _ if k.starts_with(':') => {}
+                    _ => head.headers.push((k.to_owned(), v)),
                 }
-                RequestBodyAction::Reply(r) => reply = Some(r),
-                RequestBodyAction::Wait => panic!("the engine waits for more of a whole body"),
-            },
-        }
-    }
-    let mut client = HeaderMap::new();
-    let mut client_body = Vec::new();
-    let (status, forwarded) = match &reply {
-        Some(r) => {
-            // Envoy's local reply through the encode path: its own
-            // content-length and text/plain type, then the reply's headers.
-            if !r.body.is_empty() {
-                client.add("content-length", r.body.len().to_string().as_bytes());
-                client.add("content-type", b"text/plain");
             }
-            for (k, v) in &r.headers {
-                client.add(k, v.as_bytes());
-            }
-            (r.status, false)
-        }
-        None => {
-            for (k, v) in &resp.headers {
-                client.add(k, v.as_bytes());
-            }
-            (resp.status, true)
-        }
-    };
-    let plain: Vec<(String, String)> = client
-        .iter()
-        .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
-        .collect();
-    let chunks: Vec<Vec<u8>> = match &reply {
-        Some(r) if r.body.is_empty() => Vec::new(),
-        Some(r) => vec![r.body.clone()],
-        None => resp.chunks.clone(),
-    };
-    let edits = ex.on_response_headers(env, status, &plain);
-    apply(&mut client, &edits);
-    if chunks.is_empty() {
-        ex.on_stream_end(env);
+            head
+        };
+        let out = self.driver.request_headers(&mut self.env, head, end_stream);
+        headers_status(self.apply(Dir::Request, out))
     }
-    let mut held: Vec<u8> = Vec::new();
-    let n = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        held.extend_from_slice(&chunk);
-        match ex.on_response_body(env, &held, i + 1 == n) {
-            ResponseBodyAction::Pass => client_body.append(&mut held),
-            ResponseBodyAction::Buffer => {}
-            ResponseBodyAction::Replace(b) => {
-                client_body.extend_from_slice(&b);
-                held.clear();
-            }
-        }
+    fn on_request_body(&mut self, _len: usize, end_stream: bool) -> FilterDataStatus {
+        let body = self.held(Dir::Request);
+        let out = self
+            .driver
+            .request_body(&mut self.env, &mut body.as_slice(), end_stream);
+        data_status(self.apply(Dir::Request, out))
     }
-    ex.on_stream_end(env);
-    for r in ex.take_audit() {
-        audit.push_str(&r.to_json_line());
-        audit.push('\n');
+    fn on_request_trailers(&mut self) -> FilterTrailersStatus {
+        let (body, names) = (self.held(Dir::Request), self.trailer_names(Dir::Request));
+        let out = self
+            .driver
+            .request_trailers(&mut self.env, &mut body.as_slice(), &names);
+        trailers_status(self.apply(Dir::Request, out))
     }
-    outcome(
-        forwarded.then_some((&up, up_body.as_slice())),
-        (status, &client, &client_body),
-        &audit,
-    )
+    fn on_response_headers(&mut self, end_stream: bool) -> FilterHeadersStatus {
+        let (status, headers) = {
+            let d = self.stream.borrow();
+            let status = d
+                .response
+                .headers
+                .get_str(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let headers: Vec<(String, String)> = d
+                .response
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            (status, headers)
+        };
+        let out = self
+            .driver
+            .response_headers(&mut self.env, status, &headers, end_stream);
+        headers_status(self.apply(Dir::Response, out))
+    }
+    fn on_response_body(&mut self, _len: usize, end_stream: bool) -> FilterDataStatus {
+        let body = self.held(Dir::Response);
+        let out = self
+            .driver
+            .response_body(&mut self.env, &mut body.as_slice(), end_stream);
+        data_status(self.apply(Dir::Response, out))
+    }
+    fn on_response_trailers(&mut self) -> FilterTrailersStatus {
+        let (body, names) = (self.held(Dir::Response), self.trailer_names(Dir::Response));
+        let out = self
+            .driver
+            .response_trailers(&mut self.env, &mut body.as_slice(), &names);
+        trailers_status(self.apply(Dir::Response, out))
+    }
+    fn on_log(&mut self) {
+        self.driver.end(&mut self.env);
+        self.record();
+    }
+    fn on_destroy(&mut self) {}
 }
 
 fn run_native(name: &str, vector: &Value) -> Value {
     let engine = Arc::new(Engine::from_config(&bundle_json(vector)).unwrap());
-    let mut env = NativeEnv {
-        shared: HashMap::new(),
-        counter: 0,
-    };
+    let shared = Rc::new(RefCell::new(HashMap::new()));
     let exchanges = vector["exchanges"].as_array().unwrap();
     json!(
         exchanges
             .iter()
             .enumerate()
-            .map(|(i, x)| native_exchange(
-                &engine,
-                &mut env,
-                &request(name, i, &x["request"]),
-                &response(&x["response"])
-            ))
+            .map(|(i, x)| {
+                let data = Rc::new(RefCell::new(StreamData::default()));
+                let filter = NativeFilter {
+                    driver: StreamDriver::new(engine.clone()),
+                    stream: data.clone(),
+                    env: NativeEnv {
+                        shared: shared.clone(),
+                    },
+                    audit: String::new(),
+                };
+                shim_exchange(
+                    StreamCore::new(Box::new(filter), data, BUFFER_LIMIT),
+                    &request(name, i, &x["request"]),
+                    &response(&x["response"]),
+                )
+            })
             .collect::<Vec<_>>()
     )
 }
@@ -404,9 +524,18 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
         h.add(k, v.as_bytes());
     }
     let (mut up, mut up_body, mut client, mut client_body) = (None, Vec::new(), None, Vec::new());
-    s.decode_headers(h, req.body.is_empty());
-    if !req.body.is_empty() {
-        s.decode_data(req.body.clone(), true);
+    let has_trailers = !req.trailers.is_empty();
+    s.decode_headers(h, req.chunks.is_empty() && !has_trailers);
+    let n = req.chunks.len();
+    for (i, c) in req.chunks.iter().enumerate() {
+        s.decode_data(c.clone(), i + 1 == n && !has_trailers);
+    }
+    if has_trailers {
+        let mut t = HeaderMap::new();
+        for (k, v) in &req.trailers {
+            t.add(k, v.as_bytes());
+        }
+        s.decode_trailers(t);
     }
     collect(&mut s, &mut up, &mut up_body, &mut client, &mut client_body);
     let forwarded = up.is_some() && client.is_none();
@@ -416,10 +545,18 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
         for (k, v) in &resp.headers {
             rh.add(k, v.as_bytes());
         }
-        s.encode_headers(rh, resp.chunks.is_empty());
+        let has_trailers = !resp.trailers.is_empty();
+        s.encode_headers(rh, resp.chunks.is_empty() && !has_trailers);
         let n = resp.chunks.len();
         for (i, c) in resp.chunks.iter().enumerate() {
-            s.encode_data(c.clone(), i + 1 == n);
+            s.encode_data(c.clone(), i + 1 == n && !has_trailers);
+        }
+        if has_trailers {
+            let mut t = HeaderMap::new();
+            for (k, v) in &resp.trailers {
+                t.add(k, v.as_bytes());
+            }
+            s.encode_trailers(t);
         }
         collect(&mut s, &mut up, &mut up_body, &mut client, &mut client_body);
     }

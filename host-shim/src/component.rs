@@ -445,17 +445,32 @@ impl ComponentVm {
     }
 }
 
-/// One stream through the component: the host half of the adapter,
-/// step for step what `filters/proxy-wasm/src/filter.rs` does.
+/// One stream through the component: the host half of the adapter. It
+/// sequences nothing: the component's stream driver (the same one the
+/// proxy-wasm filter runs) decides per callback, and this applies each
+/// decision the way the proxy-wasm hostcalls would.
 pub struct ComponentFilter {
     vm: Rc<ComponentVm>,
     stream: SharedStream,
     exchange: Option<ResourceAny>,
     audit_lines: String,
-    /// A local reply was sent: later body callbacks pass.
-    replied: bool,
     failed: bool,
     logged: bool,
+}
+
+/// Which callback a decision answers: what its actions mean depends on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    Body,
+    Trailers,
+}
+
+/// A decision as Envoy's filter manager takes it from one callback.
+enum Status {
+    Headers(FilterHeadersStatus),
+    Data(FilterDataStatus),
+    Trailers(FilterTrailersStatus),
 }
 
 impl ComponentFilter {
@@ -465,7 +480,6 @@ impl ComponentFilter {
             stream,
             exchange: None,
             audit_lines: String::new(),
-            replied: false,
             failed: false,
             logged: false,
         }
@@ -502,7 +516,7 @@ impl ComponentFilter {
             &Governance,
             ResourceAny,
         ) -> wasmtime::Result<Decision>,
-    ) -> Option<Action> {
+    ) -> Option<Decision> {
         if self.failed {
             return None;
         }
@@ -513,12 +527,57 @@ impl ComponentFilter {
         match self.vm.with(&self.stream, |store, g| f(store, g, x)) {
             Some(decision) => {
                 self.record(&decision.audit);
-                Some(decision.action)
+                Some(decision)
             }
             None => {
                 self.fail();
                 None
             }
+        }
+    }
+
+    /// Applies one decision to the stream, as the proxy-wasm adapter's
+    /// hostcalls would, and returns the status for the callback.
+    fn apply_decision(&mut self, dir: Dir, phase: Phase, decision: Option<Decision>) -> Status {
+        let Some(decision) = decision else {
+            // Failed: the 503 is queued; stop everything.
+            return match phase {
+                Phase::Headers => Status::Headers(FilterHeadersStatus::StopAllIterationAndWatermark),
+                Phase::Body => Status::Data(FilterDataStatus::StopIterationNoBuffer),
+                Phase::Trailers => Status::Trailers(FilterTrailersStatus::StopIteration),
+            };
+        };
+        self.apply_trailers(dir, &decision.trailers);
+        let (edits, body, proceed) = match decision.action {
+            Action::Continue(edits) => (Some(edits), None, true),
+            Action::Pause(edits) => (Some(edits), None, false),
+            Action::Rewrite(rw) => (Some(rw.edits), Some(rw.body), true),
+            Action::Respond(reply) => {
+                self.reply(reply);
+                return match phase {
+                    Phase::Headers => {
+                        Status::Headers(FilterHeadersStatus::StopAllIterationAndWatermark)
+                    }
+                    Phase::Body => Status::Data(FilterDataStatus::StopIterationNoBuffer),
+                    Phase::Trailers => Status::Trailers(FilterTrailersStatus::StopIteration),
+                };
+            }
+        };
+        if let Some(edits) = &edits {
+            self.apply(dir, edits);
+        }
+        if let Some(body) = body {
+            self.replace_body(dir, body);
+        }
+        match (phase, proceed) {
+            (Phase::Headers, true) => Status::Headers(FilterHeadersStatus::Continue),
+            // Held, still editable, while body callbacks run (Envoy with
+            // allow_on_headers_stop_iteration).
+            (Phase::Headers, false) => Status::Headers(FilterHeadersStatus::StopIteration),
+            (Phase::Body, true) => Status::Data(FilterDataStatus::Continue),
+            (Phase::Body, false) => Status::Data(FilterDataStatus::StopIterationAndBuffer),
+            (Phase::Trailers, true) => Status::Trailers(FilterTrailersStatus::Continue),
+            (Phase::Trailers, false) => Status::Trailers(FilterTrailersStatus::StopIteration),
         }
     }
 
@@ -560,8 +619,24 @@ impl ComponentFilter {
         }
     }
 
+    fn apply_trailers(&self, dir: Dir, edits: &HeaderEdits) {
+        if edits.remove.is_empty() && edits.set.is_empty() {
+            return;
+        }
+        let mut d = self.stream.borrow_mut();
+        let side = d.side_mut(dir);
+        let Some(trailers) = side.trailers.as_mut().filter(|_| side.trailers_active) else {
+            return;
+        };
+        for name in &edits.remove {
+            trailers.remove(name);
+        }
+        for (name, value) in &edits.set {
+            trailers.replace(name, value.as_bytes());
+        }
+    }
+
     fn reply(&mut self, reply: Reply) {
-        self.replied = true;
         // As proxy_send_local_response: whitespace in details becomes `_`,
         // header names are lowercase.
         let details = reply
@@ -588,6 +663,26 @@ impl ComponentFilter {
         self.stream.borrow_mut().side_mut(dir).body = Some(body);
     }
 
+    /// What the host holds of a body now (as `get_buffer_bytes` sees it).
+    fn held(&self, dir: Dir) -> Vec<u8> {
+        self.stream
+            .borrow()
+            .side(dir)
+            .body
+            .clone()
+            .unwrap_or_default()
+    }
+
+    fn trailers(&self, dir: Dir) -> Vec<(String, String)> {
+        self.stream
+            .borrow()
+            .side(dir)
+            .trailers
+            .as_ref()
+            .map(non_pseudo)
+            .unwrap_or_default()
+    }
+
     fn request_head(&self) -> (RequestHead, RequestContext) {
         let d = self.stream.borrow();
         let mut head = RequestHead {
@@ -611,91 +706,63 @@ impl ComponentFilter {
         };
         (head, context)
     }
+}
 
-    /// The request body phase, shared by the body callback and by headers
-    /// that end the stream (decided on the empty body, as filter.rs does).
-    fn request_body_step(&mut self, body: Vec<u8>, end_stream: bool) -> FilterDataStatus {
-        let action = self.call(|store, g, x| {
-            g.portcullis_governance_engine()
-                .exchange()
-                .call_request_body(store, x, &body, end_stream)
-        });
-        match action {
-            None => FilterDataStatus::StopIterationNoBuffer,
-            Some(Action::Continue(edits)) => {
-                self.apply(Dir::Request, &edits);
-                FilterDataStatus::Continue
-            }
-            Some(Action::Pause(_)) => FilterDataStatus::StopIterationAndBuffer,
-            Some(Action::Rewrite(rw)) => {
-                self.apply(Dir::Request, &rw.edits);
-                self.replace_body(Dir::Request, rw.body);
-                FilterDataStatus::Continue
-            }
-            Some(Action::Respond(reply)) => {
-                self.reply(reply);
-                FilterDataStatus::StopIterationNoBuffer
-            }
-        }
+fn headers_status(s: Status) -> FilterHeadersStatus {
+    match s {
+        Status::Headers(h) => h,
+        _ => FilterHeadersStatus::StopAllIterationAndWatermark,
+    }
+}
+
+fn data_status(s: Status) -> FilterDataStatus {
+    match s {
+        Status::Data(d) => d,
+        _ => FilterDataStatus::StopIterationNoBuffer,
+    }
+}
+
+fn trailers_status(s: Status) -> FilterTrailersStatus {
+    match s {
+        Status::Trailers(t) => t,
+        _ => FilterTrailersStatus::StopIteration,
     }
 }
 
 impl HttpFilter for ComponentFilter {
     fn on_request_headers(&mut self, end_stream: bool) -> FilterHeadersStatus {
         let (head, context) = self.request_head();
-        let action = self.call(|store, g, x| {
+        let d = self.call(|store, g, x| {
             g.portcullis_governance_engine()
                 .exchange()
                 .call_request_headers(store, x, &head, &context, end_stream)
         });
-        match action {
-            None => FilterHeadersStatus::StopAllIterationAndWatermark,
-            Some(Action::Continue(edits)) => {
-                self.apply(Dir::Request, &edits);
-                FilterHeadersStatus::Continue
-            }
-            Some(Action::Pause(edits)) => {
-                self.apply(Dir::Request, &edits);
-                if end_stream {
-                    return match self.request_body_step(Vec::new(), true) {
-                        FilterDataStatus::Continue => FilterHeadersStatus::Continue,
-                        _ => FilterHeadersStatus::StopAllIterationAndWatermark,
-                    };
-                }
-                // Held, still editable, while body callbacks run (Envoy with
-                // allow_on_headers_stop_iteration).
-                FilterHeadersStatus::StopIteration
-            }
-            Some(Action::Rewrite(rw)) => {
-                self.apply(Dir::Request, &rw.edits);
-                FilterHeadersStatus::Continue
-            }
-            Some(Action::Respond(reply)) => {
-                self.reply(reply);
-                FilterHeadersStatus::StopAllIterationAndWatermark
-            }
-        }
+        headers_status(self.apply_decision(Dir::Request, Phase::Headers, d))
     }
 
     fn on_request_body(&mut self, _body_len: usize, end_stream: bool) -> FilterDataStatus {
-        if self.failed {
-            return FilterDataStatus::StopIterationNoBuffer;
-        }
-        let body = self
-            .stream
-            .borrow()
-            .request
-            .body
-            .clone()
-            .unwrap_or_default();
-        self.request_body_step(body, end_stream)
+        let body = self.held(Dir::Request);
+        let d = self.call(|store, g, x| {
+            g.portcullis_governance_engine()
+                .exchange()
+                .call_request_body(store, x, &body, end_stream)
+        });
+        data_status(self.apply_decision(Dir::Request, Phase::Body, d))
     }
 
     fn on_request_trailers(&mut self) -> FilterTrailersStatus {
-        FilterTrailersStatus::Continue
+        let (trailers, body) = (self.trailers(Dir::Request), self.held(Dir::Request));
+        let d = self.call(|store, g, x| {
+            g.portcullis_governance_engine()
+                .exchange()
+                .call_request_trailers(store, x, &trailers, &body)
+        });
+        trailers_status(self.apply_decision(Dir::Request, Phase::Trailers, d))
     }
 
     fn on_response_headers(&mut self, end_stream: bool) -> FilterHeadersStatus {
+        // The 503 of a failed component passes back untouched, as a failed
+        // proxy-wasm VM's does (Envoy `failStream`).
         if self.failed {
             return FilterHeadersStatus::Continue;
         }
@@ -708,61 +775,38 @@ impl HttpFilter for ComponentFilter {
                 .unwrap_or(0);
             (status, non_pseudo(h))
         };
-        let action = self.call(|store, g, x| {
+        let d = self.call(|store, g, x| {
             g.portcullis_governance_engine()
                 .exchange()
                 .call_response_headers(store, x, status, &headers, end_stream)
         });
-        match action {
-            None => FilterHeadersStatus::StopAllIterationAndWatermark,
-            Some(Action::Continue(edits) | Action::Pause(edits)) => {
-                self.apply(Dir::Response, &edits);
-                FilterHeadersStatus::Continue
-            }
-            Some(Action::Rewrite(rw)) => {
-                self.apply(Dir::Response, &rw.edits);
-                FilterHeadersStatus::Continue
-            }
-            Some(Action::Respond(reply)) => {
-                self.reply(reply);
-                FilterHeadersStatus::StopAllIterationAndWatermark
-            }
-        }
+        headers_status(self.apply_decision(Dir::Response, Phase::Headers, d))
     }
 
     fn on_response_body(&mut self, _body_len: usize, end_stream: bool) -> FilterDataStatus {
         if self.failed {
             return FilterDataStatus::Continue;
         }
-        let data = self
-            .stream
-            .borrow()
-            .response
-            .body
-            .clone()
-            .unwrap_or_default();
-        let action = self.call(|store, g, x| {
+        let data = self.held(Dir::Response);
+        let d = self.call(|store, g, x| {
             g.portcullis_governance_engine()
                 .exchange()
                 .call_response_body(store, x, &data, end_stream)
         });
-        match action {
-            None => FilterDataStatus::StopIterationNoBuffer,
-            Some(Action::Continue(_)) => FilterDataStatus::Continue,
-            Some(Action::Pause(_)) => FilterDataStatus::StopIterationAndBuffer,
-            Some(Action::Rewrite(rw)) => {
-                self.replace_body(Dir::Response, rw.body);
-                FilterDataStatus::Continue
-            }
-            Some(Action::Respond(reply)) => {
-                self.reply(reply);
-                FilterDataStatus::StopIterationNoBuffer
-            }
-        }
+        data_status(self.apply_decision(Dir::Response, Phase::Body, d))
     }
 
     fn on_response_trailers(&mut self) -> FilterTrailersStatus {
-        FilterTrailersStatus::Continue
+        if self.failed {
+            return FilterTrailersStatus::Continue;
+        }
+        let (trailers, data) = (self.trailers(Dir::Response), self.held(Dir::Response));
+        let d = self.call(|store, g, x| {
+            g.portcullis_governance_engine()
+                .exchange()
+                .call_response_trailers(store, x, &trailers, &data)
+        });
+        trailers_status(self.apply_decision(Dir::Response, Phase::Trailers, d))
     }
 
     fn on_log(&mut self) {

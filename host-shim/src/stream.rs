@@ -191,7 +191,7 @@ impl StreamData {
         }
     }
 
-    pub(crate) fn push_action(&mut self, a: StreamAction) {
+    pub fn push_action(&mut self, a: StreamAction) {
         self.actions.push(a);
         if let Some(n) = &self.notify {
             n.notify_one();
@@ -558,6 +558,14 @@ impl StreamCore {
             let p = std::mem::take(&mut side.pending);
             let end = side.pending_end;
             self.body_to_filter(dir, p, end);
+            // Envoy `commonContinue`: trailers that arrived while the
+            // headers were stopped follow the held data (`doTrailers` after
+            // `doData`), even when the filter buffered that data.
+            if !self.blocked(dir)
+                && let Some(t) = self.side(dir).trailers.take()
+            {
+                self.trailers_to_filter(dir, t);
+            }
         } else if pending_trailers && let Some(t) = self.side(dir).trailers.take() {
             self.trailers_to_filter(dir, t);
         }
@@ -720,16 +728,28 @@ impl StreamCore {
     }
 
     fn trailers_to_filter(&mut self, dir: Dir, trailers: HeaderMap) {
+        // Envoy context.cc `getBuffer(HttpRequestBody)`: while the last body
+        // callback buffered (`buffering_request_body_`), the body buffer is
+        // the filter manager's whole buffered body (`modifyDecodingBuffer`),
+        // readable and writable from the trailers callback; otherwise it is
+        // the last chunk's pointer, already forwarded (nothing).
+        let buffering = self.side(dir).buffering;
+        let held = buffering.then(|| std::mem::take(&mut self.side(dir).buffer));
         {
             let mut d = self.data.borrow_mut();
             let s = d.side_mut(dir);
             s.trailers = Some(trailers);
             s.trailers_active = true;
+            s.body = held;
         }
         let st = match dir {
             Dir::Request => self.filter.on_request_trailers(),
             Dir::Response => self.filter.on_response_trailers(),
         };
+        let body = self.data.borrow_mut().side_mut(dir).body.take();
+        if let Some(body) = body {
+            self.side(dir).buffer = body;
+        }
         match st {
             FilterTrailersStatus::Continue => self.forward_trailers(dir),
             FilterTrailersStatus::StopIteration => self.side(dir).trailers_stopped = true,
@@ -751,10 +771,15 @@ impl StreamCore {
         let buffered = std::mem::take(&mut side.buffer);
         side.buffering = false;
         side.data_stopped = false;
-        side.done = true;
         if !buffered.is_empty() {
-            self.out.push_back(Output::Data(dir, buffered, false));
+            // Through the content-length check: a filter that rewrote the
+            // body at its trailers must have fixed the length too.
+            self.forward_data(dir, buffered, false);
+            if self.reset || (dir == Dir::Request && self.local_reply) {
+                return;
+            }
         }
+        self.side(dir).done = true;
         self.out.push_back(Output::Trailers(dir, t));
     }
 

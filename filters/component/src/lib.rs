@@ -2,11 +2,12 @@
 //!
 //! A thin adapter, like `filters/proxy-wasm`: the exports of the
 //! `portcullis:governance/engine` interface (wit/portcullis.wit) in,
-//! [`portcullis_core`] calls, the world's imports (clock, random, key-value,
-//! logging, counters, properties) out. It decides nothing itself; it mirrors
-//! `filters/proxy-wasm/src/filter.rs` step for step, so that the same bundle
-//! and the same traffic give the same decisions, bodies and audit records in
-//! either build (tests/vectors.rs holds the two to that).
+//! [`portcullis_core::driver::StreamDriver`] calls, the world's imports
+//! (clock, random, key-value, logging, counters, properties) out. It decides
+//! nothing and sequences nothing itself: the phase rules are the driver's,
+//! shared with `filters/proxy-wasm`, so that the same bundle and the same
+//! traffic give the same decisions, bodies and audit records in either
+//! build (tests/vectors.rs holds the two to that).
 //!
 //! Built for `wasm32-wasip2`, whose rustc links a component directly
 //! (`wasm-component-ld`): no wasip1 adapter module to ship or keep in step.
@@ -36,12 +37,10 @@ use bindings::exports::portcullis::governance::engine::{Guest, GuestExchange};
 use bindings::portcullis::governance::types as t;
 use bindings::portcullis::governance::{clock, counters, key_value, logging, properties, random};
 use portcullis_core::audit::{AuditRecord, Decision};
-use portcullis_core::engine::{
-    Env, HeaderEdits, LocalReply, RequestBodyAction, RequestHead, RequestHeadersAction,
-    ResponseBodyAction, SharedWrite,
-};
+use portcullis_core::Engine;
+use portcullis_core::driver::{Output, Step, StreamDriver};
+use portcullis_core::engine::{Env, HeaderEdits, LocalReply, RequestHead, SharedWrite};
 use portcullis_core::mcp::{codes, error_response};
-use portcullis_core::{Engine, Exchange};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -151,25 +150,17 @@ fn shared_write(key: &str, value: &[u8], condition: key_value::Condition) -> Sha
     }
 }
 
-/// One exchange: the engine's, or none when no bundle was configured.
+/// One exchange: the engine's stream driver, or none when no bundle was
+/// configured.
 pub struct Stream {
-    inner: RefCell<Option<Inner>>,
-}
-
-struct Inner {
-    exchange: Exchange,
-    /// Set once a reply was sent: later callbacks pass everything.
-    replied: bool,
+    inner: RefCell<Option<StreamDriver>>,
 }
 
 impl GuestExchange for Stream {
     fn new() -> Stream {
         let engine = ENGINE.with(|e| e.borrow().clone());
         Stream {
-            inner: RefCell::new(engine.map(|engine| Inner {
-                exchange: Exchange::new(engine),
-                replied: false,
-            })),
+            inner: RefCell::new(engine.map(StreamDriver::new)),
         }
     }
 
@@ -177,7 +168,7 @@ impl GuestExchange for Stream {
         self.inner
             .borrow()
             .as_ref()
-            .map(|i| i.exchange.request_id().to_owned())
+            .map(|d| d.request_id().to_owned())
             .unwrap_or_default()
     }
 
@@ -185,53 +176,24 @@ impl GuestExchange for Stream {
         &self,
         head: t::RequestHead,
         _context: t::RequestContext,
-        _end_of_stream: bool,
+        end_of_stream: bool,
     ) -> t::Decision {
-        let mut slot = self.inner.borrow_mut();
-        let Some(inner) = slot.as_mut() else {
-            return unconfigured();
-        };
         let head = RequestHead {
             method: head.method,
             path: head.path,
             authority: head.authority,
             headers: head.headers,
         };
-        let action = match inner.exchange.on_request_headers(&mut HostEnv, head) {
-            RequestHeadersAction::Continue(edits) => t::Action::Continue(edits_out(edits)),
-            // With no body to follow, the host calls `request-body([], true)`
-            // next, as the proxy-wasm filter decides on the empty body.
-            RequestHeadersAction::ReadBody(edits) => t::Action::Pause(edits_out(edits)),
-            RequestHeadersAction::Reply(reply) => inner.reply(reply),
-        };
-        inner.decision(action)
+        self.drive(|d| d.request_headers(&mut HostEnv, head, end_of_stream))
     }
 
     fn request_body(&self, body: Vec<u8>, end_of_stream: bool) -> t::Decision {
-        let mut slot = self.inner.borrow_mut();
-        let Some(inner) = slot.as_mut() else {
-            return unconfigured();
-        };
-        if inner.replied {
-            return inner.decision(t::Action::Continue(no_edits()));
-        }
-        if let Some(reply) = inner.exchange.on_request_body_size(body.len() as u64) {
-            let action = inner.reply(reply);
-            return inner.decision(action);
-        }
-        if !end_of_stream {
-            return inner.decision(t::Action::Pause(no_edits()));
-        }
-        let action = match inner.exchange.on_request_body(&mut HostEnv, &body, true) {
-            RequestBodyAction::Wait => t::Action::Pause(no_edits()),
-            RequestBodyAction::Forward(edits) => t::Action::Continue(edits_out(edits)),
-            RequestBodyAction::Rewrite(edits, body) => t::Action::Rewrite(t::Rewrite {
-                edits: edits_out(edits),
-                body,
-            }),
-            RequestBodyAction::Reply(reply) => inner.reply(reply),
-        };
-        inner.decision(action)
+        self.drive(|d| d.request_body(&mut HostEnv, &mut body.as_slice(), end_of_stream))
+    }
+
+    fn request_trailers(&self, trailers: Vec<(String, String)>, body: Vec<u8>) -> t::Decision {
+        let names: Vec<String> = trailers.into_iter().map(|(k, _)| k).collect();
+        self.drive(|d| d.request_trailers(&mut HostEnv, &mut body.as_slice(), &names))
     }
 
     fn response_headers(
@@ -240,73 +202,71 @@ impl GuestExchange for Stream {
         headers: Vec<(String, String)>,
         end_of_stream: bool,
     ) -> t::Decision {
-        let mut slot = self.inner.borrow_mut();
-        let Some(inner) = slot.as_mut() else {
-            return unconfigured();
-        };
-        let edits = inner
-            .exchange
-            .on_response_headers(&mut HostEnv, status, &headers);
-        if end_of_stream {
-            inner.exchange.on_stream_end(&mut HostEnv);
-        }
-        inner.decision(t::Action::Continue(edits_out(edits)))
+        self.drive(|d| d.response_headers(&mut HostEnv, status, &headers, end_of_stream))
     }
 
     fn response_body(&self, data: Vec<u8>, end_of_stream: bool) -> t::Decision {
-        let mut slot = self.inner.borrow_mut();
-        let Some(inner) = slot.as_mut() else {
-            return unconfigured();
-        };
-        let action = match inner
-            .exchange
-            .on_response_body(&mut HostEnv, &data, end_of_stream)
-        {
-            ResponseBodyAction::Pass => t::Action::Continue(no_edits()),
-            ResponseBodyAction::Buffer => t::Action::Pause(no_edits()),
-            ResponseBodyAction::Replace(body) => t::Action::Rewrite(t::Rewrite {
-                edits: no_edits(),
-                body,
-            }),
-        };
-        inner.decision(action)
+        self.drive(|d| d.response_body(&mut HostEnv, &mut data.as_slice(), end_of_stream))
+    }
+
+    fn response_trailers(&self, trailers: Vec<(String, String)>, data: Vec<u8>) -> t::Decision {
+        let names: Vec<String> = trailers.into_iter().map(|(k, _)| k).collect();
+        self.drive(|d| d.response_trailers(&mut HostEnv, &mut data.as_slice(), &names))
     }
 
     fn end(&self) -> Vec<t::AuditRecord> {
         let mut slot = self.inner.borrow_mut();
-        let Some(inner) = slot.as_mut() else {
+        let Some(driver) = slot.as_mut() else {
             return Vec::new();
         };
-        inner.exchange.on_stream_end(&mut HostEnv);
-        inner.exchange.take_audit().iter().map(record_out).collect()
+        driver.end(&mut HostEnv);
+        driver.take_audit().iter().map(record_out).collect()
     }
 }
 
-impl Inner {
-    fn reply(&mut self, reply: LocalReply) -> t::Action {
-        self.replied = true;
-        t::Action::Respond(reply_out(reply))
+impl Stream {
+    /// Runs one callback through the driver and translates its output.
+    fn drive(&self, f: impl FnOnce(&mut StreamDriver) -> Output) -> t::Decision {
+        let mut slot = self.inner.borrow_mut();
+        let Some(driver) = slot.as_mut() else {
+            return unconfigured();
+        };
+        let out = f(driver);
+        decision(driver, out)
     }
+}
 
-    /// The action with the records this call completed, and what they say.
-    fn decision(&mut self, action: t::Action) -> t::Decision {
-        let records = self.exchange.take_audit();
-        let reason = records
-            .iter()
-            .find(|r| r.decision == Decision::Deny)
-            .map(|r| r.reason.clone());
-        let mut rules: Vec<String> = Vec::new();
-        for rule in records.iter().filter_map(|r| r.rule.as_ref()) {
-            if !rules.contains(rule) {
-                rules.push(rule.clone());
-            }
+/// The driver's output as a WIT decision, with the records this call
+/// completed and what they say.
+fn decision(driver: &mut StreamDriver, out: Output) -> t::Decision {
+    let action = match out.step {
+        Step::Continue => match out.body {
+            Some(body) => t::Action::Rewrite(t::Rewrite {
+                edits: edits_out(out.headers),
+                body,
+            }),
+            None => t::Action::Continue(edits_out(out.headers)),
+        },
+        Step::Pause => t::Action::Pause(edits_out(out.headers)),
+        Step::Reply(reply) => t::Action::Respond(reply_out(reply)),
+    };
+    let records = driver.take_audit();
+    let reason = records
+        .iter()
+        .find(|r| r.decision == Decision::Deny)
+        .map(|r| r.reason.clone());
+    let mut rules: Vec<String> = Vec::new();
+    for rule in records.iter().filter_map(|r| r.rule.as_ref()) {
+        if !rules.contains(rule) {
+            rules.push(rule.clone());
         }
-        t::Decision {
-            action,
-            reason,
-            rules,
-            audit: records.iter().map(record_out).collect(),
-        }
+    }
+    t::Decision {
+        action,
+        trailers: edits_out(out.trailers),
+        reason,
+        rules,
+        audit: records.iter().map(record_out).collect(),
     }
 }
 
@@ -321,6 +281,7 @@ fn unconfigured() -> t::Decision {
         Some(serde_json::json!({ "reason": reason })),
     );
     t::Decision {
+        trailers: no_edits(),
         action: t::Action::Respond(t::Reply {
             status: 503,
             headers: vec![("content-type".into(), "application/json".into())],

@@ -145,7 +145,14 @@ pub struct AuditRecord {
     pub schema: &'static str,
     /// RFC 3339, UTC, millisecond precision.
     pub time: String,
+    /// The filter's own id for the HTTP exchange (also sent upstream as
+    /// `x-mcp-request-id`): never the client's, so two exchanges cannot
+    /// share one.
     pub request_id: String,
+    /// The `x-request-id` the request arrived with, if any (the client's or
+    /// a proxy's), kept for correlation with other logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     /// Position of the message in its HTTP exchange (batch element, or event
     /// number on a stream).
     pub message_index: u32,
@@ -289,6 +296,7 @@ impl AuditRecord {
             schema: SCHEMA,
             time,
             request_id,
+            client_request_id: None,
             message_index: 0,
             direction: Direction::Client,
             kind: "invalid",

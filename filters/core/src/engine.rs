@@ -232,6 +232,9 @@ pub struct Engine {
     tools: Mutex<BTreeMap<String, ToolState>>,
     /// Redacts arguments kept in records (`auditArguments: redacted`).
     audit_scanner: Option<crate::scan::Scanner>,
+    /// Requests filed for their session's GET stream when the host has no
+    /// shared store (see `Exchange::register_for_stream`).
+    streams: Mutex<BTreeMap<String, StreamTable>>,
 }
 
 /// What the last tools/list of a server showed.
@@ -243,6 +246,19 @@ struct ToolState {
     hashes: BTreeMap<String, String>,
     /// Names of the last complete (unpaged) list.
     names: Option<BTreeSet<String>>,
+    /// Each tool's `inputSchema` as last served, compiled: a call's
+    /// arguments must validate against it strictly.
+    schemas: BTreeMap<String, ToolSchema>,
+}
+
+/// A tool's advertised `inputSchema`, compiled once per definition.
+#[derive(Debug, Clone)]
+struct ToolSchema {
+    /// The pin of the definition it came from (recompiled when it changes).
+    hash: String,
+    /// `None`: the schema did not compile (then only the policy's lax
+    /// readings guard the call).
+    validator: Option<Arc<jsonschema::Validator>>,
 }
 
 impl Engine {
@@ -257,6 +273,7 @@ impl Engine {
             tokens: Mutex::new(tokens),
             tools: Mutex::new(BTreeMap::new()),
             audit_scanner,
+            streams: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -422,11 +439,17 @@ enum ResponseMode {
     Sse(sse::Parser),
     /// The body was refused; what is left of it is dropped.
     Discard,
+    /// An error answer's text (not JSON), buffered whole and screened.
+    Text,
+    /// No client reads this body (a 202's): it is not forwarded.
+    Drop,
 }
 
 /// A forwarded request waiting for its response.
 #[derive(Debug, Clone)]
 struct Pending {
+    /// The request's JSON-RPC id, as the client sent it.
+    id: Value,
     record: AuditRecord,
     method: String,
     /// A tools/list for a later page (`params.cursor`).
@@ -454,6 +477,8 @@ enum Route {
 pub struct Exchange {
     engine: Arc<Engine>,
     request_id: String,
+    /// The request's own `x-request-id`, recorded beside the filter's id.
+    client_request_id: Option<String>,
     server: Option<usize>,
     route: Route,
     head: RequestHead,
@@ -461,7 +486,7 @@ pub struct Exchange {
     session: Option<String>,
     started_nanos: u64,
     replied_locally: bool,
-    pending: Vec<(String, Pending)>,
+    pending: Vec<Pending>,
     /// Notifications and client responses forwarded, completed at 202.
     accepted: Vec<AuditRecord>,
     response_status: u16,
@@ -481,6 +506,12 @@ pub struct Exchange {
     leases: Vec<crate::policy::limits::Lease>,
     /// A replay (`portcullis simulate`): the token's scopes are not known.
     replay: bool,
+    /// The answer came with an error status: what it leaves unanswered
+    /// completes as an HTTP error.
+    http_error: bool,
+    /// The legacy transport's session, as a GET stream's `endpoint` event
+    /// named it (hashed).
+    stream_session: Option<String>,
 }
 
 impl Exchange {
@@ -488,6 +519,7 @@ impl Exchange {
         Exchange {
             engine,
             request_id: String::new(),
+            client_request_id: None,
             server: None,
             route: Route::Unmatched,
             head: RequestHead::default(),
@@ -508,6 +540,8 @@ impl Exchange {
             source: None,
             leases: Vec::new(),
             replay: false,
+            http_error: false,
+            stream_session: None,
         }
     }
 
@@ -536,10 +570,13 @@ impl Exchange {
         head: RequestHead,
     ) -> RequestHeadersAction {
         self.started_nanos = env.now_nanos();
-        self.request_id = match head.header("x-request-id") {
-            Some(id) if !id.is_empty() && id.len() <= 128 && id.is_ascii() => id.to_owned(),
-            _ => random_id(env),
-        };
+        // The record's id is the filter's own: a client-chosen x-request-id
+        // would let two exchanges share one. The client's is kept beside it.
+        self.request_id = random_id(env);
+        self.client_request_id = head
+            .header("x-request-id")
+            .filter(|id| !id.is_empty() && id.is_ascii())
+            .map(|id| truncate(id, 128).to_owned());
         self.session = head
             .header("mcp-session-id")
             .map(|s| short_hash(s.as_bytes()));
@@ -548,10 +585,10 @@ impl Exchange {
             .and_then(|v| String::from_utf8(v).ok())
             .filter(|v| !v.is_empty() && v.len() <= 64);
         let mut edits = HeaderEdits::default();
+        // The filter's own headers, however a server would spell them
+        // (`X-MCP-Subject`, `x_mcp_subject`: CGI and WSGI read both as one).
         for (name, _) in &head.headers {
-            if name.to_ascii_lowercase().starts_with(AUDIT_HEADER_PREFIX)
-                && !edits.remove.contains(name)
-            {
+            if crate::driver::is_owned_field(name) && !edits.remove.contains(name) {
                 edits.remove.push(name.clone());
             }
         }
@@ -571,28 +608,27 @@ impl Exchange {
                 details: "portcullis_protected_resource_metadata".into(),
             });
         }
-        let server = self
-            .bundle()
+        let engine = Arc::clone(&self.engine);
+        let routed: Result<Option<usize>, String> = Ok(engine
+            .bundle
             .route(&head.authority, &head.path)
-            .and_then(|s| {
-                self.bundle()
-                    .servers
-                    .iter()
-                    .position(|x| std::ptr::eq(x, s))
-            });
-        self.server = server;
-        let method = head.method.clone();
+            .and_then(|s| engine.bundle.servers.iter().position(|x| std::ptr::eq(x, s))));
         self.head = head;
-        if server.is_none() {
-            self.route = Route::Unmatched;
-            if self.head.method == "POST"
-                && is_json_media_type(self.head.header("content-type").unwrap_or(""))
-                && self.bundle().settings.unmatched_routes == UnmatchedRoutes::Passthrough
-            {
-                // Maybe an MCP server the registry does not know.
-                self.route = Route::Shadow;
-                return RequestHeadersAction::ReadBody(edits);
+        let server = match routed {
+            Ok(server) => server,
+            Err(e) => {
+                return RequestHeadersAction::Reply(self.refuse_head(
+                    400,
+                    codes::INVALID_REQUEST,
+                    "Invalid Request",
+                    format!(
+                        "the request target cannot be read the way every server would read it: {e}"
+                    ),
+                ));
             }
+        };
+        self.server = server;
+        if server.is_none() {
             if self.bundle().settings.unmatched_routes == UnmatchedRoutes::Deny {
                 let reply = self.reply(
                     404,
@@ -604,9 +640,15 @@ impl Exchange {
                 );
                 return RequestHeadersAction::Reply(reply);
             }
-            return RequestHeadersAction::Continue(edits);
+            // Maybe an MCP server the registry does not know: whatever the
+            // method and content type, a body a server could read as
+            // JSON-RPC is MCP. A request without a body is decided at once.
+            self.route = Route::Shadow;
+            return RequestHeadersAction::ReadBody(edits);
         }
-        let engine = Arc::clone(&self.engine);
+        if let Some(reply) = self.refuse_ambiguous_head() {
+            return RequestHeadersAction::Reply(reply);
+        }
         if let Some(sid) = self.server().and_then(|s| s.identity.as_ref()) {
             match self.authenticate(env, &engine, sid) {
                 Ok(identity) => {
@@ -615,24 +657,17 @@ impl Exchange {
                 Err(e) => return RequestHeadersAction::Reply(self.refuse_unauthenticated(env, &e)),
             }
         }
-        match method.as_str() {
+        // The upstream must answer in plain bytes: a compressed answer could
+        // not be inspected (and is refused).
+        edits
+            .set
+            .push(("accept-encoding".into(), "identity".into()));
+        // Methods are compared exactly: `post` is not POST to the filter, and
+        // some servers would read it as POST.
+        match self.head.method.as_str() {
             "POST" => {
                 self.route = Route::Post;
-                let ctype = self.head.header("content-type").unwrap_or("");
-                if !is_json_media_type(ctype) {
-                    let reason = format!(
-                        "MCP messages are POSTed as application/json; got content-type {:?}",
-                        truncate(ctype, 64)
-                    );
-                    self.record_invalid(reason.clone(), codes::UNSUPPORTED_MEDIA_TYPE, 415);
-                    let reply = self.reply(
-                        415,
-                        None,
-                        codes::UNSUPPORTED_MEDIA_TYPE,
-                        "Unsupported media type",
-                        reason,
-                        None,
-                    );
+                if let Some(reply) = self.refuse_request_encoding() {
                     return RequestHeadersAction::Reply(reply);
                 }
                 if let Some(len) = self
@@ -645,17 +680,128 @@ impl Exchange {
                 }
                 RequestHeadersAction::ReadBody(edits)
             }
+            // A GET (the server's stream), DELETE (session end), HEAD and
+            // OPTIONS (CORS) carry no MCP message; one with a body is
+            // refused when the body shows (a request without one is
+            // forwarded at once).
             "GET" => {
                 self.route = Route::Stream;
-                self.upstream_token_edits(env, &[], &mut edits);
-                RequestHeadersAction::Continue(edits)
+                RequestHeadersAction::ReadBody(edits)
             }
-            _ => {
+            "DELETE" | "HEAD" | "OPTIONS" => {
                 self.route = Route::Other;
-                self.upstream_token_edits(env, &[], &mut edits);
-                RequestHeadersAction::Continue(edits)
+                RequestHeadersAction::ReadBody(edits)
+            }
+            other => {
+                let reason = format!(
+                    "method {:?} is not one an MCP endpoint accepts (POST, GET, DELETE); its body would reach the server uninspected",
+                    truncate(other, 32)
+                );
+                let mut reply = self.refuse_head(
+                    405,
+                    codes::INVALID_REQUEST,
+                    "Method not allowed",
+                    reason,
+                );
+                reply
+                    .headers
+                    .push(("allow".into(), "GET, POST, DELETE".into()));
+                RequestHeadersAction::Reply(reply)
             }
         }
+    }
+
+    /// Refuses a request on a governed route before its body is read, with
+    /// a record saying why.
+    fn refuse_head(&mut self, status: u16, code: i64, title: &str, reason: String) -> LocalReply {
+        self.record_invalid(reason.clone(), code, status);
+        self.reply(status, None, code, title, reason, None)
+    }
+
+    /// Headers that two readers could take differently: a repeated header
+    /// the filter decides on (the filter reads one value, a server may read
+    /// another, or both joined), and method overrides (a server that honours
+    /// `X-HTTP-Method-Override` runs a method the filter never saw).
+    fn refuse_ambiguous_head(&mut self) -> Option<LocalReply> {
+        const SINGLE: &[&str] = &[
+            "content-type",
+            "content-length",
+            "content-encoding",
+            "transfer-encoding",
+            "authorization",
+            "mcp-protocol-version",
+            "mcp-method",
+            "mcp-name",
+            "mcp-session-id",
+            "last-event-id",
+            "x-request-id",
+        ];
+        const OVERRIDES: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+        let mut why = None;
+        for name in SINGLE {
+            let n = self
+                .head
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .count();
+            if n > 1 {
+                why = Some(format!(
+                    "header {name:?} appears {n} times; servers disagree on which one counts, so it is refused"
+                ));
+                break;
+            }
+        }
+        if why.is_none()
+            && let Some((k, _)) = self
+                .head
+                .headers
+                .iter()
+                .find(|(k, _)| OVERRIDES.iter().any(|o| k.eq_ignore_ascii_case(o)))
+        {
+            why = Some(format!(
+                "header {:?} asks the server to run another method than the one the filter inspects; refused",
+                truncate(k, 64)
+            ));
+        }
+        why.map(|reason| self.refuse_head(400, codes::INVALID_REQUEST, "Invalid Request", reason))
+    }
+
+    /// An MCP POST's body must be JSON every server reads alike: the
+    /// `application/json` media type with no charset but UTF-8 (a server that
+    /// decodes by charset would read other bytes than the filter), and not
+    /// compressed.
+    fn refuse_request_encoding(&mut self) -> Option<LocalReply> {
+        let ctype = self.head.header("content-type").unwrap_or("");
+        if let Err(why) = crate::media::check_json_request(ctype) {
+            let reason = format!(
+                "MCP messages are POSTed as application/json in UTF-8; content-type {:?}: {why}",
+                truncate(ctype, 64)
+            );
+            return Some(self.refuse_head(
+                415,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                reason,
+            ));
+        }
+        if let Some(enc) = self
+            .head
+            .header("content-encoding")
+            .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            let reason = format!(
+                "request bodies are inspected as sent; content-encoding {:?} is refused",
+                truncate(enc, 32)
+            );
+            return Some(self.refuse_head(
+                415,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                reason,
+            ));
+        }
+        None
     }
 
     /// The RFC 9728 document for `path`, if it is a metadata path of a
@@ -797,12 +943,15 @@ impl Exchange {
     }
 
     /// Phase 2, while the body arrives: `size` is the total buffered so far.
-    /// Refuses a body over the limit as soon as it is seen.
+    /// Refuses a body over the limit as soon as it is seen: on a governed
+    /// route and on an unregistered one alike (a body that cannot be read
+    /// whole cannot be shown not to be MCP).
     pub fn on_request_body_size(&mut self, size: u64) -> Option<LocalReply> {
-        if self.route == Route::Post
-            && !self.replied_locally
-            && size > self.bundle().settings.max_request_bytes
-        {
+        let reads = matches!(
+            self.route,
+            Route::Post | Route::Shadow | Route::Stream | Route::Other
+        );
+        if reads && !self.replied_locally && size > self.bundle().settings.max_request_bytes {
             return Some(self.too_large(size));
         }
         None
@@ -831,11 +980,14 @@ impl Exchange {
         body: &[u8],
         end_of_stream: bool,
     ) -> RequestBodyAction {
-        if self.route == Route::Shadow && !self.replied_locally {
-            return self.shadow_body(env, body, end_of_stream);
-        }
-        if self.route != Route::Post || self.replied_locally {
+        if self.replied_locally {
             return RequestBodyAction::Forward(HeaderEdits::default());
+        }
+        match self.route {
+            Route::Shadow => return self.shadow_body(env, body, end_of_stream),
+            Route::Stream | Route::Other => return self.bodiless(env, body, end_of_stream),
+            Route::Unmatched => return RequestBodyAction::Forward(HeaderEdits::default()),
+            Route::Post => {}
         }
         if let Some(reply) = self.on_request_body_size(body.len() as u64) {
             return RequestBodyAction::Reply(reply);
@@ -873,6 +1025,21 @@ impl Exchange {
                 ));
             }
         };
+        if let Err(inv) =
+            mcp::check_revisions(self.head.header("mcp-protocol-version"), &envelope)
+                .and_then(|()| mcp::check_unique_ids(&envelope))
+        {
+            let first_id = envelope.messages.first().and_then(|m| m.id.clone());
+            self.record_messages_invalid(&envelope, &inv.reason, inv.code);
+            return RequestBodyAction::Reply(self.reply(
+                400,
+                first_id.as_ref(),
+                inv.code,
+                "Header mismatch",
+                inv.reason,
+                None,
+            ));
+        }
         let revision =
             mcp::effective_revision(self.head.header("mcp-protocol-version"), &envelope, &value);
         self.revision = Some(revision.clone());
@@ -1048,17 +1215,22 @@ impl Exchange {
                         .and_then(|v| v.get("params"))
                         .and_then(|p| p.get("cursor"))
                         .is_some_and(|c| !c.is_null());
-                    self.pending.push((
-                        mcp::id_key(id),
-                        Pending {
-                            record,
-                            method: msg.method.clone().unwrap_or_default(),
-                            paged,
-                        },
-                    ))
+                    self.pending.push(Pending {
+                        id: id.clone(),
+                        record,
+                        method: msg.method.clone().unwrap_or_default(),
+                        paged,
+                    })
                 }
                 _ => self.accepted.push(record),
             }
+        }
+        // The legacy transport answers on the session's GET stream, maybe
+        // before this POST's 202 is back: the stream must know what it
+        // answers from the moment the request goes upstream.
+        if legacy_session_param(&self.head.path).is_some() && !self.pending.is_empty() {
+            let open = self.pending.clone();
+            self.register_for_stream(env, &open);
         }
         let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
         let mut edits = HeaderEdits::default();
@@ -1068,7 +1240,7 @@ impl Exchange {
             .collect();
         self.upstream_token_edits(env, &call_refs, &mut edits);
         let token_mode = self.upstream_token;
-        for (_, p) in self.pending.iter_mut() {
+        for p in self.pending.iter_mut() {
             p.record.upstream_token = token_mode;
         }
         for r in self.accepted.iter_mut() {
@@ -1205,6 +1377,13 @@ impl Exchange {
                 Some(format!("McpServer/{}#pins", server.name)),
             );
         }
+        if let Target::Tool(tool) = &msg.target
+            && msg.method.as_deref() == Some("tools/call")
+            && !self.replay
+            && let Some(why) = self.schema_refusal(server, tool, msg.arguments.as_ref())
+        {
+            return Verdict::deny(why, Some(format!("McpServer/{}#inputSchema", server.name)));
+        }
         self.policy_verdict(server, msg, verdict)
     }
 
@@ -1289,11 +1468,17 @@ impl Exchange {
             Target::Prompt(p) => Some((TargetKind::Prompt, p.as_str())),
             Target::None => None,
         };
+        let lax = msg
+            .arguments
+            .as_ref()
+            .map(crate::coerce::lax_variants)
+            .unwrap_or_default();
         let call = Call {
             server: &server.name,
             method,
             target,
             arguments: msg.arguments.as_ref(),
+            lax_arguments: &lax,
         };
         let settings = &self.bundle().settings;
         let d = policy.decide(&call, &self.policy_context(), settings.enforce);
@@ -1402,6 +1587,7 @@ impl Exchange {
             method,
             target: Some((kind, name)),
             arguments: None,
+            lax_arguments: &[],
         };
         policy.visible(
             &call,
@@ -1786,11 +1972,13 @@ impl Exchange {
                 .push(("content-type".into(), "application/json".into()));
             return edits;
         }
-        let ctype = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.to_ascii_lowercase())
-            .unwrap_or_default();
+        // `x-mcp-*` towards the client is the filter's word alone: an
+        // upstream's own (any spelling) never reaches the client.
+        for (name, _) in headers {
+            if crate::driver::is_owned_field(name) && !edits.remove.contains(name) {
+                edits.remove.push(name.clone());
+            }
+        }
         let governed = matches!(self.route, Route::Post | Route::Stream);
         if !governed {
             self.mode = ResponseMode::Pass;
@@ -1802,51 +1990,98 @@ impl Exchange {
                 .set
                 .push(("warning".into(), format!("299 portcullis {:?}", w)));
         }
-        if !(200..300).contains(&status) {
-            self.mode = ResponseMode::Pass;
-            self.complete_all(env, Outcome::HttpError);
-            return edits;
-        }
-        let is_sse = ctype.starts_with("text/event-stream");
-        let is_json = is_json_media_type(&ctype);
-        if self.route == Route::Stream {
-            // A GET stream carries only server messages (and, on resumption
-            // or the legacy transport, responses); it is read only as SSE.
-            self.mode = if is_sse {
-                ResponseMode::Sse(sse::Parser::new(self.max_response()))
-            } else {
-                ResponseMode::Pass
-            };
-            if is_sse {
-                edits.remove.push("content-length".into());
-            }
-            return edits;
-        }
-        if status == 202 || (self.pending.is_empty() && !is_sse && !is_json) {
-            self.mode = ResponseMode::Pass;
-            self.complete_all(env, Outcome::Accepted);
-            return edits;
-        }
-        // Anything that reaches here answers forwarded requests and will be
-        // inspected; its length may change, and this is the last moment the
-        // headers can say so.
+        // Anything read from here on may change length, and this is the
+        // last moment the headers can say so.
         edits.remove.push("content-length".into());
-        self.complete_accepted(env);
-        if is_sse {
-            self.mode = ResponseMode::Sse(sse::Parser::new(self.max_response()));
-        } else if is_json {
-            self.mode = ResponseMode::Json;
-        } else {
-            edits
-                .set
-                .push(("content-type".into(), "application/json".into()));
-            self.fail_pending(
-                env,
-                "upstream answered an MCP request with a non-JSON, non-SSE body",
-            );
-            self.mode = ResponseMode::Discard;
+        let kind = match response_kind(headers) {
+            Ok(kind) => kind,
+            Err(reason) => {
+                self.refuse_response(env, &mut edits, &reason);
+                return edits;
+            }
+        };
+        let ok = (200..300).contains(&status);
+        if !ok {
+            // An error status does not end the clients' reading: both SDKs
+            // read a JSON-RPC error (or a result) from a 4xx or 5xx body, and
+            // show its text. It is read like any answer; what it does not
+            // answer completes as an HTTP error.
+            self.http_error = true;
         }
+        if self.route == Route::Stream {
+            // A GET stream is read as an event stream by the TypeScript
+            // client whatever its content type says; the Python client only
+            // reads text/event-stream. Only what both read alike passes.
+            self.mode = match kind {
+                BodyKind::EventStream => ResponseMode::Sse(sse::Parser::new(self.max_response())),
+                BodyKind::Json if !ok => ResponseMode::Json,
+                BodyKind::Other | BodyKind::Absent if !ok => ResponseMode::Text,
+                _ => {
+                    self.refuse_response(
+                        env,
+                        &mut edits,
+                        "a GET stream that is not text/event-stream is read differently by the clients",
+                    );
+                    return edits;
+                }
+            };
+            return edits;
+        }
+        if status == 202 {
+            // Accepted: notifications and client answers end here, and a
+            // request's answer travels on the GET stream (the legacy
+            // transport; registered when it was forwarded). No client reads
+            // a 202's body, so none is passed.
+            self.complete_all(env, Outcome::Accepted);
+            self.mode = ResponseMode::Drop;
+            return edits;
+        }
+        self.complete_accepted(env);
+        self.mode = match kind {
+            BodyKind::EventStream => ResponseMode::Sse(sse::Parser::new(self.max_response())),
+            BodyKind::Json => ResponseMode::Json,
+            BodyKind::Other | BodyKind::Absent if !ok => ResponseMode::Text,
+            BodyKind::Other | BodyKind::Absent if self.pending.is_empty() => ResponseMode::Drop,
+            BodyKind::Other | BodyKind::Absent => {
+                edits
+                    .set
+                    .push(("content-type".into(), "application/json".into()));
+                self.fail_pending(
+                    env,
+                    "upstream answered an MCP request with a non-JSON, non-SSE body",
+                );
+                ResponseMode::Discard
+            }
+        };
         edits
+    }
+
+    /// Refuses a response the clients could read differently from the
+    /// filter: the client gets a 502 with a JSON-RPC error for each open
+    /// request (or one without an id), and a record says why.
+    fn refuse_response(&mut self, env: &mut dyn Env, edits: &mut HeaderEdits, reason: &str) {
+        edits.set.push((":status".into(), "502".into()));
+        edits
+            .set
+            .push(("content-type".into(), "application/json".into()));
+        self.response_status = 502;
+        if self.pending.is_empty() {
+            let mut record = self.base_record();
+            record.direction = Direction::Server;
+            record.message_index = self.next_stream_index();
+            record.outcome = Outcome::UpstreamInvalid;
+            record.error_code = Some(codes::UPSTREAM_REJECTED);
+            record.reason = format!("upstream response refused: {reason}");
+            self.finish_record(env, record);
+        }
+        self.fail_pending(env, reason);
+        self.mode = ResponseMode::Discard;
+    }
+
+    /// Whether the response body is buffered whole before it is inspected
+    /// (an answer read as one document), rather than read as it streams.
+    pub fn buffers_response(&self) -> bool {
+        matches!(self.mode, ResponseMode::Json | ResponseMode::Text)
     }
 
     fn max_response(&self) -> usize {
@@ -1863,13 +2098,15 @@ impl Exchange {
     ) -> ResponseBodyAction {
         let action = match &mut self.mode {
             ResponseMode::Pass => ResponseBodyAction::Pass,
+            ResponseMode::Drop if data.is_empty() => ResponseBodyAction::Pass,
+            ResponseMode::Drop => ResponseBodyAction::Replace(Vec::new()),
             ResponseMode::Discard => {
                 ResponseBodyAction::Replace(self.replacement.take().unwrap_or_default())
             }
-            ResponseMode::Json => {
+            ResponseMode::Json | ResponseMode::Text => {
                 if data.len() > self.max_response() {
                     let reason = format!(
-                        "upstream JSON response exceeds the {}-byte limit (Settings.spec.maxResponseBytes)",
+                        "upstream response exceeds the {}-byte limit (Settings.spec.maxResponseBytes)",
                         self.max_response()
                     );
                     self.fail_pending(env, &reason);
@@ -1883,7 +2120,11 @@ impl Exchange {
                 if !end_of_stream {
                     return ResponseBodyAction::Buffer;
                 }
-                self.inspect_json_body(env, data)
+                if matches!(self.mode, ResponseMode::Text) {
+                    self.inspect_text_body(env, data)
+                } else {
+                    self.inspect_json_body(env, data)
+                }
             }
             ResponseMode::Sse(parser) => {
                 let parsed = parser.push(data);
@@ -1928,7 +2169,22 @@ impl Exchange {
         }
         self.finished = true;
         self.release_leases(env);
-        self.complete_all(env, Outcome::NoResponse);
+        // An event stream that ended before answering may be resumed: the
+        // client reconnects with a GET (`Last-Event-ID`) and the answers
+        // come there, so that stream must know what they answer.
+        if self.route == Route::Post
+            && matches!(self.mode, ResponseMode::Sse(_))
+            && !self.pending.is_empty()
+        {
+            let open: Vec<Pending> = self.pending.clone();
+            self.register_for_stream(env, &open);
+        }
+        let outcome = if self.http_error {
+            Outcome::HttpError
+        } else {
+            Outcome::NoResponse
+        };
+        self.complete_all(env, outcome);
     }
 
     fn release_leases(&mut self, env: &mut dyn Env) {
@@ -1938,7 +2194,36 @@ impl Exchange {
         }
     }
 
-    /// The body of a POST to an unregistered route: MCP there is shadow MCP,
+    /// A GET, DELETE, HEAD or OPTIONS on a governed route, once its body (if
+    /// any) is complete: forwarded with the identity edits when it has none,
+    /// refused when it has one (a server could act on bytes no MCP message
+    /// frames, and the filter would not have read them).
+    fn bodiless(&mut self, env: &mut dyn Env, body: &[u8], end_of_stream: bool) -> RequestBodyAction {
+        if !body.is_empty() {
+            let reason = format!(
+                "a {} request on an MCP route carries no body; this one had {} bytes",
+                truncate(&self.head.method, 16),
+                body.len()
+            );
+            self.record_invalid(reason.clone(), codes::INVALID_REQUEST, 400);
+            return RequestBodyAction::Reply(self.reply(
+                400,
+                None,
+                codes::INVALID_REQUEST,
+                "Invalid Request",
+                reason,
+                None,
+            ));
+        }
+        if !end_of_stream {
+            return RequestBodyAction::Wait;
+        }
+        let mut edits = HeaderEdits::default();
+        self.upstream_token_edits(env, &[], &mut edits);
+        RequestBodyAction::Forward(edits)
+    }
+
+    /// The body of a request to an unregistered route: MCP there is shadow MCP,
     /// recorded (or refused, `Settings.spec.shadowMcp: block`); anything
     /// else passes as it would have.
     fn shadow_body(
@@ -1947,26 +2232,32 @@ impl Exchange {
         body: &[u8],
         end_of_stream: bool,
     ) -> RequestBodyAction {
-        // Past the limit it cannot be inspected; it is not a registered
-        // route, so it passes as unmatched traffic does.
-        if body.len() as u64 > self.bundle().settings.max_request_bytes {
-            self.route = Route::Unmatched;
-            return RequestBodyAction::Forward(HeaderEdits::default());
+        // Past the limit it cannot be read whole, so it cannot be shown not
+        // to be MCP: refused.
+        if let Some(reply) = self.on_request_body_size(body.len() as u64) {
+            return RequestBodyAction::Reply(reply);
         }
         if !end_of_stream {
             return RequestBodyAction::Wait;
         }
-        let Some(methods) = shadow_mcp_methods(body) else {
-            self.route = Route::Unmatched;
-            return RequestBodyAction::Forward(HeaderEdits::default());
+        // The methods, when the filter's strict reading finds them; else a
+        // body that some server's laxer reading could take as JSON-RPC
+        // (another encoding, a BOM, duplicate keys) is MCP of unknown method.
+        let methods = match shadow_mcp_methods(body) {
+            Some(m) => m,
+            None if crate::sniff::could_be_jsonrpc(body) => vec![String::new()],
+            None => {
+                self.route = Route::Unmatched;
+                return RequestBodyAction::Forward(HeaderEdits::default());
+            }
         };
         env.count(metrics::SHADOW_MCP, 1);
         let block = self.bundle().settings.shadow_mcp == crate::bundle::ShadowMcp::Block;
         for (i, method) in methods.iter().enumerate() {
             let mut record = self.base_record();
             record.message_index = i as u32;
-            record.kind = "request";
-            record.method = Some(truncate(method, 128).to_owned());
+            record.kind = if method.is_empty() { "invalid" } else { "request" };
+            record.method = Some(truncate(method, 128).to_owned()).filter(|m| !m.is_empty());
             record.shadow = true;
             record.authority = Some(truncate(&self.head.authority, 256).to_owned());
             record.path =
@@ -2014,20 +2305,84 @@ impl Exchange {
                 return ResponseBodyAction::Replace(self.replacement.take().unwrap_or_default());
             }
         };
-        let mut value = value;
-        let mut changed = false;
-        match &mut value {
-            Value::Array(items) => {
-                for item in items.iter_mut() {
-                    changed |= self.inspect_message(env, item);
+        let (out, changed) = match value {
+            Value::Array(items) if !items.is_empty() => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut changed = false;
+                for mut item in items {
+                    match self.inspect_message(env, &mut item) {
+                        Fate::Unchanged => out.push(item),
+                        Fate::Changed => {
+                            changed = true;
+                            out.push(item);
+                        }
+                        Fate::Replace(values) => {
+                            changed = true;
+                            out.extend(values);
+                        }
+                    }
                 }
+                (out, changed)
             }
-            other => changed |= self.inspect_message(env, other),
+            mut single => match self.inspect_message(env, &mut single) {
+                Fate::Unchanged => return ResponseBodyAction::Pass,
+                Fate::Changed => (vec![single], true),
+                Fate::Replace(values) => (values, true),
+            },
+        };
+        if !changed {
+            return ResponseBodyAction::Pass;
         }
-        if changed {
-            ResponseBodyAction::Replace(value.to_string().into_bytes())
-        } else {
-            ResponseBodyAction::Pass
+        let body = match out.len() {
+            // Nothing the client may read is left: it gets an error for
+            // each request still open (or one without an id).
+            0 => {
+                self.fail_pending(env, "the upstream's answer was refused");
+                return ResponseBodyAction::Replace(self.replacement.take().unwrap_or_default());
+            }
+            1 => out.into_iter().next().unwrap_or(Value::Null),
+            _ => Value::Array(out),
+        };
+        ResponseBodyAction::Replace(client_json(&body).into_bytes())
+    }
+
+    /// A non-JSON body of an error answer (a proxy's or framework's HTML or
+    /// text error page): clients show its text (the TypeScript SDK puts it
+    /// in the error it throws), so it is screened and redacted as text.
+    fn inspect_text_body(&mut self, env: &mut dyn Env, data: &[u8]) -> ResponseBodyAction {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return ResponseBodyAction::Replace(
+                b"upstream error body withheld by Portcullis: not UTF-8 text".to_vec(),
+            );
+        };
+        let engine = Arc::clone(&self.engine);
+        let Some((policy_name, policy)) = self
+            .server
+            .and_then(|i| engine.bundle.servers.get(i))
+            .and_then(|s| s.content.as_ref())
+        else {
+            return ResponseBodyAction::Pass;
+        };
+        let mut value = Value::String(text.to_owned());
+        let inspection = policy.inspect_result(&mut value, Surface::ToolResult);
+        let findings = summarize(env, &inspection);
+        for p in self.pending.iter_mut() {
+            p.record.content = findings.clone();
+        }
+        if inspection.blocked {
+            env.count(metrics::CONTENT_BLOCKED, 1);
+            return ResponseBodyAction::Replace(
+                format!(
+                    "upstream error body withheld by Portcullis: ContentPolicy/{policy_name} blocks what it carries"
+                )
+                .into_bytes(),
+            );
+        }
+        match value {
+            Value::String(out) if inspection.modified => {
+                ResponseBodyAction::Replace(out.into_bytes())
+            }
+            _ => ResponseBodyAction::Pass,
         }
     }
 
@@ -2042,11 +2397,15 @@ impl Exchange {
         }
         // The legacy HTTP+SSE transport (2024-11-05) opens its GET stream
         // with an `endpoint` event whose data is the URL to POST messages
-        // to: transport framing, not an MCP message.
+        // to: transport framing, not an MCP message. Its session id is what
+        // the POSTs will name, and what their answers here are filed under.
         if self.route == Route::Stream
             && event.event.as_deref() == Some("endpoint")
             && is_endpoint_url(data)
         {
+            if let Some(sid) = legacy_session_param(data) {
+                self.stream_session = Some(short_hash(sid.as_bytes()));
+            }
             out.extend_from_slice(&event.raw);
             return;
         }
@@ -2058,26 +2417,48 @@ impl Exchange {
                 return;
             }
         };
-        if self.inspect_message(env, &mut value) {
-            out.extend_from_slice(&event.with_data(&value.to_string()));
-        } else {
-            out.extend_from_slice(&event.raw);
+        match self.inspect_message(env, &mut value) {
+            Fate::Unchanged => out.extend_from_slice(&event.raw),
+            Fate::Changed => out.extend_from_slice(&event.with_data(&client_json(&value))),
+            Fate::Replace(values) => {
+                // The first replacement keeps the event's id, so a client's
+                // `Last-Event-ID` still advances; a dropped event sends
+                // nothing.
+                for (i, v) in values.iter().enumerate() {
+                    if i == 0 {
+                        out.extend_from_slice(&event.with_data(&client_json(v)));
+                    } else {
+                        out.extend_from_slice(
+                            format!("event: message\ndata: {}\n\n", client_json(v)).as_bytes(),
+                        );
+                    }
+                }
+            }
         }
     }
 
     /// Replaces an uninspectable SSE event: each open request gets an error
     /// event, and the event itself is dropped.
     fn sse_failed(&mut self, env: &mut dyn Env, reason: &str, out: &mut Vec<u8>) {
-        for (_, p) in std::mem::take(&mut self.pending) {
+        if self.pending.is_empty() {
+            let mut record = self.base_record();
+            record.direction = Direction::Server;
+            record.message_index = self.next_stream_index();
+            record.outcome = Outcome::UpstreamInvalid;
+            record.error_code = Some(codes::UPSTREAM_REJECTED);
+            record.reason = format!("an event of the upstream's stream was refused: {reason}");
+            self.finish_record(env, record);
+        }
+        for p in std::mem::take(&mut self.pending) {
             let err = self.reject(env, p, reason);
-            out.extend_from_slice(format!("event: message\ndata: {err}\n\n").as_bytes());
+            out.extend_from_slice(format!("event: message\ndata: {}\n\n", client_json(&err)).as_bytes());
         }
     }
 
     /// Closes an open request whose answer was refused: its record says why,
     /// and the JSON-RPC error returned goes to the client in its place.
     fn reject(&mut self, env: &mut dyn Env, pending: Pending, reason: &str) -> Value {
-        let err = self.upstream_error(pending.record.jsonrpc_id.as_ref(), reason);
+        let err = self.upstream_error(Some(&pending.id), reason);
         let mut record = pending.record;
         record.outcome = Outcome::UpstreamInvalid;
         record.error_code = Some(codes::UPSTREAM_REJECTED);
@@ -2095,95 +2476,170 @@ impl Exchange {
         )
     }
 
-    /// Inspects one JSON-RPC message from the upstream; returns whether it
-    /// was rewritten.
-    fn inspect_message(&mut self, env: &mut dyn Env, value: &mut Value) -> bool {
+    /// Records a message from the upstream that was refused without an open
+    /// request to answer (it correlates with none, or is not JSON-RPC).
+    fn refuse_server_message(&mut self, env: &mut dyn Env, msg: Option<&Message>, reason: &str) {
+        let index = self.next_stream_index();
+        let verdict = Verdict::deny(reason.to_owned(), None);
+        let mut record = match msg {
+            Some(m) => self.record_for(index, Direction::Server, m, &verdict),
+            None => AuditRecord {
+                direction: Direction::Server,
+                message_index: index,
+                reason: reason.to_owned(),
+                ..self.base_record()
+            },
+        };
+        record.decision = Decision::Deny;
+        record.outcome = Outcome::UpstreamInvalid;
+        record.error_code = Some(codes::UPSTREAM_REJECTED);
+        self.finish_record(env, record);
+    }
+
+    /// Inspects one JSON-RPC message from the upstream: correlates an answer
+    /// with the request it answers, as the clients would, and screens every
+    /// string a client could show a model.
+    fn inspect_message(&mut self, env: &mut dyn Env, value: &mut Value) -> Fate {
         let msg = match mcp::classify(value) {
             Ok(Envelope { mut messages, .. }) if messages.len() == 1 => messages.remove(0),
             _ => {
                 // Not one JSON-RPC message: refuse rather than pass it.
                 let reason = "upstream sent something that is not a JSON-RPC message";
-                *value = if self.pending.is_empty() {
-                    self.upstream_error(None, reason)
-                } else {
-                    let (_, p) = self.pending.remove(0);
-                    self.reject(env, p, reason)
-                };
-                return true;
+                if self.pending.is_empty() {
+                    self.refuse_server_message(env, None, reason);
+                    return Fate::Replace(Vec::new());
+                }
+                let p = self.pending.remove(0);
+                return Fate::Replace(vec![self.reject(env, p, reason)]);
             }
         };
-        match msg.kind {
-            Kind::Response => {
-                let key = msg.id.as_ref().map(mcp::id_key).unwrap_or_default();
-                let pending = self
-                    .pending
-                    .iter()
-                    .position(|(k, _)| *k == key)
-                    .map(|i| self.pending.remove(i).1);
-                // An uncorrelated response (a resumed or legacy stream) is
-                // filtered as if it answered a list call: showing a caller a
-                // tool it may not use is never the safe default.
-                let method = pending.as_ref().map(|p| p.method.clone());
-                let paged = pending.as_ref().is_none_or(|p| p.paged);
-                let review = self.review_result(env, method.as_deref(), paged, value);
-                let mut record = match pending {
-                    Some(p) => p.record,
-                    None => {
-                        let index = self.next_stream_index();
-                        let mut r = self.record_for(
-                            index,
-                            Direction::Server,
-                            &msg,
-                            &Verdict::allow(
-                                "response on a stream, not matched to a request of this exchange"
-                                    .into(),
-                                None,
-                            ),
-                        );
-                        r.outcome = Outcome::Delivered;
-                        r
-                    }
-                };
-                record.content = match (record.content.take(), review.content) {
-                    (Some(mut request), Some(answer)) => {
-                        request.merge(answer);
-                        Some(request)
-                    }
-                    (request, answer) => answer.or(request),
-                };
-                record.pin_failures = review.pins;
-                record.tools_dropped = review.dropped;
-                record.tools_added = review.added;
-                record.tools_removed = review.removed;
-                if let Some(reason) = review.refuse {
-                    *value = self.withhold(env, record, msg.id.as_ref(), &reason);
-                    return true;
-                }
-                let removed = self.filter_list_result(method.as_deref(), value);
-                if record.outcome != Outcome::Delivered {
-                    record.outcome = if msg.error_code.is_some() {
-                        Outcome::Error
-                    } else {
-                        Outcome::Result
-                    };
-                }
-                record.error_code = msg.error_code;
-                let removed = removed.saturating_add(review.removed_from_list);
-                if removed > 0 {
-                    record.filtered_out = Some(removed);
-                }
-                self.finish_record(env, record);
-                removed > 0 || review.changed
-            }
-            Kind::Request | Kind::Notification => {
-                let index = self.next_stream_index();
-                let verdict = Verdict::allow("server message on a response stream".into(), None);
-                let mut record = self.record_for(index, Direction::Server, &msg, &verdict);
-                record.outcome = Outcome::Delivered;
-                self.finish_record(env, record);
-                false
-            }
+        if msg.kind != Kind::Response {
+            return self.inspect_server_message(env, &msg, value);
         }
+        let id = msg.id.clone().unwrap_or(Value::Null);
+        let matches: Vec<usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| mcp::ids_match(&p.id, &id))
+            .map(|(i, _)| i)
+            .collect();
+        let (mut record, method, paged, mut changed) = match matches.as_slice() {
+            [i] => {
+                let p = self.pending.remove(*i);
+                // Every client sees the id it sent, in the form it sent it.
+                let changed = value.get("id") != Some(&p.id);
+                if changed && let Some(obj) = value.as_object_mut() {
+                    obj.insert("id".into(), p.id.clone());
+                }
+                (p.record, Some(p.method), p.paged, changed)
+            }
+            [] => match self.take_registered(env, &id) {
+                // An answer on a GET stream to a request forwarded earlier
+                // (the legacy transport, or a resumed stream).
+                Some((request_id, method, paged)) => {
+                    let index = self.next_stream_index();
+                    let mut r = self.record_for(
+                        index,
+                        Direction::Server,
+                        &msg,
+                        &Verdict::allow(
+                            format!("answer to a {method} forwarded on an earlier request of this session"),
+                            None,
+                        ),
+                    );
+                    r.method = Some(truncate(&method, 128).to_owned());
+                    let changed = value.get("id") != Some(&request_id);
+                    if changed && let Some(obj) = value.as_object_mut() {
+                        obj.insert("id".into(), request_id);
+                    }
+                    (r, Some(method), paged, changed)
+                }
+                None => {
+                    self.refuse_server_message(
+                        env,
+                        Some(&msg),
+                        "an answer that correlates with no request open on this stream; a client could take it for the answer to another request",
+                    );
+                    return Fate::Replace(Vec::new());
+                }
+            },
+            several => {
+                let reason = "an answer whose id the clients would match with more than one open request";
+                let mut errors = Vec::new();
+                let mut taken: Vec<Pending> = Vec::new();
+                for i in several.iter().rev() {
+                    taken.push(self.pending.remove(*i));
+                }
+                for p in taken.into_iter().rev() {
+                    errors.push(self.reject(env, p, reason));
+                }
+                return Fate::Replace(errors);
+            }
+        };
+        let review = self.review_answer(env, method.as_deref(), paged, value);
+        record.content = match (record.content.take(), review.content) {
+            (Some(mut request), Some(answer)) => {
+                request.merge(answer);
+                Some(request)
+            }
+            (request, answer) => answer.or(request),
+        };
+        record.pin_failures = review.pins;
+        record.tools_dropped = review.dropped;
+        record.tools_added = review.added;
+        record.tools_removed = review.removed;
+        if let Some(reason) = review.refuse {
+            let request_id = value.get("id").cloned();
+            return Fate::Replace(vec![self.withhold(env, record, request_id.as_ref(), &reason)]);
+        }
+        let removed = self.filter_list_result(method.as_deref(), value);
+        if record.outcome != Outcome::Delivered {
+            record.outcome = if msg.error_code.is_some() {
+                Outcome::Error
+            } else {
+                Outcome::Result
+            };
+        }
+        record.error_code = msg.error_code;
+        let removed = removed.saturating_add(review.removed_from_list);
+        if removed > 0 {
+            record.filtered_out = Some(removed);
+        }
+        self.finish_record(env, record);
+        changed |= removed > 0 || review.changed;
+        if changed { Fate::Changed } else { Fate::Unchanged }
+    }
+
+    /// A request or notification from the server (progress, log messages,
+    /// sampling and elicitation requests): what it asks the client to show
+    /// is screened like an answer; refused, it is not delivered.
+    fn inspect_server_message(&mut self, env: &mut dyn Env, msg: &Message, value: &mut Value) -> Fate {
+        let index = self.next_stream_index();
+        let verdict = Verdict::allow("server message on a response stream".into(), None);
+        let mut record = self.record_for(index, Direction::Server, msg, &verdict);
+        record.outcome = Outcome::Delivered;
+        let engine = Arc::clone(&self.engine);
+        let mut review = Review::default();
+        if let Some(server) = self.server.and_then(|i| engine.bundle.servers.get(i))
+            && let Some(params) = value.get_mut("params")
+        {
+            let surface = match msg.method.as_deref() {
+                Some("sampling/createMessage" | "elicitation/create") => Surface::Prompt,
+                _ => Surface::ToolResult,
+            };
+            review_content(env, server, surface, params, &mut review);
+        }
+        record.content = review.content;
+        if let Some(reason) = review.refuse {
+            record.decision = Decision::Deny;
+            record.outcome = Outcome::Withheld;
+            record.reason = format!("server message withheld: {reason}");
+            self.finish_record(env, record);
+            return Fate::Replace(Vec::new());
+        }
+        self.finish_record(env, record);
+        if review.changed { Fate::Changed } else { Fate::Unchanged }
     }
 
     /// Refuses an upstream answer that policy withholds (a pin or content
@@ -2203,10 +2659,12 @@ impl Exchange {
         self.upstream_error(id, reason)
     }
 
-    /// Applies the server's pins and content policy to one answer, by what
-    /// it answers (guessed from its shape when it matches no request of
-    /// this exchange).
-    fn review_result(
+    /// Applies the server's pins and content policy to one answer, by the
+    /// method of the request it answers: the method's own checks (the
+    /// server-version pin, tools/list pins and poisoning screen, list
+    /// entries screened), then every string of the result or error screened
+    /// and redacted.
+    fn review_answer(
         &mut self,
         env: &mut dyn Env,
         method: Option<&str>,
@@ -2218,17 +2676,14 @@ impl Exchange {
         let Some(server) = self.server.and_then(|i| engine.bundle.servers.get(i)) else {
             return review;
         };
-        let Some(result) = value.get_mut("result").filter(|r| r.is_object()) else {
+        if let Some(error) = value.get_mut("error") {
+            review_content(env, server, Surface::ToolResult, error, &mut review);
+            return review;
+        }
+        let Some(result) = value.get_mut("result") else {
             return review;
         };
-        let kind = match method {
-            Some(m) => m,
-            None if result.get("tools").is_some() => "tools/list",
-            None if result.get("serverInfo").is_some() => "initialize",
-            None if result.get("messages").is_some() => "prompts/get",
-            None if result.get("contents").is_some() => "resources/read",
-            None => "tools/call",
-        };
+        let kind = method.unwrap_or("");
         match kind {
             "initialize" => {
                 let version = result
@@ -2240,16 +2695,159 @@ impl Exchange {
                         "server version {actual:?} is not the approved {expected:?} (McpServer/{}.spec.serverVersion)",
                         server.name
                     ));
+                    return review;
                 }
             }
-            "tools/list" => self.review_tools(env, server, paged, result, &mut review),
-            "tools/call" | "resources/read" => {
-                review_content(env, server, Surface::ToolResult, result, &mut review)
+            "tools/list" => {
+                if result.is_object() {
+                    self.review_tools(env, server, paged, result, &mut review);
+                }
+                if review.refuse.is_none() {
+                    redact_tool_texts(env, server, result, &mut review);
+                }
+                return review;
             }
-            "prompts/get" => review_content(env, server, Surface::Prompt, result, &mut review),
+            "prompts/list" => review_entries(env, server, "prompts", "name", result, &mut review),
+            "resources/list" => review_entries(env, server, "resources", "uri", result, &mut review),
+            "resources/templates/list" => {
+                review_entries(env, server, "resourceTemplates", "uriTemplate", result, &mut review)
+            }
             _ => {}
         }
+        if review.refuse.is_some() {
+            return review;
+        }
+        let surface = match kind {
+            "prompts/get" => Surface::Prompt,
+            // What a server says of itself and its catalogue is read like a
+            // tool's definition: where poisoning hides.
+            "initialize" | "server/discover" | "prompts/list" | "resources/list"
+            | "resources/templates/list" => Surface::ToolDefinition,
+            _ => Surface::ToolResult,
+        };
+        review_content(env, server, surface, result, &mut review);
         review
+    }
+
+    /// The key this exchange's session files open requests under, for a GET
+    /// stream of the same session to find their answers: the
+    /// `Mcp-Session-Id`, the legacy transport's `session_id`/`sessionId`
+    /// query parameter, or what a GET stream's `endpoint` event named.
+    fn stream_key(&self) -> Option<String> {
+        let server = self.server()?;
+        let session = self
+            .stream_session
+            .clone()
+            .or_else(|| self.session.clone())
+            .or_else(|| {
+                legacy_session_param(&self.head.path).map(|s| short_hash(s.as_bytes()))
+            })?;
+        Some(format!(
+            "portcullis.pending/{}/{}/{session}",
+            self.engine.version(),
+            server.name
+        ))
+    }
+
+    /// Files `open` requests so that their answers are recognised on a GET
+    /// stream of the same session (shared by every worker VM; this VM's own
+    /// table when the host has no shared store). Entries expire after
+    /// [`PENDING_TTL_SECS`] and a session keeps at most [`PENDING_MAX`].
+    fn register_for_stream(&mut self, env: &mut dyn Env, open: &[Pending]) {
+        let Some(key) = self.stream_key() else {
+            return;
+        };
+        let now = env.now_nanos() / 1_000_000_000;
+        let add = |table: &mut StreamTable| {
+            table.retain(|e| e.expires > now);
+            for p in open {
+                if table.iter().any(|e| e.id == p.id) {
+                    continue;
+                }
+                if table.len() >= PENDING_MAX {
+                    table.remove(0);
+                }
+                table.push(StreamEntry {
+                    id: p.id.clone(),
+                    method: p.method.clone(),
+                    paged: p.paged,
+                    expires: now.saturating_add(PENDING_TTL_SECS),
+                });
+            }
+        };
+        if !self.update_stream_table(env, &key, add) {
+            let mut local = self
+                .engine
+                .streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            add(local.entry(key).or_default());
+        }
+    }
+
+    /// The request an answer on a GET stream responds to, taken from the
+    /// session's table (each answers once): its id, method and paging.
+    fn take_registered(&mut self, env: &mut dyn Env, id: &Value) -> Option<(Value, String, bool)> {
+        if self.route != Route::Stream {
+            return None;
+        }
+        let key = self.stream_key()?;
+        let now = env.now_nanos() / 1_000_000_000;
+        let mut found = None;
+        let mut take = |table: &mut StreamTable| {
+            table.retain(|e| e.expires > now);
+            let hits: Vec<usize> = table
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| mcp::ids_match(&e.id, id))
+                .map(|(i, _)| i)
+                .collect();
+            // One request only: an id several could claim is refused.
+            if let [i] = hits.as_slice() {
+                let e = table.remove(*i);
+                found = Some((e.id, e.method, e.paged));
+            }
+        };
+        if !self.update_stream_table(env, &key, &mut take) {
+            let mut local = self
+                .engine
+                .streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(table) = local.get_mut(&key) {
+                take(table);
+            }
+        }
+        found
+    }
+
+    /// Read-modify-write of a session table in the shared store, retried on
+    /// a lost race. `false`: the host has no shared store.
+    fn update_stream_table(
+        &mut self,
+        env: &mut dyn Env,
+        key: &str,
+        mut f: impl FnMut(&mut StreamTable),
+    ) -> bool {
+        for _ in 0..8 {
+            let (mut table, cas) = match env.shared_get_cas(key) {
+                Some((bytes, cas)) => (
+                    serde_json::from_slice::<StreamTable>(&bytes).unwrap_or_default(),
+                    Some(cas),
+                ),
+                None => (StreamTable::new(), None),
+            };
+            f(&mut table);
+            let Ok(bytes) = serde_json::to_vec(&table) else {
+                return true;
+            };
+            match env.shared_write(key, &bytes, cas) {
+                SharedWrite::Written => return true,
+                SharedWrite::Conflict => continue,
+                SharedWrite::Unavailable => return false,
+            }
+        }
+        true
     }
 
     /// A tools/list result: pins first (the rug-pull check), then poisoning
@@ -2391,6 +2989,7 @@ impl Exchange {
             .iter()
             .filter(|n| !failed.contains_key(*n))
             .collect();
+        let compiled = self.compile_schemas(server, tools, &hashes, &failed);
         let snapshot = {
             let mut state = self
                 .engine
@@ -2405,6 +3004,9 @@ impl Exchange {
                 st.failed.insert(name.clone(), why.clone());
             }
             st.hashes.extend(hashes);
+            for (name, schema) in compiled {
+                st.schemas.insert(name, schema);
+            }
             if complete {
                 if let Some(previous) = &st.names {
                     let (added, removed) = crate::pins::diff_names(previous, &received);
@@ -2437,6 +3039,91 @@ impl Exchange {
         {
             env.shared_set(&key, &bytes);
         }
+    }
+
+    /// Compiles the `inputSchema` of each passing tool whose definition
+    /// changed since this VM last compiled it (by pin).
+    fn compile_schemas(
+        &self,
+        server: &Server,
+        tools: &[Value],
+        hashes: &BTreeMap<String, String>,
+        failed: &BTreeMap<String, String>,
+    ) -> Vec<(String, ToolSchema)> {
+        let known: BTreeMap<String, String> = {
+            let state = self
+                .engine
+                .tools
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            state
+                .get(&server.name)
+                .map(|st| {
+                    st.schemas
+                        .iter()
+                        .map(|(n, s)| (n.clone(), s.hash.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(hash) = hashes.get(name) else {
+                continue;
+            };
+            if failed.contains_key(name) || known.get(name) == Some(hash) {
+                continue;
+            }
+            let validator = tool.get("inputSchema").and_then(|schema| {
+                jsonschema::options()
+                    .should_validate_formats(false)
+                    .build(schema)
+                    .ok()
+                    .map(Arc::new)
+            });
+            out.push((
+                name.to_owned(),
+                ToolSchema {
+                    hash: hash.clone(),
+                    validator,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Why a tools/call's arguments are refused by the tool's own
+    /// `inputSchema`, as the server last advertised it (to this VM): strict
+    /// JSON Schema, so a string where the server declares a number is
+    /// refused, not left for a lax server to coerce past a policy rule.
+    fn schema_refusal(&self, server: &Server, tool: &str, arguments: Option<&Value>) -> Option<String> {
+        let validator = {
+            let state = self
+                .engine
+                .tools
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            state
+                .get(&server.name)?
+                .schemas
+                .get(tool)?
+                .validator
+                .clone()?
+        };
+        let empty = Value::Object(serde_json::Map::new());
+        let args = arguments.unwrap_or(&empty);
+        let first = validator.iter_errors(args).next()?;
+        let at = first.instance_path().to_string();
+        Some(format!(
+            "the arguments do not validate against tool {:?}'s inputSchema as McpServer/{} advertised it (at {:?}: {}); a server that coerces them could act on other values than the filter decided on",
+            truncate(tool, 128),
+            server.name,
+            if at.is_empty() { "/" } else { at.as_str() },
+            truncate(&first.to_string(), 200),
+        ))
     }
 
     fn next_stream_index(&mut self) -> u32 {
@@ -2484,7 +3171,7 @@ impl Exchange {
     /// replaced by those errors).
     fn fail_pending(&mut self, env: &mut dyn Env, reason: &str) {
         let mut errors = Vec::new();
-        for (_, p) in std::mem::take(&mut self.pending) {
+        for p in std::mem::take(&mut self.pending) {
             errors.push(self.reject(env, p, reason));
         }
         let body = match errors.len() {
@@ -2492,7 +3179,7 @@ impl Exchange {
             1 => errors.remove(0),
             _ => Value::Array(errors),
         };
-        self.replacement = Some(body.to_string().into_bytes());
+        self.replacement = Some(client_json(&body).into_bytes());
     }
 
     fn complete_accepted(&mut self, env: &mut dyn Env) {
@@ -2504,7 +3191,7 @@ impl Exchange {
 
     fn complete_all(&mut self, env: &mut dyn Env, outcome: Outcome) {
         self.complete_accepted(env);
-        for (_, p) in std::mem::take(&mut self.pending) {
+        for p in std::mem::take(&mut self.pending) {
             let mut record = p.record;
             record.outcome = outcome;
             self.finish_record(env, record);
@@ -2605,6 +3292,7 @@ impl Exchange {
             upstream_token: self.upstream_token,
             source: self.source.clone(),
             warning: self.server().and_then(deprecation_warning),
+            client_request_id: self.client_request_id.clone(),
             ..AuditRecord::blank(
                 rfc3339(self.started_nanos),
                 self.request_id.clone(),
@@ -2685,7 +3373,7 @@ impl Exchange {
         let reason = format!(
             "internal error in the filter ({what}); the request was refused rather than passed uninspected"
         );
-        for (_, p) in std::mem::take(&mut self.pending) {
+        for p in std::mem::take(&mut self.pending) {
             let mut record = p.record;
             record.outcome = Outcome::Invalid;
             record.decision = Decision::Deny;
@@ -2859,32 +3547,89 @@ fn shadow_mcp_methods(body: &[u8]) -> Option<Vec<String>> {
     (!methods.is_empty()).then_some(methods)
 }
 
-/// A tool result, resource contents or prompt: screening and redaction.
+/// A result, an error or a server message: screening and redaction of every
+/// string in it, base64 `blob` contents included (decoded, screened as
+/// text, re-encoded when redacted). Findings add to the review's.
 fn review_content(
     env: &mut dyn Env,
     server: &Server,
     surface: Surface,
-    result: &mut Value,
+    part: &mut Value,
     review: &mut Review,
 ) {
     let Some((policy_name, policy)) = &server.content else {
         return;
     };
     let policy: &ContentPolicy = policy;
-    let inspection = policy.inspect_result(result, surface);
-    review.content = summarize(env, &inspection);
+    let mut inspection = policy.inspect_result(part, surface);
+    inspect_blobs(policy, surface, part, &mut inspection, 0);
+    let summary = summarize(env, &inspection);
+    let types = summary
+        .as_ref()
+        .map(ContentFindings::types)
+        .unwrap_or_default();
+    if let Some(s) = summary {
+        merge_findings(&mut review.content, s);
+    }
     if inspection.blocked {
         env.count(metrics::CONTENT_BLOCKED, 1);
         review.refuse = Some(format!(
-            "the answer carries {} which ContentPolicy/{policy_name} blocks",
-            review
-                .content
-                .as_ref()
-                .map(ContentFindings::types)
-                .unwrap_or_default()
+            "the answer carries {types} which ContentPolicy/{policy_name} blocks"
         ));
     } else if inspection.modified {
         review.changed = true;
+    }
+}
+
+/// Decodes every `blob` (base64, as MCP carries binary resource contents)
+/// that is UTF-8 text, screens it, and re-encodes it when redacted: a
+/// client that decodes it shows the text.
+fn inspect_blobs(
+    policy: &ContentPolicy,
+    surface: Surface,
+    value: &mut Value,
+    into: &mut Inspection,
+    depth: usize,
+) {
+    use base64::Engine as _;
+    if depth > crate::json::MAX_DEPTH {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "blob"
+                    && let Value::String(b64) = v
+                {
+                    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
+                    else {
+                        continue;
+                    };
+                    let Ok(text) = String::from_utf8(bytes) else {
+                        continue;
+                    };
+                    let mut decoded = Value::String(text);
+                    let found = policy.inspect_result(&mut decoded, surface);
+                    if found.modified
+                        && let Value::String(t) = &decoded
+                    {
+                        *b64 = base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
+                    }
+                    into.pii.merge(found.pii);
+                    into.screen.extend(found.screen);
+                    into.blocked |= found.blocked;
+                    into.modified |= found.modified;
+                } else {
+                    inspect_blobs(policy, surface, v, into, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                inspect_blobs(policy, surface, v, into, depth + 1);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -2897,13 +3642,188 @@ fn is_endpoint_url(data: &str) -> bool {
         && !data.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn json_headers() -> Vec<(String, String)> {
-    vec![("content-type".into(), "application/json".into())]
+/// What became of one message from the upstream.
+#[derive(Debug)]
+enum Fate {
+    /// Forwarded byte for byte.
+    Unchanged,
+    /// Forwarded as rewritten in place (redacted, filtered, id normalised).
+    Changed,
+    /// Forwarded as these messages instead (errors); empty: not forwarded.
+    Replace(Vec<Value>),
 }
 
-fn is_json_media_type(ctype: &str) -> bool {
-    let essence = ctype.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
+/// How long an answer may take to arrive on a GET stream after its request
+/// was filed there (the legacy transport, a resumed stream).
+pub const PENDING_TTL_SECS: u64 = 600;
+
+/// Most requests a session files for its GET stream at once; the oldest
+/// give way.
+pub const PENDING_MAX: usize = 256;
+
+/// A request filed for a GET stream of its session.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StreamEntry {
+    id: Value,
+    method: String,
+    paged: bool,
+    /// Unix seconds.
+    expires: u64,
+}
+
+type StreamTable = Vec<StreamEntry>;
+
+/// What a response's content type says it is, as every client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    EventStream,
+    /// Another media type.
+    Other,
+    /// No content type.
+    Absent,
+}
+
+/// Reads the response's content type and encoding; refuses what the clients
+/// could read differently from the filter: several content types (each
+/// client joins or picks them its own way), a charset other than UTF-8 (the
+/// Python client decodes by it), a compressed body.
+fn response_kind(headers: &[(String, String)]) -> Result<BodyKind, String> {
+    let ctypes: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if ctypes.len() > 1 {
+        return Err("the upstream sent several content-type headers".into());
+    }
+    if let Some((_, enc)) = headers.iter().find(|(k, v)| {
+        k.eq_ignore_ascii_case("content-encoding") && !v.trim().eq_ignore_ascii_case("identity")
+    }) {
+        return Err(format!(
+            "the upstream's answer is encoded ({:?}) and cannot be inspected",
+            truncate(enc, 32)
+        ));
+    }
+    let Some(ctype) = ctypes.first() else {
+        return Ok(BodyKind::Absent);
+    };
+    Ok(match crate::media::check_response(ctype)? {
+        crate::media::ResponseMedia::Json => BodyKind::Json,
+        crate::media::ResponseMedia::EventStream => BodyKind::EventStream,
+        crate::media::ResponseMedia::Other => BodyKind::Other,
+    })
+}
+
+/// A message as the filter writes it towards a client: JSON with the
+/// characters some clients split lines on (U+2028, U+2029, U+0085) escaped,
+/// so an event's data cannot become two lines to one client and one to
+/// another.
+fn client_json(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
+        return text;
+    }
+    text.replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+        .replace('\u{85}', "\\u0085")
+}
+
+/// The legacy transport's session id in a URL or path's query
+/// (`?session_id=` in the Python SDK, `?sessionId=` in the TypeScript one).
+fn legacy_session_param(url: &str) -> Option<&str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "session_id" || k == "sessionId")
+            .then_some(v)
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// A list's entries (prompts, resources, resource templates), screened like
+/// tool definitions: an entry whose worst finding is `dropTool` is removed
+/// (and named in the record), as a poisoned tool is.
+fn review_entries(
+    env: &mut dyn Env,
+    server: &Server,
+    field: &str,
+    key: &str,
+    result: &mut Value,
+    review: &mut Review,
+) {
+    let Some((_, policy)) = &server.content else {
+        return;
+    };
+    let Some(Value::Array(entries)) = result.get_mut(field) else {
+        return;
+    };
+    let before = entries.len();
+    let mut dropped = Vec::new();
+    entries.retain(|entry| {
+        let findings = policy.screen.check_json(entry, Surface::ToolDefinition);
+        let drop = crate::scan::injection::worst(&findings)
+            == Some(crate::scan::injection::ScreenAction::DropTool);
+        if drop {
+            dropped.push(
+                entry
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(|n| truncate(n, 128).to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        !drop
+    });
+    let removed = before - entries.len();
+    if removed > 0 {
+        env.count(metrics::POISONED_TOOLS_DROPPED, removed as u64);
+        review.dropped.extend(dropped);
+        review.removed_from_list = review.removed_from_list.saturating_add(removed as u32);
+        review.changed = true;
+    }
+}
+
+/// PII and secrets in the texts of a tools/list's tools (titles,
+/// descriptions, annotations): redacted like any answer. Names and schemas
+/// are left as served: they are what calls are made with, and pins cover
+/// them.
+fn redact_tool_texts(env: &mut dyn Env, server: &Server, result: &mut Value, review: &mut Review) {
+    let Some((_, policy)) = &server.content else {
+        return;
+    };
+    let Some(Value::Array(tools)) = result.get_mut("tools") else {
+        return;
+    };
+    let mut all = Inspection::default();
+    for tool in tools.iter_mut() {
+        let Some(obj) = tool.as_object_mut() else {
+            continue;
+        };
+        for key in ["title", "description", "annotations"] {
+            if let Some(v) = obj.get_mut(key) {
+                let report = policy.scanner.redact_json(v, crate::scan::Direction::Response);
+                all.modified |= report.modified();
+                all.pii.merge(report);
+            }
+        }
+    }
+    if let Some(f) = summarize(env, &all) {
+        merge_findings(&mut review.content, f);
+    }
+    review.changed |= all.modified;
+}
+
+fn merge_findings(into: &mut Option<ContentFindings>, more: ContentFindings) {
+    match into {
+        Some(f) => f.merge(more),
+        None => *into = Some(more),
+    }
+}
+
+fn json_headers() -> Vec<(String, String)> {
+    vec![("content-type".into(), "application/json".into())]
 }
 
 fn truncate(s: &str, max: usize) -> &str {

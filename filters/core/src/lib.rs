@@ -3,7 +3,7 @@
 //! Everything that decides lives here, host-agnostic: no proxy-wasm, no I/O,
 //! no clock or randomness except through [`engine::Env`]. The proxy-wasm
 //! filter (`filters/proxy-wasm`) and any other adapter are thin translations
-//! of their host's callbacks into [`engine::Exchange`] calls, so the same
+//! of their host's callbacks into [`driver::StreamDriver`] calls, so the same
 //! decisions hold natively, in Envoy, and in host-shim.
 //!
 //! Modules, in the order a request meets them:
@@ -12,17 +12,23 @@
 //! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
 //! * [`bundle`]: the registry and policy documents, compiled;
 //! * [`glob`]: name matching, one automaton per list;
+//! * [`driver`]: the phase rules of a stream (headers, body, trailers, local
+//!   replies, host faults), once for every build;
 //! * [`engine`]: the per-stream state machine;
 //! * [`sse`]: incremental event-stream parsing for streamed responses;
 //! * [`audit`]: one record per MCP message.
 
 pub mod audit;
 pub mod bundle;
+pub mod coerce;
+pub mod driver;
 pub mod engine;
 pub mod glob;
 pub mod json;
 pub mod mcp;
+pub mod media;
 pub mod signing;
+pub mod sniff;
 pub mod sse;
 
 pub use engine::{Engine, Env, Exchange};

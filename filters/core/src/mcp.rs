@@ -378,6 +378,41 @@ pub fn effective_revision(header: Option<&str>, envelope: &Envelope, body: &Valu
     DEFAULT_REVISION.to_owned()
 }
 
+/// Refuses a body whose messages name different revisions in `_meta`, or
+/// name one the `MCP-Protocol-Version` header contradicts. A server reading
+/// the body's revision would apply its framing rules (2026-07-28 routes on
+/// `Mcp-Method` and `Mcp-Name`) while the filter applied the header's, and
+/// the checks of one would be skipped for the other.
+pub fn check_revisions(header: Option<&str>, envelope: &Envelope) -> Result<(), Invalid> {
+    let mismatch = |reason: String| Invalid {
+        code: codes::HEADER_MISMATCH,
+        reason,
+    };
+    let mut named: Option<&str> = None;
+    for m in &envelope.messages {
+        let Some(r) = m.meta_revision.as_deref() else {
+            continue;
+        };
+        match named {
+            Some(n) if n != r => {
+                return Err(mismatch(format!(
+                    "messages of one body name different protocol revisions in _meta ({n:?} and {r:?})"
+                )));
+            }
+            _ => named = Some(r),
+        }
+    }
+    if let (Some(h), Some(b)) = (header, named)
+        && h.trim() != b
+    {
+        return Err(mismatch(format!(
+            "MCP-Protocol-Version header {:?} does not match the body's _meta revision {b:?}",
+            h.trim()
+        )));
+    }
+    Ok(())
+}
+
 /// The 2026-07-28 routing headers of one POST.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RoutingHeaders<'a> {
@@ -484,10 +519,176 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str, data: Option
     Value::Object(obj)
 }
 
-/// A stable text form of a JSON-RPC id, for correlating a response with its
-/// request (`1` and `"1"` are different ids, and stay different here).
+/// A stable text form of a JSON-RPC id (`1` and `"1"` differ here; see
+/// [`ids_match`] for how clients compare them).
 pub fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+/// Whether some official client would take a response with id `response`
+/// as the answer to its request with id `request`. Clients compare loosely:
+/// the TypeScript SDK looks its handler up by `Number(response.id)` (so
+/// `"1"`, `" 1 "`, `"0x1"`, `"1e0"` all answer request 1, and `null` or `""`
+/// answer request 0), and the Python SDK treats `1` and `"1"` alike. The
+/// filter correlates the same way, so that no spelling of an id makes a
+/// client act on an answer the filter judged as something else.
+pub fn ids_match(request: &Value, response: &Value) -> bool {
+    if request == response {
+        return true;
+    }
+    let keys = client_id_keys(response);
+    client_id_keys(request).iter().any(|k| keys.contains(k))
+}
+
+/// Every key under which some client would match `id`: its exact JSON text,
+/// its JavaScript `Number()` value, and its Python `int()` value.
+pub fn client_id_keys(id: &Value) -> Vec<String> {
+    let mut keys = vec![format!("json:{id}")];
+    if let Some(n) = js_number(id).filter(|n| n.is_finite()) {
+        keys.push(format!("num:{}", number_key(n)));
+    }
+    if let Some(n) = python_int(id) {
+        keys.push(format!("num:{n}"));
+    }
+    keys
+}
+
+/// A number's key: an integral value as its integer, else its shortest
+/// decimal form.
+fn number_key(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// JavaScript's `Number(v)` for the values a JSON-RPC id can be.
+fn js_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Null => Some(0.0),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => js_string_to_number(s),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// ECMAScript `StringToNumber`: whitespace and line terminators trimmed,
+/// empty is 0, `0x`/`0o`/`0b` integers, decimal literals with exponents;
+/// anything else is NaN (`None`).
+fn js_string_to_number(s: &str) -> Option<f64> {
+    let is_js_space = |c: char| {
+        matches!(
+            c,
+            '\u{9}' | '\u{a}' | '\u{b}' | '\u{c}' | '\u{d}' | ' ' | '\u{a0}' | '\u{1680}'
+                | '\u{2000}'..='\u{200a}'
+                | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'
+        )
+    };
+    let t = s.trim_matches(is_js_space);
+    if t.is_empty() {
+        return Some(0.0);
+    }
+    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
+        if let Some(digits) = t.strip_prefix(prefix) {
+            if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+                return None;
+            }
+            return u128::from_str_radix(digits, radix).ok().map(|n| n as f64);
+        }
+    }
+    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if body == "Infinity" {
+        return Some(f64::INFINITY);
+    }
+    // StrDecimalLiteral: digits, an optional fraction, an optional exponent.
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    let int_digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    i += int_digits;
+    let mut frac_digits = 0;
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        frac_digits = bytes.iter().skip(i).take_while(|b| b.is_ascii_digit()).count();
+        i += frac_digits;
+    }
+    if int_digits == 0 && frac_digits == 0 {
+        return None;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp_digits = bytes.iter().skip(i).take_while(|b| b.is_ascii_digit()).count();
+        if exp_digits == 0 {
+            return None;
+        }
+        i += exp_digits;
+    }
+    if i != bytes.len() {
+        return None;
+    }
+    t.parse::<f64>().ok()
+}
+
+/// Python's `int(v)` for an id: an integer, an integral float, or a string
+/// of digits with optional sign, surrounding whitespace and single
+/// underscores between digits.
+fn python_int(v: &Value) -> Option<i128> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
+                    .map(|f| f as i128)
+            }),
+        Value::String(s) => {
+            let t = s.trim();
+            let (neg, digits) = match t.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, t.strip_prefix('+').unwrap_or(t)),
+            };
+            if digits.is_empty()
+                || digits.starts_with('_')
+                || digits.ends_with('_')
+                || digits.contains("__")
+                || !digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+            {
+                return None;
+            }
+            let clean: String = digits.chars().filter(|c| *c != '_').collect();
+            let n: i128 = clean.parse().ok()?;
+            Some(if neg { -n } else { n })
+        }
+        _ => None,
+    }
+}
+
+/// Refuses a body in which two requests carry ids a client would take as
+/// the same: their answers could not be told apart (a tools/list answer
+/// would pass as a tools/call one).
+pub fn check_unique_ids(envelope: &Envelope) -> Result<(), Invalid> {
+    let ids: Vec<&Value> = envelope
+        .messages
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .filter_map(|m| m.id.as_ref())
+        .collect();
+    for (i, a) in ids.iter().enumerate() {
+        for b in ids.iter().skip(i + 1) {
+            if ids_match(a, b) {
+                return Err(Invalid::request(format!(
+                    "two requests of one batch have ids a client reads as the same ({a} and {b})"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -579,6 +780,29 @@ mod tests {
             let err = check_framing(STATELESS_REVISION, &e, bad).unwrap_err();
             assert_eq!(err.code, codes::HEADER_MISMATCH);
         }
+    }
+
+    #[test]
+    fn ids_match_as_the_clients_compare_them() {
+        use serde_json::json;
+        for (req, resp) in [
+            (json!(1), json!("1")),
+            (json!(1), json!(" 1 ")),
+            (json!(1), json!("0x1")),
+            (json!(1), json!("1e0")),
+            (json!(1), json!(1.0)),
+            (json!(0), json!(null)),
+            (json!(0), json!("")),
+            (json!(10), json!("1_0")),
+            (json!("abc"), json!("abc")),
+        ] {
+            assert!(ids_match(&req, &resp), "{req} ~ {resp}");
+        }
+        for (req, resp) in [(json!(1), json!(2)), (json!("a"), json!("b")), (json!(1), json!("x1"))] {
+            assert!(!ids_match(&req, &resp), "{req} !~ {resp}");
+        }
+        let dup = env(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#).unwrap();
+        assert!(check_unique_ids(&dup).is_err());
     }
 
     #[test]

@@ -178,7 +178,9 @@ mod imports {
     fn map_type(which: Headers) -> u32 {
         match which {
             Headers::Request => 0,
+            Headers::RequestTrailers => 1,
             Headers::Response => 2,
+            Headers::ResponseTrailers => 3,
         }
     }
 

@@ -1,25 +1,18 @@
 //! One HTTP stream: proxy-wasm's callbacks, translated into
-//! [`portcullis_core::Exchange`] calls and back into hostcalls.
+//! [`portcullis_core::driver::StreamDriver`] calls and its outputs back into
+//! hostcalls. The phase rules (when a body is complete, what trailers mean,
+//! what follows a local reply) are the driver's, shared with every other
+//! build; this file only translates.
 //!
 //! Everything here is host-agnostic over [`Host`], so the translation itself
-//! is unit-tested with a mock. The rules it keeps are Envoy's:
-//! * returning `Pause` from a body callback buffers (StopIterationAndBuffer),
-//!   and the next callback's `body_size` covers everything buffered;
-//! * request headers may still be edited in the body phase because the
-//!   headers phase paused; response headers may not, so the engine decides
-//!   in the headers phase whether the body may change length;
-//! * a local reply sent from the request path comes back through this
-//!   stream's response callbacks, and is passed through untouched.
-//!
-//! Any hostcall failure fails the stream closed: a 500 JSON-RPC error and an
-//! audit record, never a request forwarded uninspected.
+//! is unit-tested with a mock. Any hostcall failure fails the stream closed:
+//! a 500 JSON-RPC error and an audit record, never a request forwarded
+//! uninspected.
 
 use crate::host::{Body, EnvOf, Headers, Host, HostError, Level};
-use portcullis_core::engine::{
-    HeaderEdits, LocalReply, RequestBodyAction, RequestHead, RequestHeadersAction,
-    ResponseBodyAction,
-};
-use portcullis_core::{Engine, Exchange};
+use portcullis_core::Engine;
+use portcullis_core::driver::{self, HeldBody, HostFault, Output, StreamDriver};
+use portcullis_core::engine::{HeaderEdits, LocalReply, RequestHead};
 use std::sync::Arc;
 
 /// The property the audit records are written to (`wasm.portcullis.audit`
@@ -34,63 +27,39 @@ pub enum Step {
 }
 
 pub struct Stream {
-    exchange: Exchange,
+    driver: StreamDriver,
     audit_lines: String,
-    /// Set once a local reply was sent: later callbacks pass everything.
-    replied: bool,
 }
 
 impl Stream {
     pub fn new(engine: Arc<Engine>) -> Stream {
         Stream {
-            exchange: Exchange::new(engine),
+            driver: StreamDriver::new(engine),
             audit_lines: String::new(),
-            replied: false,
         }
     }
 
     /// The id this stream's records carry (empty until the request headers).
     pub fn request_id(&self) -> &str {
-        self.exchange.request_id()
+        self.driver.request_id()
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Step {
-        let result = self.request_headers(host, end_of_stream);
-        self.settle(host, result)
-    }
-
-    fn request_headers(
-        &mut self,
-        host: &mut dyn Host,
-        end_of_stream: bool,
-    ) -> Result<Step, HostError> {
-        let pairs = host.headers(Headers::Request)?;
-        let mut head = RequestHead::default();
-        for (name, value) in pairs {
-            match name.as_str() {
-                ":method" => head.method = value,
-                ":path" => head.path = value,
-                ":authority" => head.authority = value,
-                _ if name.starts_with(':') => {}
-                _ => head.headers.push((name, value)),
-            }
-        }
-        let action = self.exchange.on_request_headers(&mut EnvOf(host), head);
-        match action {
-            RequestHeadersAction::Continue(edits) => {
-                apply(host, Headers::Request, &edits)?;
-                Ok(Step::Continue)
-            }
-            RequestHeadersAction::ReadBody(edits) => {
-                apply(host, Headers::Request, &edits)?;
-                if end_of_stream {
-                    // No body will follow: decide on the empty one now.
-                    return self.finish_request(host, &[], true);
+        let out = host.headers(Headers::Request).map(|pairs| {
+            let mut head = RequestHead::default();
+            for (name, value) in pairs {
+                match name.as_str() {
+                    ":method" => head.method = value,
+                    ":path" => head.path = value,
+                    ":authority" => head.authority = value,
+                    _ if name.starts_with(':') => {}
+                    _ => head.headers.push((name, value)),
                 }
-                Ok(Step::Pause)
             }
-            RequestHeadersAction::Reply(reply) => self.reply(host, &reply),
-        }
+            self.driver
+                .request_headers(&mut EnvOf(host), head, end_of_stream)
+        });
+        self.finish(host, Headers::Request, Body::Request, 0, out)
     }
 
     pub fn on_request_body(
@@ -99,81 +68,47 @@ impl Stream {
         body_size: usize,
         end_of_stream: bool,
     ) -> Step {
-        let result = self.request_body(host, body_size, end_of_stream);
-        self.settle(host, result)
+        let out = if end_of_stream {
+            // The bytes are read only when the body is complete: before that
+            // the driver needs only its size (the limit).
+            host.body(Body::Request, body_size).map(|bytes| {
+                self.driver
+                    .request_body(&mut EnvOf(host), &mut bytes.as_slice(), true)
+            })
+        } else {
+            Ok(self
+                .driver
+                .request_body(&mut EnvOf(host), &mut Sized(body_size), false))
+        };
+        self.finish(host, Headers::Request, Body::Request, body_size, out)
     }
 
-    fn request_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Result<Step, HostError> {
-        if self.replied {
-            return Ok(Step::Continue);
-        }
-        if let Some(reply) = self.exchange.on_request_body_size(body_size as u64) {
-            return self.reply(host, &reply);
-        }
-        if !end_of_stream {
-            return Ok(Step::Pause);
-        }
-        let body = host.body(Body::Request, body_size)?;
-        self.finish_request(host, &body, true)
-    }
-
-    fn finish_request(
-        &mut self,
-        host: &mut dyn Host,
-        body: &[u8],
-        end_of_stream: bool,
-    ) -> Result<Step, HostError> {
-        match self
-            .exchange
-            .on_request_body(&mut EnvOf(host), body, end_of_stream)
-        {
-            RequestBodyAction::Wait => Ok(Step::Pause),
-            RequestBodyAction::Forward(edits) => {
-                apply(host, Headers::Request, &edits)?;
-                Ok(Step::Continue)
-            }
-            RequestBodyAction::Rewrite(edits, rewritten) => {
-                apply(host, Headers::Request, &edits)?;
-                host.replace_body(Body::Request, body.len(), &rewritten)?;
-                Ok(Step::Continue)
-            }
-            RequestBodyAction::Reply(reply) => self.reply(host, &reply),
-        }
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host, body_size: usize) -> Step {
+        let out = host.headers(Headers::RequestTrailers).and_then(|pairs| {
+            let names: Vec<String> = pairs.into_iter().map(|(k, _)| k).collect();
+            let bytes = host.body(Body::Request, body_size)?;
+            Ok(self
+                .driver
+                .request_trailers(&mut EnvOf(host), &mut bytes.as_slice(), &names))
+        });
+        self.finish(host, Headers::Request, Body::Request, body_size, out)
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Step {
-        let result = self.response_headers(host, end_of_stream);
-        self.settle(host, result)
-    }
-
-    fn response_headers(
-        &mut self,
-        host: &mut dyn Host,
-        end_of_stream: bool,
-    ) -> Result<Step, HostError> {
-        let pairs = host.headers(Headers::Response)?;
-        let status = pairs
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse::<u16>().ok())
-            .unwrap_or(0);
-        let headers: Vec<(String, String)> = pairs
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with(':'))
-            .collect();
-        let edits = self
-            .exchange
-            .on_response_headers(&mut EnvOf(host), status, &headers);
-        apply(host, Headers::Response, &edits)?;
-        if end_of_stream {
-            self.exchange.on_stream_end(&mut EnvOf(host));
-        }
-        Ok(Step::Continue)
+        let out = host.headers(Headers::Response).map(|pairs| {
+            let status = pairs
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse::<u16>().ok())
+                .unwrap_or(0);
+            let headers: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .collect();
+            self.driver
+                .response_headers(&mut EnvOf(host), status, &headers, end_of_stream)
+        });
+        self.finish(host, Headers::Response, Body::Response, 0, out)
     }
 
     pub fn on_response_body(
@@ -182,76 +117,102 @@ impl Stream {
         body_size: usize,
         end_of_stream: bool,
     ) -> Step {
-        let result = self.response_body(host, body_size, end_of_stream);
-        self.settle(host, result)
+        let out = host.body(Body::Response, body_size).map(|bytes| {
+            self.driver
+                .response_body(&mut EnvOf(host), &mut bytes.as_slice(), end_of_stream)
+        });
+        self.finish(host, Headers::Response, Body::Response, body_size, out)
     }
 
-    fn response_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Result<Step, HostError> {
-        let data = host.body(Body::Response, body_size)?;
-        match self
-            .exchange
-            .on_response_body(&mut EnvOf(host), &data, end_of_stream)
-        {
-            ResponseBodyAction::Pass => Ok(Step::Continue),
-            ResponseBodyAction::Buffer => Ok(Step::Pause),
-            ResponseBodyAction::Replace(bytes) => {
-                host.replace_body(Body::Response, body_size, &bytes)?;
-                Ok(Step::Continue)
-            }
-        }
+    pub fn on_response_trailers(&mut self, host: &mut dyn Host, body_size: usize) -> Step {
+        let out = host.headers(Headers::ResponseTrailers).and_then(|pairs| {
+            let names: Vec<String> = pairs.into_iter().map(|(k, _)| k).collect();
+            let bytes = host.body(Body::Response, body_size)?;
+            Ok(self
+                .driver
+                .response_trailers(&mut EnvOf(host), &mut bytes.as_slice(), &names))
+        });
+        self.finish(host, Headers::Response, Body::Response, body_size, out)
     }
 
     /// The stream is over (Envoy's access-log phase): close open records.
     pub fn on_log(&mut self, host: &mut dyn Host) {
-        self.exchange.on_stream_end(&mut EnvOf(host));
+        self.driver.end(&mut EnvOf(host));
         self.flush_audit(host);
     }
 
-    fn reply(&mut self, host: &mut dyn Host, reply: &LocalReply) -> Result<Step, HostError> {
-        self.replied = true;
-        host.send_local_reply(reply)?;
-        Ok(Step::Pause)
-    }
-
-    /// Writes new audit records, and turns a hostcall failure into a
-    /// fail-closed reply.
-    fn settle(&mut self, host: &mut dyn Host, result: Result<Step, HostError>) -> Step {
+    /// Carries out the driver's output for one callback: edits, body, then
+    /// the step. A hostcall that fails on the way fails the stream closed.
+    fn finish(
+        &mut self,
+        host: &mut dyn Host,
+        headers: Headers,
+        body: Body,
+        body_size: usize,
+        out: Result<Output, HostError>,
+    ) -> Step {
+        let result = out.and_then(|out| self.apply(host, headers, body, body_size, out));
         let step = match result {
             Ok(step) => step,
-            Err(err) => {
-                host.log(
-                    Level::Error,
-                    &format!("portcullis: {err}; failing the request closed"),
-                );
-                let reply = self
-                    .exchange
-                    .internal_error(&mut EnvOf(host), &err.to_string());
-                if self.replied {
-                    // Already answered; nothing more can be sent.
-                    Step::Pause
-                } else {
-                    self.replied = true;
-                    if let Err(e) = host.send_local_reply(&reply) {
-                        host.log(
-                            Level::Critical,
-                            &format!("portcullis: cannot send the fail-closed reply: {e}"),
-                        );
-                    }
-                    Step::Pause
-                }
-            }
+            Err(err) => self.fault(host, &err.to_string()),
         };
         self.flush_audit(host);
         step
     }
 
+    fn apply(
+        &mut self,
+        host: &mut dyn Host,
+        headers: Headers,
+        body: Body,
+        body_size: usize,
+        out: Output,
+    ) -> Result<Step, HostError> {
+        edit(host, headers, &out.headers)?;
+        if !out.trailers.remove.is_empty() || !out.trailers.set.is_empty() {
+            edit(host, headers.trailers(), &out.trailers)?;
+        }
+        if let Some(bytes) = &out.body {
+            host.replace_body(body, body_size, bytes)?;
+        }
+        Ok(match out.step {
+            driver::Step::Continue => Step::Continue,
+            driver::Step::Pause => Step::Pause,
+            driver::Step::Reply(reply) => {
+                self.send(host, &reply)?;
+                Step::Pause
+            }
+        })
+    }
+
+    fn send(&mut self, host: &mut dyn Host, reply: &LocalReply) -> Result<(), HostError> {
+        host.send_local_reply(reply)
+    }
+
+    /// A hostcall failed: log it, and fail the stream closed with the
+    /// driver's reply (unless one was sent already).
+    fn fault(&mut self, host: &mut dyn Host, what: &str) -> Step {
+        host.log(
+            Level::Error,
+            &format!("portcullis: {what}; failing the request closed"),
+        );
+        if let Some(Output {
+            step: driver::Step::Reply(reply),
+            ..
+        }) = self.driver.fail(&mut EnvOf(host), what)
+            && let Err(e) = host.send_local_reply(&reply)
+        {
+            host.log(
+                Level::Critical,
+                &format!("portcullis: cannot send the fail-closed reply: {e}"),
+            );
+        }
+        self.flush_audit(host);
+        Step::Pause
+    }
+
     fn flush_audit(&mut self, host: &mut dyn Host) {
-        let records = self.exchange.take_audit();
+        let records = self.driver.take_audit();
         if records.is_empty() {
             return;
         }
@@ -270,7 +231,22 @@ impl Stream {
     }
 }
 
-fn apply(host: &mut dyn Host, which: Headers, edits: &HeaderEdits) -> Result<(), HostError> {
+/// A body whose bytes are not needed yet (a chunk before the end): only its
+/// size counts, against the limit.
+struct Sized(usize);
+
+impl HeldBody for Sized {
+    fn len(&self) -> usize {
+        self.0
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, HostFault> {
+        Err(HostFault(
+            "the body was read before it was complete (filter bug)".into(),
+        ))
+    }
+}
+
+fn edit(host: &mut dyn Host, which: Headers, edits: &HeaderEdits) -> Result<(), HostError> {
     for name in &edits.remove {
         host.set_header(which, name, None)?;
     }

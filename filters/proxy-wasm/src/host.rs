@@ -26,8 +26,26 @@ impl fmt::Display for HostError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Headers {
     Request,
+    RequestTrailers,
     Response,
+    ResponseTrailers,
 }
+
+impl Headers {
+    /// The trailers of the same direction.
+    pub fn trailers(self) -> Headers {
+        match self {
+            Headers::Request | Headers::RequestTrailers => Headers::RequestTrailers,
+            Headers::Response | Headers::ResponseTrailers => Headers::ResponseTrailers,
+        }
+    }
+}
+
+/// The `body_size` to read a whole buffer with when the callback gives no
+/// size (trailers): hosts clamp a read to what they hold (cpp-host
+/// `get_buffer_bytes`), and a write with a length at least the buffer's
+/// replaces all of it (Envoy `Buffer::copyFrom`).
+pub const WHOLE_BUFFER: usize = u32::MAX as usize;
 
 /// Which body buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ pub mod host;
 mod wasm {
     use crate::abi::AbiHost;
     use crate::filter::{AUDIT_PROPERTY, Step, Stream};
-    use crate::host::{Host, Level};
+    use crate::host::{Host, Level, WHOLE_BUFFER};
     use portcullis_core::Engine;
     use portcullis_core::audit::{AuditRecord, rfc3339};
     use portcullis_core::engine::LocalReply;
@@ -226,6 +226,11 @@ mod wasm {
             )
         }
 
+        fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+            self.enter();
+            action(self.stream.on_request_trailers(&mut AbiHost, WHOLE_BUFFER))
+        }
+
         fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
             self.enter();
             action(self.stream.on_response_headers(&mut AbiHost, end_of_stream))
@@ -237,6 +242,11 @@ mod wasm {
                 self.stream
                     .on_response_body(&mut AbiHost, body_size, end_of_stream),
             )
+        }
+
+        fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+            self.enter();
+            action(self.stream.on_response_trailers(&mut AbiHost, WHOLE_BUFFER))
         }
 
         fn on_log(&mut self) {

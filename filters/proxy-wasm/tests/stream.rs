@@ -20,6 +20,8 @@ use std::sync::Arc;
 struct MockHost {
     request_headers: Vec<(String, String)>,
     response_headers: Vec<(String, String)>,
+    request_trailers: Vec<(String, String)>,
+    response_trailers: Vec<(String, String)>,
     request_body: Vec<u8>,
     response_body: Vec<u8>,
     replies: Vec<LocalReply>,
@@ -34,7 +36,9 @@ impl MockHost {
     fn map(&mut self, which: Headers) -> &mut Vec<(String, String)> {
         match which {
             Headers::Request => &mut self.request_headers,
+            Headers::RequestTrailers => &mut self.request_trailers,
             Headers::Response => &mut self.response_headers,
+            Headers::ResponseTrailers => &mut self.response_trailers,
         }
     }
     fn header(&self, name: &str) -> Option<&str> {
@@ -61,7 +65,9 @@ impl Host for MockHost {
     fn headers(&self, which: Headers) -> Result<Vec<(String, String)>, HostError> {
         Ok(match which {
             Headers::Request => self.request_headers.clone(),
+            Headers::RequestTrailers => self.request_trailers.clone(),
             Headers::Response => self.response_headers.clone(),
+            Headers::ResponseTrailers => self.response_trailers.clone(),
         })
     }
     fn set_header(

@@ -113,7 +113,10 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
     /// The `ContentPolicy` applied to this server's traffic. Default: the
-    /// one named `default`, if the bundle has it; else no content scanning.
+    /// one named `default`, if the bundle has it; else the built-in policy
+    /// (`builtin`: PII and secrets redacted, poisoning and injection
+    /// screened). `none` turns content security off for this server, by
+    /// name only (`portcullis assess` scores it down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_policy: Option<String>,
     /// Token validation, scopes and token isolation (docs/identity.md).
@@ -273,8 +276,8 @@ pub struct SettingsSpec {
     /// What records keep of tool-call arguments besides their hash.
     #[serde(default)]
     pub audit_arguments: AuditArguments,
-    /// MCP traffic on a route no McpServer matches (shadow MCP): recorded,
-    /// or refused.
+    /// MCP traffic on a route no McpServer matches (shadow MCP): refused
+    /// (the default), or recorded and passed (`record`, an explicit opt-out).
     #[serde(default)]
     pub shadow_mcp: ShadowMcp,
 }
@@ -311,13 +314,23 @@ pub enum AuditArguments {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ShadowMcp {
-    #[default]
+    /// Recorded and passed on: traffic to an unregistered MCP server goes
+    /// ungoverned. Only by name (`shadowMcp: record`).
     Record,
+    /// Refused with 403 and a record: MCP reaches only registered servers.
+    #[default]
     Block,
 }
 
 /// The `ContentPolicy` a server without `contentPolicy` gets, if present.
 pub const DEFAULT_CONTENT_POLICY: &str = "default";
+
+/// The name of the built-in content policy, which a server without
+/// `contentPolicy` gets when the bundle has no `default` one.
+pub const BUILTIN_CONTENT_POLICY: &str = "builtin";
+
+/// `contentPolicy: none`: no content security for this server.
+pub const NO_CONTENT_POLICY: &str = "none";
 
 /// Default size of the verified-token cache.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1024;
@@ -644,6 +657,19 @@ impl Bundle {
                                 .map(|(p, m)| BundleError::at(doc, format!("/spec{p}"), m)),
                         ),
                     }
+                }
+                "ContentPolicy"
+                    if [BUILTIN_CONTENT_POLICY, NO_CONTENT_POLICY]
+                        .contains(&doc.metadata.name.as_str()) =>
+                {
+                    errors.push(BundleError::at(
+                        doc,
+                        "/metadata/name",
+                        format!(
+                            "{:?} is reserved (contentPolicy: none turns content security off; builtin is the built-in policy); name this ContentPolicy otherwise",
+                            doc.metadata.name
+                        ),
+                    ))
                 }
                 "ContentPolicy" => {
                     match from_value_at::<ContentPolicySpec>(doc.spec.clone(), "/spec") {
@@ -983,6 +1009,10 @@ fn compile_server(
         }
     };
     let content = match &spec.content_policy {
+        Some(name) if name == NO_CONTENT_POLICY => None,
+        Some(name) if name == BUILTIN_CONTENT_POLICY => {
+            builtin_content_policy().map(|p| (BUILTIN_CONTENT_POLICY.to_owned(), p))
+        }
         Some(name) => match policies.iter().find(|(n, _)| n == name) {
             Some((n, p)) => Some((n.clone(), Arc::clone(p))),
             None => {
@@ -997,7 +1027,8 @@ fn compile_server(
         None => policies
             .iter()
             .find(|(n, _)| n == DEFAULT_CONTENT_POLICY)
-            .map(|(n, p)| (n.clone(), Arc::clone(p))),
+            .map(|(n, p)| (n.clone(), Arc::clone(p)))
+            .or_else(|| builtin_content_policy().map(|p| (BUILTIN_CONTENT_POLICY.to_owned(), p))),
     };
     let identity = match &spec.identity {
         None => None,
@@ -1114,6 +1145,15 @@ pub fn from_value_at<T: serde::de::DeserializeOwned>(
         }
         (pointer, e.into_inner().to_string())
     })
+}
+
+/// The built-in content policy, compiled once per process (its patterns are
+/// fixed, so every bundle shares one).
+pub fn builtin_content_policy() -> Option<Arc<ContentPolicy>> {
+    static BUILTIN: std::sync::OnceLock<Option<Arc<ContentPolicy>>> = std::sync::OnceLock::new();
+    BUILTIN
+        .get_or_init(|| crate::scan::default_policy().ok().map(Arc::new))
+        .clone()
 }
 
 /// The content version of a list of documents: `sha256:` and the hex digest

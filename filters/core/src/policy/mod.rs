@@ -280,6 +280,12 @@ pub struct Call<'a> {
     pub target: Option<(TargetKind, &'a str)>,
     /// `params.arguments` (tools/call, prompts/get).
     pub arguments: Option<&'a Value>,
+    /// The other readings of `arguments` a lax server could act on
+    /// (`crate::coerce`: `"2500"` read as 2500). A rule that restricts
+    /// (forbid, requireApproval) matches if the arguments or any reading
+    /// does; a permit only if the arguments and every reading do, so no
+    /// coercion a server performs gets a call past an argument rule.
+    pub lax_arguments: &'a [Value],
 }
 
 /// Where the call came from and when.
@@ -568,6 +574,28 @@ impl Rule {
         }
         let empty = Value::Object(Map::new());
         let args = call.arguments.unwrap_or(&empty);
+        let mut verdict = self.evaluate_arguments(call, ctx, args);
+        if self.arguments.is_none() && self.when.is_none() {
+            return verdict;
+        }
+        let restricts = self.effect != Effect::Permit;
+        for reading in call.lax_arguments {
+            let m = self.evaluate_arguments(call, ctx, reading);
+            verdict = match (restricts, verdict, m) {
+                (true, Match::Yes, _) | (true, _, Match::Yes) => Match::Yes,
+                (true, Match::Error, _) | (true, _, Match::Error) => Match::Error,
+                (true, _, _) => Match::No,
+                (false, Match::No, _) | (false, _, Match::No) => Match::No,
+                (false, Match::Error, _) | (false, _, Match::Error) => Match::Error,
+                (false, _, _) => Match::Yes,
+            };
+        }
+        verdict
+    }
+
+    /// The argument conditions (schema, then CEL) on one reading of the
+    /// arguments.
+    fn evaluate_arguments(&self, call: &Call, ctx: &Context, args: &Value) -> Match {
         if let Some(schema) = &self.arguments
             && !schema.is_valid(args)
         {

@@ -70,6 +70,23 @@ impl Report {
         self.redacted > 0
     }
 
+    /// Adds another report's findings (two parts of one message).
+    pub fn merge(&mut self, other: Report) {
+        for (k, n) in other.counts {
+            *self.counts.entry(k).or_insert(0) += n;
+        }
+        self.blocked |= other.blocked;
+        self.redacted = self.redacted.saturating_add(other.redacted);
+        for f in other.findings {
+            if self.findings.len() >= MAX_REPORT_FINDINGS {
+                self.truncated = true;
+                break;
+            }
+            self.findings.push(f);
+        }
+        self.truncated |= other.truncated;
+    }
+
     /// Total findings.
     pub fn total(&self) -> u64 {
         self.counts.values().map(|&c| u64::from(c)).sum()

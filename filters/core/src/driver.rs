@@ -1,0 +1,378 @@
+//! One stream driver: the phase rules of an HTTP stream, written once.
+//!
+//! Every build of Portcullis (the proxy-wasm filter, the WebAssembly
+//! component, the native test runner) receives the same callbacks in the same
+//! order, Envoy's filter phases: request headers, request body chunks,
+//! request trailers, response headers, response body chunks, response
+//! trailers, end of stream. Which phase completes a body, what a trailer
+//! means, what follows a local reply and how a host's failure fails the
+//! stream closed are decided here, so the adapters only translate: a
+//! [`Output`] into hostcalls (proxy-wasm) or a WIT `decision` (component).
+//! When the rules lived in each adapter they drifted, and a request body
+//! followed by trailers reached the upstream undecided (docs/threat-model.md,
+//! "Trailers").
+//!
+//! The rules, each from Envoy's `source/extensions/common/wasm/context.cc`:
+//! * a request the engine must read is held at its headers
+//!   (`StopIteration`), its body chunks are buffered
+//!   (`StopIterationAndBuffer`), and it is decided when the body is complete:
+//!   at the chunk with `end_of_stream`, or at the **trailers**, where
+//!   `getBuffer(HttpRequestBody)` returns the whole buffered body because the
+//!   last body callback buffered (`buffering_request_body_`);
+//! * a JSON answer is buffered the same way and inspected at its end, at the
+//!   last chunk or at the trailers; an event stream is inspected event by
+//!   event and forwarded as it goes, so at its trailers nothing is held (the
+//!   filter cannot add bytes then: whatever the parser still holds is never
+//!   forwarded, and the open requests' records say why);
+//! * once the filter asked for a local reply, every later callback of the
+//!   stream passes untouched: the reply itself comes back through the
+//!   response callbacks (Envoy runs it through the encoder chain);
+//! * a host fault (a hostcall that failed) becomes a 500 JSON-RPC error and
+//!   an audit record ([`StreamDriver::fail`]), never a request forwarded
+//!   uninspected.
+
+use crate::engine::{
+    AUDIT_HEADER_PREFIX, Env, Exchange, HeaderEdits, LocalReply, RequestBodyAction, RequestHead,
+    RequestHeadersAction, ResponseBodyAction,
+};
+use crate::{Engine, audit::AuditRecord};
+use std::sync::Arc;
+
+/// What the host does after a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Forward what is held: the headers, the buffered body, the trailers.
+    Continue,
+    /// Hold: headers stay held (and editable), body chunks are buffered; the
+    /// next body callback sees everything held so far (Envoy's
+    /// `StopIteration` for headers, `StopIterationAndBuffer` for data).
+    Pause,
+    /// Answer the client with this reply; forward nothing more of the
+    /// request. Envoy: `send_local_response`, then stop.
+    Reply(LocalReply),
+}
+
+/// The answer to one callback. The adapter applies, in order: header edits
+/// to the headers of this callback's direction (the request headers while
+/// they are held; the response headers in the response-headers phase),
+/// trailer edits (in a trailers phase), the body replacement, then `step`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub step: Step,
+    pub headers: HeaderEdits,
+    pub trailers: HeaderEdits,
+    /// Replaces the body the host holds now (the chunk just given, or all
+    /// that was buffered) with these bytes.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Output {
+    fn step(step: Step) -> Output {
+        Output {
+            step,
+            headers: HeaderEdits::default(),
+            trailers: HeaderEdits::default(),
+            body: None,
+        }
+    }
+
+    fn proceed() -> Output {
+        Output::step(Step::Continue)
+    }
+
+    fn hold() -> Output {
+        Output::step(Step::Pause)
+    }
+
+    fn edits(step: Step, headers: HeaderEdits) -> Output {
+        Output {
+            headers,
+            ..Output::step(step)
+        }
+    }
+}
+
+/// A hostcall failed; the text names it (`proxy_get_buffer_bytes returned
+/// status 2`). Never holds payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFault(pub String);
+
+impl std::fmt::Display for HostFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The body the host holds at a callback: read only when the driver needs
+/// it (reading is a copy out of the proxy).
+pub trait HeldBody {
+    /// Its length in bytes (proxy-wasm's `body_size`).
+    fn len(&self) -> usize;
+    /// Whether nothing is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Its bytes.
+    fn bytes(&mut self) -> Result<Vec<u8>, HostFault>;
+}
+
+impl HeldBody for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, HostFault> {
+        Ok(self.to_vec())
+    }
+}
+
+/// One HTTP stream of the engine, driven callback by callback.
+#[derive(Debug)]
+pub struct StreamDriver {
+    exchange: Exchange,
+    /// A local reply was asked for: later callbacks pass everything.
+    replied: bool,
+    /// The request was decided (forwarded, refused, or passed ungoverned).
+    request_decided: bool,
+    /// The response body is being buffered for inspection (a JSON answer).
+    response_buffered: bool,
+}
+
+impl StreamDriver {
+    pub fn new(engine: Arc<Engine>) -> StreamDriver {
+        StreamDriver {
+            exchange: Exchange::new(engine),
+            replied: false,
+            request_decided: false,
+            response_buffered: false,
+        }
+    }
+
+    /// The id this stream's records carry (empty until the request headers).
+    pub fn request_id(&self) -> &str {
+        self.exchange.request_id()
+    }
+
+    /// The exchange, for tests and tools that look at its state.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    /// Audit records completed since the last call.
+    pub fn take_audit(&mut self) -> Vec<AuditRecord> {
+        self.exchange.take_audit()
+    }
+
+    /// Whether a local reply was asked for on this stream.
+    pub fn replied(&self) -> bool {
+        self.replied
+    }
+
+    fn reply(&mut self, reply: LocalReply) -> Output {
+        self.replied = true;
+        self.request_decided = true;
+        Output::step(Step::Reply(reply))
+    }
+
+    /// Request headers. `head` has the pseudo-headers split out.
+    pub fn request_headers(
+        &mut self,
+        env: &mut dyn Env,
+        head: RequestHead,
+        end_of_stream: bool,
+    ) -> Output {
+        match self.exchange.on_request_headers(env, head) {
+            RequestHeadersAction::Continue(edits) => {
+                self.request_decided = true;
+                Output::edits(Step::Continue, edits)
+            }
+            RequestHeadersAction::ReadBody(edits) => {
+                if end_of_stream {
+                    // No body follows: decide on the empty one now, with the
+                    // headers' own edits first.
+                    let mut out = self.decide_request(env, &mut (&[] as &[u8]));
+                    let mut all = edits;
+                    all.remove.append(&mut out.headers.remove);
+                    all.set.append(&mut out.headers.set);
+                    out.headers = all;
+                    return out;
+                }
+                Output::edits(Step::Pause, edits)
+            }
+            RequestHeadersAction::Reply(reply) => self.reply(reply),
+        }
+    }
+
+    /// A request body chunk; `body` is everything held (the chunk, or all
+    /// buffered since the headers when the driver paused).
+    pub fn request_body(
+        &mut self,
+        env: &mut dyn Env,
+        body: &mut dyn HeldBody,
+        end_of_stream: bool,
+    ) -> Output {
+        if self.replied || self.request_decided {
+            return Output::proceed();
+        }
+        if let Some(reply) = self.exchange.on_request_body_size(body.len() as u64) {
+            return self.reply(reply);
+        }
+        if !end_of_stream {
+            return Output::hold();
+        }
+        self.decide_request(env, body)
+    }
+
+    /// Request trailers: the body is complete, and held whole (every body
+    /// callback paused). `names` are the trailers' field names.
+    pub fn request_trailers(
+        &mut self,
+        env: &mut dyn Env,
+        body: &mut dyn HeldBody,
+        names: &[String],
+    ) -> Output {
+        let mut out = if self.replied || self.request_decided {
+            Output::proceed()
+        } else if let Some(reply) = self.exchange.on_request_body_size(body.len() as u64) {
+            self.reply(reply)
+        } else {
+            self.decide_request(env, body)
+        };
+        // The filter's own fields are the filter's, in trailers too: an
+        // upstream that merges trailers into headers must not see a
+        // client-chosen `x-mcp-subject`.
+        out.trailers.remove = owned_field_names(names);
+        out
+    }
+
+    fn decide_request(&mut self, env: &mut dyn Env, body: &mut dyn HeldBody) -> Output {
+        let bytes = match body.bytes() {
+            Ok(b) => b,
+            Err(fault) => return self.fail(env, &fault.0).unwrap_or_else(Output::proceed),
+        };
+        self.request_decided = true;
+        match self.exchange.on_request_body(env, &bytes, true) {
+            RequestBodyAction::Wait => {
+                // The engine asked for more of a body that is complete: a
+                // broken invariant, so refuse rather than forward.
+                self.fail(env, "the engine waited on a complete request body")
+                    .unwrap_or_else(Output::proceed)
+            }
+            RequestBodyAction::Forward(edits) => Output::edits(Step::Continue, edits),
+            RequestBodyAction::Rewrite(edits, rewritten) => Output {
+                body: Some(rewritten),
+                ..Output::edits(Step::Continue, edits)
+            },
+            RequestBodyAction::Reply(reply) => self.reply(reply),
+        }
+    }
+
+    /// Response headers (`:status` split out as `status`).
+    pub fn response_headers(
+        &mut self,
+        env: &mut dyn Env,
+        status: u16,
+        headers: &[(String, String)],
+        end_of_stream: bool,
+    ) -> Output {
+        let edits = self.exchange.on_response_headers(env, status, headers);
+        self.response_buffered = self.exchange.buffers_response();
+        if end_of_stream {
+            self.exchange.on_stream_end(env);
+        }
+        Output::edits(Step::Continue, edits)
+    }
+
+    /// A response body chunk; `body` is what the host holds (everything
+    /// buffered while the driver paused, else the latest chunk).
+    pub fn response_body(
+        &mut self,
+        env: &mut dyn Env,
+        body: &mut dyn HeldBody,
+        end_of_stream: bool,
+    ) -> Output {
+        let bytes = match body.bytes() {
+            Ok(b) => b,
+            Err(fault) => return self.fail(env, &fault.0).unwrap_or_else(Output::proceed),
+        };
+        self.response_action(env, &bytes, end_of_stream)
+    }
+
+    /// Response trailers: the body is complete. A buffered answer is held
+    /// whole and inspected now; a stream was forwarded as it went.
+    pub fn response_trailers(
+        &mut self,
+        env: &mut dyn Env,
+        body: &mut dyn HeldBody,
+        names: &[String],
+    ) -> Output {
+        let bytes = if self.response_buffered {
+            match body.bytes() {
+                Ok(b) => b,
+                Err(fault) => return self.fail(env, &fault.0).unwrap_or_else(Output::proceed),
+            }
+        } else {
+            Vec::new()
+        };
+        let mut out = self.response_action(env, &bytes, true);
+        if !self.response_buffered {
+            // Nothing is held to replace: bytes the engine would add now
+            // (errors for a stream cut mid-event) cannot be sent; what it
+            // refused is never forwarded, and the records say why.
+            out.body = None;
+        }
+        out.step = Step::Continue;
+        out.trailers.remove = owned_field_names(names);
+        out
+    }
+
+    fn response_action(&mut self, env: &mut dyn Env, bytes: &[u8], end: bool) -> Output {
+        match self.exchange.on_response_body(env, bytes, end) {
+            ResponseBodyAction::Pass => Output::proceed(),
+            ResponseBodyAction::Buffer => Output::hold(),
+            ResponseBodyAction::Replace(b) => Output {
+                body: Some(b),
+                ..Output::proceed()
+            },
+        }
+    }
+
+    /// The stream ended or was reset (Envoy's access-log phase): every
+    /// record still open is completed.
+    pub fn end(&mut self, env: &mut dyn Env) {
+        self.exchange.on_stream_end(env);
+    }
+
+    /// The adapter could not carry out an output (a hostcall failed): the
+    /// stream fails closed. Returns the reply to send, unless one was sent
+    /// already (then nothing more can be), and records why either way.
+    pub fn fail(&mut self, env: &mut dyn Env, what: &str) -> Option<Output> {
+        let reply = self.exchange.internal_error(env, what);
+        if self.replied {
+            return None;
+        }
+        Some(self.reply(reply))
+    }
+}
+
+/// The names among `names` that belong to the filter (`x-mcp-*`, however a
+/// server spells it: CGI and WSGI read `x_mcp_subject` as `x-mcp-subject`).
+pub fn owned_field_names(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if is_owned_field(name) && !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// Whether a header or trailer name is one the filter owns: `x-mcp-` in any
+/// case, with `_` read as `-`.
+pub fn is_owned_field(name: &str) -> bool {
+    let prefix = AUDIT_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.iter())
+            .all(|(a, b)| a.to_ascii_lowercase() == *b || (a == b'_' && *b == b'-'))
+}
