@@ -9,6 +9,8 @@
 //! Modules, in the order a request meets them:
 //! * [`json`]: the strict parser (duplicate keys and other parser-differential
 //!   tricks refused);
+//! * [`media`]: Content-Type parsed strictly (UTF-8 only, no duplicate
+//!   parameters), and how each SDK client reads a response's type;
 //! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
 //! * [`bundle`]: the registry and policy documents, compiled;
 //! * [`glob`]: name matching, one automaton per list;
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod glob;
 pub mod json;
 pub mod mcp;
+pub mod media;
 pub mod signing;
 pub mod sse;
 
