@@ -11,7 +11,10 @@
 //!   tricks refused);
 //! * [`media`]: Content-Type parsed strictly (UTF-8 only, no duplicate
 //!   parameters), and how each SDK client reads a response's type;
-//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
+//! * [`sniff`]: could any upstream parser read a body on an unknown route
+//!   as JSON-RPC (any charset, lenient parsers)?
+//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules,
+//!   and the id forms each SDK client matches to its own requests;
 //! * [`bundle`]: the registry and policy documents, compiled;
 //! * [`glob`]: name matching, one automaton per list;
 //! * [`engine`]: the per-stream state machine;
@@ -26,6 +29,7 @@ pub mod json;
 pub mod mcp;
 pub mod media;
 pub mod signing;
+pub mod sniff;
 pub mod sse;
 
 pub use engine::{Engine, Env, Exchange};
