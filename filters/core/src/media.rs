@@ -514,6 +514,18 @@ mod tests {
             ])),
             Err(MediaError::Repeated)
         );
+        // Two headers that httpx joins into `text/event-stream;x=", ";charset=utf-7`:
+        // Python's essence is `text/event-stream` and its charset utf-7, while
+        // a filter reading the first header sees a plain event stream.
+        let split = h(&[
+            ("content-type", "text/event-stream;x=\""),
+            ("content-type", "\";charset=utf-7"),
+        ]);
+        assert_eq!(single_header(&split), Err(MediaError::Repeated));
+        assert!(matches!(
+            parse_utf8("text/event-stream;x=\", \";charset=utf-7"),
+            Err(MediaError::Charset { .. })
+        ));
     }
 
     /// The clients' own checks: Python `startswith` on the lower-cased
