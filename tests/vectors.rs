@@ -32,11 +32,11 @@ use host_shim::{
 use portcullis_core::Engine;
 use portcullis_core::driver::{Output as Out, Step, StreamDriver};
 use portcullis_core::engine::{Env, HeaderEdits, RequestHead};
-use std::cell::RefCell;
-use std::rc::Rc;
 use serde_json::{Value, json};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 const FILTER: &[u8] = include_bytes!(env!("PORTCULLIS_FILTER_WASM"));
@@ -279,7 +279,10 @@ impl Env for NativeEnv {
         if current != cas {
             return SharedWrite::Conflict;
         }
-        m.insert(key.to_owned(), (value.to_vec(), current.map_or(1, |c| c + 1)));
+        m.insert(
+            key.to_owned(),
+            (value.to_vec(), current.map_or(1, |c| c + 1)),
+        );
         SharedWrite::Written
     }
 }
@@ -308,10 +311,11 @@ impl NativeFilter {
             self.audit.push_str(&r.to_json_line());
             self.audit.push('\n');
         }
-        self.stream.borrow_mut().info.filter_state.insert(
-            AUDIT_STATE.to_owned(),
-            self.audit.as_bytes().to_vec(),
-        );
+        self.stream
+            .borrow_mut()
+            .info
+            .filter_state
+            .insert(AUDIT_STATE.to_owned(), self.audit.as_bytes().to_vec());
     }
 
     /// Applies an output's edits and body; `true` to go on, `false` for a
@@ -350,7 +354,12 @@ impl NativeFilter {
     }
 
     fn held(&self, dir: Dir) -> Vec<u8> {
-        self.stream.borrow().side(dir).body.clone().unwrap_or_default()
+        self.stream
+            .borrow()
+            .side(dir)
+            .body
+            .clone()
+            .unwrap_or_default()
     }
 
     fn trailer_names(&self, dir: Dir) -> Vec<String> {

@@ -542,7 +542,9 @@ impl ComponentFilter {
         let Some(decision) = decision else {
             // Failed: the 503 is queued; stop everything.
             return match phase {
-                Phase::Headers => Status::Headers(FilterHeadersStatus::StopAllIterationAndWatermark),
+                Phase::Headers => {
+                    Status::Headers(FilterHeadersStatus::StopAllIterationAndWatermark)
+                }
                 Phase::Body => Status::Data(FilterDataStatus::StopIterationNoBuffer),
                 Phase::Trailers => Status::Trailers(FilterTrailersStatus::StopIteration),
             };

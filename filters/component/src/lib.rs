@@ -36,8 +36,8 @@ mod bindings {
 use bindings::exports::portcullis::governance::engine::{Guest, GuestExchange};
 use bindings::portcullis::governance::types as t;
 use bindings::portcullis::governance::{clock, counters, key_value, logging, properties, random};
-use portcullis_core::audit::{AuditRecord, Decision};
 use portcullis_core::Engine;
+use portcullis_core::audit::{AuditRecord, Decision};
 use portcullis_core::driver::{Output, Step, StreamDriver};
 use portcullis_core::engine::{Env, HeaderEdits, LocalReply, RequestHead, SharedWrite};
 use portcullis_core::mcp::{codes, error_response};

@@ -36,7 +36,10 @@ fn numeric(v: &Value) -> Option<Value> {
     match v {
         Value::String(s) => {
             let t = s.trim();
-            if t.is_empty() || t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
+            if t.is_empty()
+                || t.chars()
+                    .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+            {
                 return None;
             }
             let n: f64 = t.replace('_', "").parse().ok()?;

@@ -612,7 +612,13 @@ impl Exchange {
         let routed: Result<Option<usize>, String> = Ok(engine
             .bundle
             .route(&head.authority, &head.path)
-            .and_then(|s| engine.bundle.servers.iter().position(|x| std::ptr::eq(x, s))));
+            .and_then(|s| {
+                engine
+                    .bundle
+                    .servers
+                    .iter()
+                    .position(|x| std::ptr::eq(x, s))
+            }));
         self.head = head;
         let server = match routed {
             Ok(server) => server,
@@ -697,12 +703,8 @@ impl Exchange {
                     "method {:?} is not one an MCP endpoint accepts (POST, GET, DELETE); its body would reach the server uninspected",
                     truncate(other, 32)
                 );
-                let mut reply = self.refuse_head(
-                    405,
-                    codes::INVALID_REQUEST,
-                    "Method not allowed",
-                    reason,
-                );
+                let mut reply =
+                    self.refuse_head(405, codes::INVALID_REQUEST, "Method not allowed", reason);
                 reply
                     .headers
                     .push(("allow".into(), "GET, POST, DELETE".into()));
@@ -736,7 +738,11 @@ impl Exchange {
             "last-event-id",
             "x-request-id",
         ];
-        const OVERRIDES: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+        const OVERRIDES: &[&str] = &[
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ];
         let mut why = None;
         for name in SINGLE {
             let n = self
@@ -773,7 +779,16 @@ impl Exchange {
     /// compressed.
     fn refuse_request_encoding(&mut self) -> Option<LocalReply> {
         let ctype = self.head.header("content-type").unwrap_or("");
-        if let Err(why) = crate::media::check_json_request(ctype) {
+        let checked = crate::media::parse_utf8(ctype)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                if m.is_json() {
+                    Ok(())
+                } else {
+                    Err(format!("the media type is {}", m.essence()))
+                }
+            });
+        if let Err(why) = checked {
             let reason = format!(
                 "MCP messages are POSTed as application/json in UTF-8; content-type {:?}: {why}",
                 truncate(ctype, 64)
@@ -1025,9 +1040,8 @@ impl Exchange {
                 ));
             }
         };
-        if let Err(inv) =
-            mcp::check_revisions(self.head.header("mcp-protocol-version"), &envelope)
-                .and_then(|()| mcp::check_unique_ids(&envelope))
+        if let Err(inv) = mcp::check_revisions(self.head.header("mcp-protocol-version"), &envelope)
+            .and_then(|()| mcp::check_unique_ids(&envelope))
         {
             let first_id = envelope.messages.first().and_then(|m| m.id.clone());
             self.record_messages_invalid(&envelope, &inv.reason, inv.code);
@@ -1993,7 +2007,12 @@ impl Exchange {
         // Anything read from here on may change length, and this is the
         // last moment the headers can say so.
         edits.remove.push("content-length".into());
-        let kind = match response_kind(headers) {
+        let answering = if self.route == Route::Stream {
+            crate::media::Answering::Get
+        } else {
+            crate::media::Answering::Post
+        };
+        let kind = match response_kind(headers, answering) {
             Ok(kind) => kind,
             Err(reason) => {
                 self.refuse_response(env, &mut edits, &reason);
@@ -2198,7 +2217,12 @@ impl Exchange {
     /// any) is complete: forwarded with the identity edits when it has none,
     /// refused when it has one (a server could act on bytes no MCP message
     /// frames, and the filter would not have read them).
-    fn bodiless(&mut self, env: &mut dyn Env, body: &[u8], end_of_stream: bool) -> RequestBodyAction {
+    fn bodiless(
+        &mut self,
+        env: &mut dyn Env,
+        body: &[u8],
+        end_of_stream: bool,
+    ) -> RequestBodyAction {
         if !body.is_empty() {
             let reason = format!(
                 "a {} request on an MCP route carries no body; this one had {} bytes",
@@ -2256,7 +2280,11 @@ impl Exchange {
         for (i, method) in methods.iter().enumerate() {
             let mut record = self.base_record();
             record.message_index = i as u32;
-            record.kind = if method.is_empty() { "invalid" } else { "request" };
+            record.kind = if method.is_empty() {
+                "invalid"
+            } else {
+                "request"
+            };
             record.method = Some(truncate(method, 128).to_owned()).filter(|m| !m.is_empty());
             record.shadow = true;
             record.authority = Some(truncate(&self.head.authority, 256).to_owned());
@@ -2343,7 +2371,7 @@ impl Exchange {
             1 => out.into_iter().next().unwrap_or(Value::Null),
             _ => Value::Array(out),
         };
-        ResponseBodyAction::Replace(client_json(&body).into_bytes())
+        ResponseBodyAction::Replace(crate::json::to_client_string(&body).into_bytes())
     }
 
     /// A non-JSON body of an error answer (a proxy's or framework's HTML or
@@ -2388,11 +2416,11 @@ impl Exchange {
 
     fn inspect_event(&mut self, env: &mut dyn Env, event: sse::Event, out: &mut Vec<u8>) {
         let Some(data) = event.data.as_deref() else {
-            out.extend_from_slice(&event.raw);
+            out.extend_from_slice(&event.forward());
             return;
         };
         if data.trim().is_empty() {
-            out.extend_from_slice(&event.raw);
+            out.extend_from_slice(&event.forward());
             return;
         }
         // The legacy HTTP+SSE transport (2024-11-05) opens its GET stream
@@ -2406,7 +2434,7 @@ impl Exchange {
             if let Some(sid) = legacy_session_param(data) {
                 self.stream_session = Some(short_hash(sid.as_bytes()));
             }
-            out.extend_from_slice(&event.raw);
+            out.extend_from_slice(&event.forward());
             return;
         }
         let mut value = match parse_strict(data.as_bytes()) {
@@ -2418,18 +2446,24 @@ impl Exchange {
             }
         };
         match self.inspect_message(env, &mut value) {
-            Fate::Unchanged => out.extend_from_slice(&event.raw),
-            Fate::Changed => out.extend_from_slice(&event.with_data(&client_json(&value))),
+            Fate::Unchanged => out.extend_from_slice(&event.forward()),
+            Fate::Changed => {
+                out.extend_from_slice(&event.with_data(&crate::json::to_client_string(&value)))
+            }
             Fate::Replace(values) => {
                 // The first replacement keeps the event's id, so a client's
                 // `Last-Event-ID` still advances; a dropped event sends
                 // nothing.
                 for (i, v) in values.iter().enumerate() {
                     if i == 0 {
-                        out.extend_from_slice(&event.with_data(&client_json(v)));
+                        out.extend_from_slice(&event.with_data(&crate::json::to_client_string(v)));
                     } else {
                         out.extend_from_slice(
-                            format!("event: message\ndata: {}\n\n", client_json(v)).as_bytes(),
+                            format!(
+                                "event: message\ndata: {}\n\n",
+                                crate::json::to_client_string(v)
+                            )
+                            .as_bytes(),
                         );
                     }
                 }
@@ -2451,7 +2485,13 @@ impl Exchange {
         }
         for p in std::mem::take(&mut self.pending) {
             let err = self.reject(env, p, reason);
-            out.extend_from_slice(format!("event: message\ndata: {}\n\n", client_json(&err)).as_bytes());
+            out.extend_from_slice(
+                format!(
+                    "event: message\ndata: {}\n\n",
+                    crate::json::to_client_string(&err)
+                )
+                .as_bytes(),
+            );
         }
     }
 
@@ -2565,7 +2605,8 @@ impl Exchange {
                 }
             },
             several => {
-                let reason = "an answer whose id the clients would match with more than one open request";
+                let reason =
+                    "an answer whose id the clients would match with more than one open request";
                 let mut errors = Vec::new();
                 let mut taken: Vec<Pending> = Vec::new();
                 for i in several.iter().rev() {
@@ -2591,7 +2632,12 @@ impl Exchange {
         record.tools_removed = review.removed;
         if let Some(reason) = review.refuse {
             let request_id = value.get("id").cloned();
-            return Fate::Replace(vec![self.withhold(env, record, request_id.as_ref(), &reason)]);
+            return Fate::Replace(vec![self.withhold(
+                env,
+                record,
+                request_id.as_ref(),
+                &reason,
+            )]);
         }
         let removed = self.filter_list_result(method.as_deref(), value);
         if record.outcome != Outcome::Delivered {
@@ -2608,13 +2654,22 @@ impl Exchange {
         }
         self.finish_record(env, record);
         changed |= removed > 0 || review.changed;
-        if changed { Fate::Changed } else { Fate::Unchanged }
+        if changed {
+            Fate::Changed
+        } else {
+            Fate::Unchanged
+        }
     }
 
     /// A request or notification from the server (progress, log messages,
     /// sampling and elicitation requests): what it asks the client to show
     /// is screened like an answer; refused, it is not delivered.
-    fn inspect_server_message(&mut self, env: &mut dyn Env, msg: &Message, value: &mut Value) -> Fate {
+    fn inspect_server_message(
+        &mut self,
+        env: &mut dyn Env,
+        msg: &Message,
+        value: &mut Value,
+    ) -> Fate {
         let index = self.next_stream_index();
         let verdict = Verdict::allow("server message on a response stream".into(), None);
         let mut record = self.record_for(index, Direction::Server, msg, &verdict);
@@ -2639,7 +2694,11 @@ impl Exchange {
             return Fate::Replace(Vec::new());
         }
         self.finish_record(env, record);
-        if review.changed { Fate::Changed } else { Fate::Unchanged }
+        if review.changed {
+            Fate::Changed
+        } else {
+            Fate::Unchanged
+        }
     }
 
     /// Refuses an upstream answer that policy withholds (a pin or content
@@ -2708,10 +2767,17 @@ impl Exchange {
                 return review;
             }
             "prompts/list" => review_entries(env, server, "prompts", "name", result, &mut review),
-            "resources/list" => review_entries(env, server, "resources", "uri", result, &mut review),
-            "resources/templates/list" => {
-                review_entries(env, server, "resourceTemplates", "uriTemplate", result, &mut review)
+            "resources/list" => {
+                review_entries(env, server, "resources", "uri", result, &mut review)
             }
+            "resources/templates/list" => review_entries(
+                env,
+                server,
+                "resourceTemplates",
+                "uriTemplate",
+                result,
+                &mut review,
+            ),
             _ => {}
         }
         if review.refuse.is_some() {
@@ -2721,7 +2787,10 @@ impl Exchange {
             "prompts/get" => Surface::Prompt,
             // What a server says of itself and its catalogue is read like a
             // tool's definition: where poisoning hides.
-            "initialize" | "server/discover" | "prompts/list" | "resources/list"
+            "initialize"
+            | "server/discover"
+            | "prompts/list"
+            | "resources/list"
             | "resources/templates/list" => Surface::ToolDefinition,
             _ => Surface::ToolResult,
         };
@@ -2739,9 +2808,7 @@ impl Exchange {
             .stream_session
             .clone()
             .or_else(|| self.session.clone())
-            .or_else(|| {
-                legacy_session_param(&self.head.path).map(|s| short_hash(s.as_bytes()))
-            })?;
+            .or_else(|| legacy_session_param(&self.head.path).map(|s| short_hash(s.as_bytes())))?;
         Some(format!(
             "portcullis.pending/{}/{}/{session}",
             self.engine.version(),
@@ -3099,7 +3166,12 @@ impl Exchange {
     /// `inputSchema`, as the server last advertised it (to this VM): strict
     /// JSON Schema, so a string where the server declares a number is
     /// refused, not left for a lax server to coerce past a policy rule.
-    fn schema_refusal(&self, server: &Server, tool: &str, arguments: Option<&Value>) -> Option<String> {
+    fn schema_refusal(
+        &self,
+        server: &Server,
+        tool: &str,
+        arguments: Option<&Value>,
+    ) -> Option<String> {
         let validator = {
             let state = self
                 .engine
@@ -3179,7 +3251,7 @@ impl Exchange {
             1 => errors.remove(0),
             _ => Value::Array(errors),
         };
-        self.replacement = Some(client_json(&body).into_bytes());
+        self.replacement = Some(crate::json::to_client_string(&body).into_bytes());
     }
 
     fn complete_accepted(&mut self, env: &mut dyn Env) {
@@ -3601,7 +3673,8 @@ fn inspect_blobs(
                 if k == "blob"
                     && let Value::String(b64) = v
                 {
-                    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
+                    let Ok(bytes) =
+                        base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
                     else {
                         continue;
                     };
@@ -3688,15 +3761,11 @@ enum BodyKind {
 /// could read differently from the filter: several content types (each
 /// client joins or picks them its own way), a charset other than UTF-8 (the
 /// Python client decodes by it), a compressed body.
-fn response_kind(headers: &[(String, String)]) -> Result<BodyKind, String> {
-    let ctypes: Vec<&str> = headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if ctypes.len() > 1 {
-        return Err("the upstream sent several content-type headers".into());
-    }
+fn response_kind(
+    headers: &[(String, String)],
+    to: crate::media::Answering,
+) -> Result<BodyKind, String> {
+    let ctype = crate::media::single_header(headers).map_err(|e| e.to_string())?;
     if let Some((_, enc)) = headers.iter().find(|(k, v)| {
         k.eq_ignore_ascii_case("content-encoding") && !v.trim().eq_ignore_ascii_case("identity")
     }) {
@@ -3705,28 +3774,31 @@ fn response_kind(headers: &[(String, String)]) -> Result<BodyKind, String> {
             truncate(enc, 32)
         ));
     }
-    let Some(ctype) = ctypes.first() else {
+    let Some(ctype) = ctype else {
         return Ok(BodyKind::Absent);
     };
-    Ok(match crate::media::check_response(ctype)? {
-        crate::media::ResponseMedia::Json => BodyKind::Json,
-        crate::media::ResponseMedia::EventStream => BodyKind::EventStream,
-        crate::media::ResponseMedia::Other => BodyKind::Other,
-    })
-}
-
-/// A message as the filter writes it towards a client: JSON with the
-/// characters some clients split lines on (U+2028, U+2029, U+0085) escaped,
-/// so an event's data cannot become two lines to one client and one to
-/// another.
-fn client_json(value: &Value) -> String {
-    let text = value.to_string();
-    if !text.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
-        return text;
+    let media = crate::media::parse_utf8(ctype).map_err(|e| e.to_string())?;
+    let kind = if media.is_json() {
+        BodyKind::Json
+    } else if media.is_event_stream() {
+        BodyKind::EventStream
+    } else {
+        BodyKind::Other
+    };
+    // A type one client reads as JSON or as an event stream (the Python
+    // client's prefix test takes `application/json-seq` for JSON) must be
+    // exactly that, or it would pass unread.
+    let reading = crate::media::client_reading(Some(ctype), to);
+    if to == crate::media::Answering::Post
+        && ((reading.json && kind != BodyKind::Json)
+            || (reading.sse && kind != BodyKind::EventStream))
+    {
+        return Err(format!(
+            "content-type {:?} is read as JSON or as an event stream by some client but is not exactly that",
+            truncate(ctype, 64)
+        ));
     }
-    text.replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
-        .replace('\u{85}', "\\u0085")
+    Ok(kind)
 }
 
 /// The legacy transport's session id in a URL or path's query
@@ -3803,7 +3875,9 @@ fn redact_tool_texts(env: &mut dyn Env, server: &Server, result: &mut Value, rev
         };
         for key in ["title", "description", "annotations"] {
             if let Some(v) = obj.get_mut(key) {
-                let report = policy.scanner.redact_json(v, crate::scan::Direction::Response);
+                let report = policy
+                    .scanner
+                    .redact_json(v, crate::scan::Direction::Response);
                 all.modified |= report.modified();
                 all.pii.merge(report);
             }

@@ -17,6 +17,7 @@
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting of arrays and objects accepted. serde_json itself stops at
@@ -222,6 +223,45 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
+/// Writes U+2028, U+2029 and U+0085 in a serialised JSON text as the escapes
+/// `\u2028`, `\u2029` and `\u0085`.
+///
+/// serde_json (like `JSON.stringify` and pydantic) writes them raw, which is
+/// valid JSON; but Python's `str.splitlines()` (httpx's `LineDecoder`,
+/// `httpx2/_decoders.py:401`, which line-oriented SSE readers such as
+/// httpx-sse before 0.4.1 used) and JavaScript source parsers before ES2019
+/// read them as line breaks. In a valid JSON text they can only sit inside
+/// strings (they are not JSON whitespace), where the escape denotes the same
+/// character, so the value is unchanged. Use it whenever a message is
+/// re-serialised for a client ([`to_client_string`]); `json` must be a JSON
+/// text, or the result may differ from it.
+pub fn escape_line_separators(json: &str) -> Cow<'_, str> {
+    const SEPARATORS: [char; 3] = ['\u{85}', '\u{2028}', '\u{2029}'];
+    if !json.contains(SEPARATORS) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '\u{85}' => out.push_str("\\u0085"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `value` serialised as serde_json does, with the line separators escaped
+/// ([`escape_line_separators`]): the text to send a client.
+pub fn to_client_string(value: &Value) -> String {
+    let text = value.to_string();
+    match escape_line_separators(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +322,23 @@ mod tests {
     fn canonical_form_sorts_keys() {
         let a = parse_strict(br#"{"b":1,"a":{"d":[1,2],"c":"x"}}"#).unwrap();
         assert_eq!(canonical_string(&a), r#"{"a":{"c":"x","d":[1,2]},"b":1}"#);
+    }
+
+    /// serde_json leaves U+2028, U+2029 and U+0085 raw inside strings; the
+    /// escaped text is the same JSON value with no character a line
+    /// splitter (Python `str.splitlines()`) breaks at.
+    #[test]
+    fn line_separators_are_escaped_without_changing_the_value() {
+        let v = serde_json::json!({"t": "a\u{2028}b\u{2029}c\u{85}d\n", "\u{2028}": 1});
+        let raw = v.to_string();
+        assert!(raw.contains('\u{2028}'), "serde_json writes it raw");
+        let text = to_client_string(&v);
+        assert!(!text.contains(['\u{85}', '\u{2028}', '\u{2029}']));
+        assert!(text.contains("a\\u2028b\\u2029c\\u0085d"));
+        assert_eq!(parse_strict(text.as_bytes()).unwrap(), v);
+        assert!(matches!(
+            escape_line_separators("{\"a\":1}"),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -9,7 +9,12 @@
 //! Modules, in the order a request meets them:
 //! * [`json`]: the strict parser (duplicate keys and other parser-differential
 //!   tricks refused);
-//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
+//! * [`media`]: Content-Type parsed strictly (UTF-8 only, no duplicate
+//!   parameters), and how each SDK client reads a response's type;
+//! * [`sniff`]: could any upstream parser read a body on an unknown route
+//!   as JSON-RPC (any charset, lenient parsers)?
+//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules,
+//!   and the id forms each SDK client matches to its own requests;
 //! * [`bundle`]: the registry and policy documents, compiled;
 //! * [`glob`]: name matching, one automaton per list;
 //! * [`driver`]: the phase rules of a stream (headers, body, trailers, local

@@ -525,148 +525,257 @@ pub fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
-/// Whether some official client would take a response with id `response`
-/// as the answer to its request with id `request`. Clients compare loosely:
-/// the TypeScript SDK looks its handler up by `Number(response.id)` (so
-/// `"1"`, `" 1 "`, `"0x1"`, `"1e0"` all answer request 1, and `null` or `""`
-/// answer request 0), and the Python SDK treats `1` and `"1"` alike. The
-/// filter correlates the same way, so that no spelling of an id makes a
-/// client act on an answer the filter judged as something else.
-pub fn ids_match(request: &Value, response: &Value) -> bool {
-    if request == response {
-        return true;
-    }
-    let keys = client_id_keys(response);
-    client_id_keys(request).iter().any(|k| keys.contains(k))
-}
+/// The largest request id an official client can have minted: both count
+/// up from a small integer, and the TS client keeps ids as JavaScript
+/// numbers, exact up to 2^53.
+pub const MAX_CLIENT_ID: u64 = 1 << 53;
 
-/// Every key under which some client would match `id`: its exact JSON text,
-/// its JavaScript `Number()` value, and its Python `int()` value.
+/// The keys ([`id_key`] of a JSON integer) of every request id of its own
+/// that some official client would match a response carrying `id` to.
+///
+/// `id_key` keeps `1` and `"1"` apart; the clients do not. Their own ids are
+/// non-negative integers (TS counts from 0, `shared/protocol.js:16, 665`;
+/// Python from 1, `mcp/shared/jsonrpc_dispatcher.py:311, 793-795`), and a
+/// response finds its request as follows:
+///
+/// * **TS SDK 1.32.2**: `Protocol._onresponse` looks the request up with
+///   `Number(response.id)` in a `Map` (`shared/protocol.js:477-499`; the same
+///   for `_requestResolvers`, and `Number(progressToken)` for progress,
+///   line 454), after zod accepted the id as a string or an integer number
+///   (`types.js:110`; an error response's id may be absent, line 178). So
+///   any string whose `Number()` is the request id matches it ([`ts_request_id`]).
+/// * **Python SDK 2.3.0**: `_resolve_pending` looks the request up with
+///   `coerce_request_id(id)` (`mcp/shared/jsonrpc_dispatcher.py:678-684`),
+///   which turns a string into `int(s)` when Python can
+///   (`mcp/shared/dispatcher.py:56-67`); a number must be a JSON integer
+///   (`RequestId = Annotated[int, Field(strict=True)] | str`,
+///   `mcp_types/jsonrpc.py:32`: `1.0` is refused) ([`python_request_id`]).
+///
+/// Beyond the id, context: the Python client takes **every** response on a
+/// POST's event stream as the answer to that POST's request, replacing its
+/// id (whatever it was, `null` included; `mcp/client/streamable_http.py:192-194`),
+/// and answers a request whose POST got a status >= 400 with a JSON-RPC
+/// error body using that error (lines 398-415). The TS client does the same
+/// on a resumed stream (`replayMessageId`, `client/streamableHttp.js:219-223`).
+///
+/// To correlate as the clients do, compare `client_request_ids` of a
+/// request's id and of a response's id (a Python caller may give its own
+/// id as the string `"7"`, which it keeps under 7). Negative and
+/// non-integer ids are only ever matched exactly, which [`id_key`] covers.
 pub fn client_id_keys(id: &Value) -> Vec<String> {
-    let mut keys = vec![format!("json:{id}")];
-    if let Some(n) = js_number(id).filter(|n| n.is_finite()) {
-        keys.push(format!("num:{}", number_key(n)));
-    }
-    if let Some(n) = python_int(id) {
-        keys.push(format!("num:{n}"));
-    }
-    keys
+    client_request_ids(id)
+        .into_iter()
+        .map(|k| id_key(&Value::from(k)))
+        .collect()
 }
 
-/// A number's key: an integral value as its integer, else its shortest
-/// decimal form.
-fn number_key(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
+/// The request ids behind [`client_id_keys`], ascending, without repeats.
+pub fn client_request_ids(id: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = [ts_request_id(id), python_request_id(id)]
+        .into_iter()
+        .flatten()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The request id the TS client matches `id` to: `Number(id)` when that is
+/// an integer in `0..=MAX_CLIENT_ID` (`-0` is `0`: a `Map` compares with
+/// SameValueZero). For a string, `Number()` trims JavaScript whitespace
+/// (including U+FEFF, U+2028 and U+00A0, not U+0085), reads `""` as `0`, and
+/// takes `0x`/`0o`/`0b` integers, a sign, decimals and exponents (`" 1"`,
+/// `"0x1"`, `"1e0"`, `"1."`, `".1e1"`, `"01"`, `"+1"` are all 1). For a
+/// number, any JSON number whose value is integral (`1.0`, `1e0`); as
+/// serde_json's float parsing may differ from JavaScript's by an ulp, a value
+/// within two ulps of an integer counts as that integer.
+pub fn ts_request_id(id: &Value) -> Option<u64> {
+    match id {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                return exact_client_id(u as f64);
+            }
+            if n.as_i64().is_some() {
+                return None; // negative
+            }
+            let x = n.as_f64()?;
+            let k = x.round();
+            let tolerance = 2.0 * f64::EPSILON * k.abs().max(1.0);
+            if (x - k).abs() <= tolerance {
+                exact_client_id(k)
+            } else {
+                None
+            }
+        }
+        Value::String(s) => js_string_to_number(s).and_then(exact_client_id),
+        _ => None,
     }
 }
 
-/// JavaScript's `Number(v)` for the values a JSON-RPC id can be.
-fn js_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Null => Some(0.0),
-        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => js_string_to_number(s),
-        Value::Array(_) | Value::Object(_) => None,
-    }
+/// `x` as a client id, if it is exactly an integer in `0..=MAX_CLIENT_ID`.
+fn exact_client_id(x: f64) -> Option<u64> {
+    let in_range = x.is_finite() && x.trunc() == x && (0.0..=MAX_CLIENT_ID as f64).contains(&x);
+    in_range.then(|| x.abs() as u64)
 }
 
-/// ECMAScript `StringToNumber`: whitespace and line terminators trimmed,
-/// empty is 0, `0x`/`0o`/`0b` integers, decimal literals with exponents;
-/// anything else is NaN (`None`).
+/// JavaScript's `StrWhiteSpaceChar`: WhiteSpace and LineTerminator.
+fn is_js_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
+}
+
+/// `Number(s)` (ECMA-262 StringToNumber), `None` for NaN.
 fn js_string_to_number(s: &str) -> Option<f64> {
-    let is_js_space = |c: char| {
-        matches!(
-            c,
-            '\u{9}' | '\u{a}' | '\u{b}' | '\u{c}' | '\u{d}' | ' ' | '\u{a0}' | '\u{1680}'
-                | '\u{2000}'..='\u{200a}'
-                | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'
-        )
-    };
     let t = s.trim_matches(is_js_space);
     if t.is_empty() {
         return Some(0.0);
     }
-    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
-        if let Some(digits) = t.strip_prefix(prefix) {
-            if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-                return None;
-            }
-            return u128::from_str_radix(digits, radix).ok().map(|n| n as f64);
-        }
-    }
-    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if body == "Infinity" {
-        return Some(f64::INFINITY);
-    }
-    // StrDecimalLiteral: digits, an optional fraction, an optional exponent.
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    let int_digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if bytes.get(i) == Some(&b'.') {
-        i += 1;
-        frac_digits = bytes.iter().skip(i).take_while(|b| b.is_ascii_digit()).count();
-        i += frac_digits;
-    }
-    if int_digits == 0 && frac_digits == 0 {
-        return None;
-    }
-    if matches!(bytes.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(bytes.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_digits = bytes.iter().skip(i).take_while(|b| b.is_ascii_digit()).count();
-        if exp_digits == 0 {
+    let radix = match t.get(..2) {
+        Some("0x" | "0X") => Some(16),
+        Some("0o" | "0O") => Some(8),
+        Some("0b" | "0B") => Some(2),
+        _ => None,
+    };
+    if let Some(radix) = radix {
+        let digits = t.get(2..)?;
+        if digits.is_empty() {
             return None;
         }
-        i += exp_digits;
+        let mut v: u128 = 0;
+        for c in digits.chars() {
+            let d = c.to_digit(radix)?;
+            // Past u128 the value is far above any client id.
+            v = v
+                .checked_mul(u128::from(radix))
+                .and_then(|v| v.checked_add(u128::from(d)))
+                .unwrap_or(u128::MAX);
+        }
+        return Some(v as f64);
     }
-    if i != bytes.len() {
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if unsigned == "Infinity" {
+        return Some(f64::INFINITY);
+    }
+    // StrUnsignedDecimalLiteral: digits [. digits] [exp] | . digits [exp].
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (unsigned.get(..i)?, Some(unsigned.get(i + 1..)?)),
+        None => (unsigned, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(int) || !all_digits(frac) || (int.is_empty() && frac.is_empty()) {
         return None;
     }
+    if let Some(e) = exponent {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        if e.is_empty() || !all_digits(e) {
+            return None;
+        }
+    }
+    // Validated above, so Rust's (correctly rounded) parser reads exactly
+    // the ECMAScript grammar here.
     t.parse::<f64>().ok()
 }
 
-/// Python's `int(v)` for an id: an integer, an integral float, or a string
-/// of digits with optional sign, surrounding whitespace and single
-/// underscores between digits.
-fn python_int(v: &Value) -> Option<i128> {
-    match v {
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
-                    .map(|f| f as i128)
-            }),
-        Value::String(s) => {
-            let t = s.trim();
-            let (neg, digits) = match t.strip_prefix('-') {
-                Some(d) => (true, d),
-                None => (false, t.strip_prefix('+').unwrap_or(t)),
-            };
-            if digits.is_empty()
-                || digits.starts_with('_')
-                || digits.ends_with('_')
-                || digits.contains("__")
-                || !digits.chars().all(|c| c.is_ascii_digit() || c == '_')
-            {
-                return None;
-            }
-            let clean: String = digits.chars().filter(|c| *c != '_').collect();
-            let n: i128 = clean.parse().ok()?;
-            Some(if neg { -n } else { n })
-        }
+/// The request id the Python client matches `id` to: a JSON integer as
+/// itself, and a string as `int(s)` (`coerce_request_id`), when that is in
+/// `0..=MAX_CLIENT_ID`. `int()` strips ASCII whitespace and the non-ASCII
+/// characters `str.isspace()` accepts (U+0085, U+00A0, U+2028, U+3000...,
+/// not U+FEFF nor `\x1c`-`\x1f`), takes a sign, any Unicode decimal digit
+/// (`"١"` and `"１"` are 1) and single underscores between digits
+/// (`"1_0"` is 10); `"-0"` is 0. Python 3.11+ refuses more than 4300 digits,
+/// which this ignores.
+pub fn python_request_id(id: &Value) -> Option<u64> {
+    match id {
+        Value::Number(n) => n.as_u64().filter(|&k| k <= MAX_CLIENT_ID),
+        Value::String(s) => python_int(s),
         _ => None,
     }
+}
+
+fn is_python_int_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
+    )
+}
+
+/// The code points of the digit zero of every run of ten decimal digits
+/// (General Category Nd), Unicode 16.0 (Python 3.14's; earlier Pythons know
+/// a subset).
+const DECIMAL_ZEROS: &[u32] = &[
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x10D40, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0,
+    0x11650, 0x116C0, 0x116D0, 0x116DA, 0x11730, 0x118E0, 0x11950, 0x11BF0, 0x11C50, 0x11D50,
+    0x11DA0, 0x11F50, 0x16130, 0x16A60, 0x16AC0, 0x16B50, 0x16D70, 0x1CCF0, 0x1D7CE, 0x1D7D8,
+    0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E5F1, 0x1E950, 0x1FBF0,
+];
+
+/// The value of a Unicode decimal digit.
+fn decimal_digit(c: char) -> Option<u32> {
+    let cp = u32::from(c);
+    let i = DECIMAL_ZEROS.partition_point(|&z| z <= cp).checked_sub(1)?;
+    let zero = DECIMAL_ZEROS.get(i)?;
+    let d = cp - zero;
+    (d < 10).then_some(d)
+}
+
+/// `int(s)` in base 10, when it is in `0..=MAX_CLIENT_ID`.
+fn python_int(s: &str) -> Option<u64> {
+    let t = s.trim_matches(is_python_int_space);
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let mut value: u64 = 0;
+    let mut previous_was_digit = false;
+    for c in digits.chars() {
+        if c == '_' {
+            if !previous_was_digit {
+                return None;
+            }
+            previous_was_digit = false;
+            continue;
+        }
+        let d = decimal_digit(c)?;
+        value = value
+            .saturating_mul(10)
+            .saturating_add(u64::from(d))
+            .min(MAX_CLIENT_ID + 1);
+        previous_was_digit = true;
+    }
+    if !previous_was_digit || value > MAX_CLIENT_ID || (negative && value != 0) {
+        return None;
+    }
+    Some(value)
+}
+
+/// Whether some official client would take a response with id `response`
+/// as the answer to its request with id `request`: the same JSON value, or
+/// ids both clients' lookups bring to one request number
+/// ([`client_request_ids`]). The filter correlates this way, so that no
+/// spelling of an id makes a client act on an answer the filter judged as
+/// the answer to something else.
+pub fn ids_match(request: &Value, response: &Value) -> bool {
+    if request == response {
+        return true;
+    }
+    let ours = client_request_ids(request);
+    client_request_ids(response)
+        .iter()
+        .any(|k| ours.contains(k))
 }
 
 /// Refuses a body in which two requests carry ids a client would take as
@@ -791,14 +900,17 @@ mod tests {
             (json!(1), json!("0x1")),
             (json!(1), json!("1e0")),
             (json!(1), json!(1.0)),
-            (json!(0), json!(null)),
             (json!(0), json!("")),
             (json!(10), json!("1_0")),
             (json!("abc"), json!("abc")),
         ] {
             assert!(ids_match(&req, &resp), "{req} ~ {resp}");
         }
-        for (req, resp) in [(json!(1), json!(2)), (json!("a"), json!("b")), (json!(1), json!("x1"))] {
+        for (req, resp) in [
+            (json!(1), json!(2)),
+            (json!("a"), json!("b")),
+            (json!(1), json!("x1")),
+        ] {
             assert!(!ids_match(&req, &resp), "{req} !~ {resp}");
         }
         let dup = env(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#).unwrap();
@@ -810,5 +922,101 @@ mod tests {
         let e = env(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         let err = check_framing("2099-01-01", &e, RoutingHeaders::default()).unwrap_err();
         assert_eq!(err.code, codes::UNSUPPORTED_REVISION);
+    }
+
+    /// The TS client matches with `Number(response.id)` against numeric
+    /// request ids (`shared/protocol.js:477-478`); the Python client with
+    /// `int()` on string ids (`mcp/shared/dispatcher.py:56-67`). Values
+    /// checked against Node 20 and CPython 3.11.
+    #[test]
+    fn client_id_keys_follow_both_clients() {
+        use serde_json::json;
+        let cases: &[(Value, &[u64])] = &[
+            (json!(1), &[1]),
+            (json!(0), &[0]),
+            (json!("1"), &[1]),
+            (json!(" 1"), &[1]),
+            (json!("1 "), &[1]),
+            (json!("0x1"), &[1]),
+            (json!("0X10"), &[16]),
+            (json!("0b1"), &[1]),
+            (json!("0o1"), &[1]),
+            (json!("1e0"), &[1]),
+            (json!("+1"), &[1]),
+            (json!("1."), &[1]),
+            (json!(".1e1"), &[1]),
+            (json!("01"), &[1]),
+            (json!("0.99999999999999999999"), &[1]),
+            (json!("1e-400"), &[0]),
+            (json!(""), &[0]),
+            (json!(" \t\n"), &[0]),
+            (json!("-0"), &[0]),
+            (json!("\u{2028}1"), &[1]),
+            (json!("\u{feff}1"), &[1]), // JS trims U+FEFF; Python does not
+            (json!("\u{a0}1"), &[1]),
+            (json!("\u{85}1"), &[1]), // Python strips U+0085; JS does not
+            (json!("1_0"), &[10]),    // Python only
+            (json!("\u{661}"), &[1]), // Arabic-Indic one, Python only
+            (json!("\u{ff11}\u{ff10}"), &[10]), // fullwidth, Python only
+            (json!("0_1"), &[1]),
+            (json!("007"), &[7]),
+            (json!("-0_0"), &[0]),
+        ];
+        for (id, want) in cases {
+            assert_eq!(client_request_ids(id), *want, "{id}");
+        }
+        for id in [
+            json!(-1),
+            json!(1.5),
+            json!("-1"),
+            json!("abc"),
+            json!("1 2"),
+            json!("_1"),
+            json!("1_"),
+            json!("1__0"),
+            json!("+_1"),
+            json!("- 1"),
+            json!("-0x1"),
+            json!("0x"),
+            json!("1e"),
+            json!("e1"),
+            json!("."),
+            json!("Infinity"),
+            json!("NaN"),
+            json!("\u{1c}1"),
+            json!("\u{200b}1"),
+            json!(true),
+            json!(null),
+            json!({}),
+            json!(9007199254740994_u64),
+            json!("0x20000000000002"),
+        ] {
+            assert_eq!(client_request_ids(&id), Vec::<u64>::new(), "{id}");
+        }
+        // Numbers: TS takes any integral value, Python only JSON integers.
+        let n = |text: &str| -> Value { serde_json::from_str(text).unwrap() };
+        assert_eq!(ts_request_id(&n("1.0")), Some(1));
+        assert_eq!(python_request_id(&n("1.0")), None);
+        assert_eq!(ts_request_id(&n("1e0")), Some(1));
+        assert_eq!(ts_request_id(&n("10e-1")), Some(1));
+        assert_eq!(ts_request_id(&n("1.0000000000000001")), Some(1));
+        assert_eq!(ts_request_id(&n("-0")), Some(0));
+        assert_eq!(ts_request_id(&n("-0.0")), Some(0));
+        assert_eq!(ts_request_id(&n("1e-400")), Some(0));
+        assert_eq!(ts_request_id(&n("1.5")), None);
+        assert_eq!(python_request_id(&n("7")), Some(7));
+        // Per client, where they differ.
+        assert_eq!(ts_request_id(&json!("1_0")), None);
+        assert_eq!(python_request_id(&json!("1_0")), Some(10));
+        assert_eq!(ts_request_id(&json!("0x10")), Some(16));
+        assert_eq!(python_request_id(&json!("0x10")), None);
+        assert_eq!(python_request_id(&json!("")), None);
+        // 2^53 + 1 rounds to 2^53 in JavaScript.
+        assert_eq!(
+            ts_request_id(&json!("0x20000000000001")),
+            Some(MAX_CLIENT_ID)
+        );
+        assert_eq!(client_id_keys(&json!(" 1")), vec![id_key(&json!(1))]);
+        assert_eq!(client_id_keys(&json!("abc")), Vec::<String>::new());
     }
 }
