@@ -328,14 +328,24 @@ impl ServerFacts {
                 (None, false) => "strip".to_string(),
             }
         });
-        let content_policy = str_at(&spec, "/contentPolicy")
-            .map(str::to_owned)
-            .or_else(|| {
-                content_policies
+        // As the bundle compiles it: a named policy, else `default`, else
+        // the built-in one; only `contentPolicy: none` leaves a server
+        // unscreened.
+        let content_policy = match str_at(&spec, "/contentPolicy") {
+            Some(portcullis_core::bundle::NO_CONTENT_POLICY) => None,
+            Some(named) => Some(named.to_owned()),
+            None => Some(
+                if content_policies
                     .iter()
                     .any(|c| c == portcullis_core::bundle::DEFAULT_CONTENT_POLICY)
-                    .then(|| portcullis_core::bundle::DEFAULT_CONTENT_POLICY.to_string())
-            });
+                {
+                    portcullis_core::bundle::DEFAULT_CONTENT_POLICY
+                } else {
+                    portcullis_core::bundle::BUILTIN_CONTENT_POLICY
+                }
+                .to_string(),
+            ),
+        };
         ServerFacts {
             name: str_at(d, "/metadata/name").unwrap_or("?").to_string(),
             at: at(d),
@@ -817,12 +827,22 @@ pub fn assess(f: &BundleFacts, a: Option<&AuditFacts>) -> Assessment {
     let mut q = Q::new();
     let unscreened = servers_where(f, |s| s.content_policy.is_none());
     let s6 = if n == 0 || unscreened.len() == n {
-        q.no("no ContentPolicy applies: add a kind: ContentPolicy named `default` (PII redaction and injection screening on requests and responses)");
+        q.no(format!(
+            "content security is turned off (contentPolicy: none) on {}: remove it to get the built-in policy (PII redaction and injection screening on requests and responses)",
+            list(&unscreened)
+        ));
         0
     } else {
+        let mut used: Vec<String> = f
+            .servers
+            .iter()
+            .filter_map(|s| s.content_policy.clone())
+            .collect();
+        used.sort();
+        used.dedup();
         q.ok(format!(
             "ContentPolicy {} screens PII and injection on requests and responses for {} of {n} servers",
-            list(&f.content_policies),
+            list(&used),
             n - unscreened.len()
         ));
         if let Some(a) = a {
@@ -834,7 +854,10 @@ pub fn assess(f: &BundleFacts, a: Option<&AuditFacts>) -> Assessment {
         if unscreened.is_empty() {
             2
         } else {
-            q.no(format!("set spec.contentPolicy on {}", list(&unscreened)));
+            q.no(format!(
+                "content security is off (contentPolicy: none) on {}",
+                list(&unscreened)
+            ));
             1
         }
     };

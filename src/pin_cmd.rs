@@ -70,6 +70,11 @@ pub struct PinArgs {
     /// Emit `pinning: strict`: a tool without a pin is then refused.
     #[arg(long)]
     strict: bool,
+    /// Pin even tools the poisoning screen flags (by default `pin` refuses:
+    /// a pin approves a definition, and a flagged one needs a person's
+    /// review first; `portcullis vet` shows why each was flagged).
+    #[arg(long = "allow-flagged")]
+    allow_flagged: bool,
     /// Write the YAML here instead of standard output.
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
@@ -168,6 +173,38 @@ pub fn run(args: PinArgs) -> Result<(), Failure> {
     let scrub = |s: &str| live.scrub(s);
     let name = live.name(args.name.as_ref())?;
     let (target, taken) = (&live.target, &live.taken);
+    // The filter screens every tools/list for poisoning; a pin must not
+    // approve what the screen would flag without someone saying so.
+    let policy = portcullis_core::scan::default_policy().map_err(|errs| {
+        Failure::Usage(format!(
+            "internal: the built-in content policy does not compile: {errs:?}"
+        ))
+    })?;
+    let mut screened = taken.tools.clone();
+    let screens = policy.screen_tools(&mut screened);
+    if !screens.is_empty() {
+        let mut lines: Vec<String> = screens
+            .iter()
+            .map(|s| {
+                scrub(&format!(
+                    "portcullis: tool {} flagged by the poisoning screen: {}",
+                    quote(&s.name),
+                    crate::vet::rules(s)
+                ))
+            })
+            .collect();
+        if !args.allow_flagged {
+            lines.push(format!(
+                "portcullis: {} of {} tools flagged; nothing was pinned. Review them (`portcullis vet --url …` shows why), then pin with --allow-flagged if they are safe",
+                screens.len(),
+                taken.tools.len()
+            ));
+            return Err(Failure::Input(lines));
+        }
+        for line in lines {
+            eprintln!("{line} (pinned anyway: --allow-flagged)");
+        }
+    }
     let (pins, unpinnable) =
         pin_tools(&taken.tools).map_err(|e| Failure::Input(vec![scrub(&e)]))?;
     for tool in &unpinnable {

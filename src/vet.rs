@@ -216,7 +216,7 @@ fn read_tools_list(file: &PathBuf) -> Result<Vec<Value>, Failure> {
     })
 }
 
-fn rules(s: &ToolScreen) -> String {
+pub(crate) fn rules(s: &ToolScreen) -> String {
     let mut out: Vec<String> = s
         .findings
         .iter()

@@ -998,3 +998,128 @@ fn allow_on_headers_stop_iteration_keeps_headers_mutable_in_body() {
         &Output::Data(Dir::Request, b"abcdef".to_vec(), true)
     );
 }
+
+/// A module that buffers every request and response body chunk, and in the
+/// trailers callbacks reads the whole held body, rewrites it and (request
+/// side) edits the still-held headers and the trailers.
+fn trailers_module(w: &Wat) -> String {
+    let body = format!(
+        r#"
+  (func (export "proxy_on_request_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
+    (i32.const 1))
+  (func (export "proxy_on_request_body") (param $c i32) (param $size i32) (param $eos i32) (result i32)
+    (i32.const 1))
+  (func (export "proxy_on_request_trailers") (param $c i32) (param $n i32) (result i32)
+    (call $rec {k_get} (call $proxy_get_buffer_bytes (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 200) (i32.const 204)))
+    (call $out {k_body})
+    (call $rec {k_set} (call $proxy_set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const -1) {new}))
+    (call $rec {k_hdr} (call $proxy_replace_header_map_value (i32.const 0) {xd} {yes}))
+    (call $rec {k_trl} (call $proxy_remove_header_map_value (i32.const 1) {xt}))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $c i32) (param $size i32) (param $eos i32) (result i32)
+    (i32.const 1))
+  (func (export "proxy_on_response_trailers") (param $c i32) (param $n i32) (result i32)
+    (drop (call $proxy_get_buffer_bytes (i32.const 1) (i32.const 0) (i32.const -1) (i32.const 200) (i32.const 204)))
+    (call $out {k_rbody})
+    (i32.const 0))
+"#,
+        k_get = w.s("get"),
+        k_body = w.s("body"),
+        k_set = w.s("set"),
+        new = w.s("decided"),
+        k_hdr = w.s("hdr"),
+        xd = w.s("x-decided"),
+        yes = w.s("yes"),
+        k_trl = w.s("trl"),
+        xt = w.s("x-mcp-subject"),
+        k_rbody = w.s("rbody"),
+    );
+    w.module(&body)
+}
+
+/// Envoy context.cc: `decodeTrailers` runs the VM's `on_request_trailers`
+/// while `buffering_request_body_` is set by the last body callback, and
+/// `getBuffer(HttpRequestBody)` then hands out the filter manager's whole
+/// buffered body (`modifyDecodingBuffer`), readable and writable; the
+/// headers are still held (`request_headers_` is cleared only on Continue),
+/// and `commonContinue` forwards headers, the buffered data and the
+/// trailers. A filter can therefore decide a body that ends in trailers.
+#[test]
+fn trailers_see_and_rewrite_the_buffered_body() {
+    let w = Wat::new();
+    let mut cfg = config("trailers");
+    cfg.allow_on_headers_stop_iteration = true;
+    let (p, _) = load(&trailers_module(&w), cfg);
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    let mut h = req_headers("/");
+    h.remove("content-length");
+    s.decode_headers(h, false);
+    s.decode_data(b"abc".to_vec(), false);
+    s.decode_data(b"def".to_vec(), false);
+    assert!(s.take_outputs().is_empty(), "held until the trailers");
+    s.decode_trailers(hm(&[("x-mcp-subject", "mallory"), ("x-other", "1")]));
+    assert_eq!(status(&s, "get"), Some(0));
+    assert_eq!(bytes(&s, "body").unwrap(), b"abcdef", "the whole buffered body");
+    assert_eq!(status(&s, "set"), Some(0));
+    assert_eq!(status(&s, "hdr"), Some(0), "headers still held at trailers");
+    assert_eq!(status(&s, "trl"), Some(0));
+    let outs = s.take_outputs();
+    let (h, eos) = headers_out(&outs, Dir::Request).unwrap();
+    assert!(!eos);
+    assert_eq!(h.get("x-decided").unwrap(), b"yes");
+    assert_eq!(data_out(&outs, Dir::Request), b"decided");
+    let trailers = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Trailers(Dir::Request, t) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("trailers forwarded");
+    assert!(trailers.get("x-mcp-subject").is_none());
+    assert_eq!(trailers.get("x-other").unwrap(), b"1");
+
+    s.encode_headers(hm(&[(":status", "200")]), false);
+    s.encode_data(b"{\"a\":".to_vec(), false);
+    s.encode_data(b"1}".to_vec(), false);
+    s.encode_trailers(hm(&[("grpc-status", "0")]));
+    assert_eq!(bytes(&s, "rbody").unwrap(), b"{\"a\":1}");
+    let outs = s.take_outputs();
+    assert_eq!(data_out(&outs, Dir::Response), b"{\"a\":1}");
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Trailers(Dir::Response, _)))
+    );
+    s.finish();
+}
+
+/// Envoy `commonContinue`: trailers that arrived while the request headers
+/// were stopped-all (the default, without `allow_on_headers_stop_iteration`)
+/// are delivered after the held data (`doTrailers` after `doData`), even when
+/// the filter buffers that data, so they still reach `on_request_trailers`
+/// with the whole body.
+#[test]
+fn trailers_held_behind_stop_all_follow_the_body() {
+    let w = Wat::new();
+    let (p, _) = load(&trailers_module(&w), config("trailers-stopall"));
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    let mut h = req_headers("/");
+    h.remove("content-length");
+    s.decode_headers(h, false);
+    s.decode_data(b"abc".to_vec(), false);
+    s.decode_trailers(hm(&[("x-other", "1")]));
+    assert!(s.take_outputs().is_empty());
+    s.data()
+        .borrow_mut()
+        .actions
+        .push(host_shim::StreamAction::Continue(Dir::Request));
+    s.process_actions();
+    assert_eq!(bytes(&s, "body").unwrap(), b"abc");
+    let outs = s.take_outputs();
+    assert_eq!(data_out(&outs, Dir::Request), b"decided");
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Trailers(Dir::Request, _)))
+    );
+}
