@@ -37,3 +37,6 @@ pub mod identity;
 
 // policy (issue 5)
 pub mod policy;
+
+// route canonicalisation
+pub mod route;
