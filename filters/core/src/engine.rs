@@ -571,15 +571,33 @@ impl Exchange {
                 details: "portcullis_protected_resource_metadata".into(),
             });
         }
-        let server = self
-            .bundle()
-            .route(&head.authority, &head.path)
-            .and_then(|s| {
+        let routed = self.bundle().route(&head.authority, &head.path).map(|s| {
+            s.and_then(|s| {
                 self.bundle()
                     .servers
                     .iter()
                     .position(|x| std::ptr::eq(x, s))
-            });
+            })
+        });
+        let server = match routed {
+            Ok(server) => server,
+            Err(e) => {
+                // A target servers could read as another route is refused,
+                // not guessed at (crate::route).
+                self.head = head;
+                let reason = e.to_string();
+                self.record_invalid(reason.clone(), codes::INVALID_REQUEST, 400);
+                let reply = self.reply(
+                    400,
+                    None,
+                    codes::INVALID_REQUEST,
+                    "Invalid Request",
+                    reason,
+                    None,
+                );
+                return RequestHeadersAction::Reply(reply);
+            }
+        };
         self.server = server;
         let method = head.method.clone();
         self.head = head;
