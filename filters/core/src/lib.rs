@@ -11,10 +11,14 @@
 //!   tricks refused);
 //! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules;
 //! * [`bundle`]: the registry and policy documents, compiled;
+//! * [`route`]: canonical request targets, so a respelled route still
+//!   reaches its server's governance;
 //! * [`glob`]: name matching, one automaton per list;
 //! * [`engine`]: the per-stream state machine;
 //! * [`sse`]: incremental event-stream parsing for streamed responses;
-//! * [`audit`]: one record per MCP message.
+//! * [`audit`]: one record per MCP message;
+//! * [`coerce`]: the readings lax SDK servers make of tool arguments, for
+//!   policy rules to match against (not yet wired into [`policy`]).
 
 pub mod audit;
 pub mod bundle;
@@ -40,3 +44,6 @@ pub mod policy;
 
 // route canonicalisation
 pub mod route;
+
+// lax argument coercion by SDK servers
+pub mod coerce;
