@@ -609,16 +609,17 @@ impl Exchange {
             });
         }
         let engine = Arc::clone(&self.engine);
-        let routed: Result<Option<usize>, String> = Ok(engine
-            .bundle
-            .route(&head.authority, &head.path)
-            .and_then(|s| {
+        // A target servers could read as another route is refused, not
+        // guessed at (crate::route).
+        let routed = engine.bundle.route(&head.authority, &head.path).map(|s| {
+            s.and_then(|s| {
                 engine
                     .bundle
                     .servers
                     .iter()
                     .position(|x| std::ptr::eq(x, s))
-            }));
+            })
+        });
         self.head = head;
         let server = match routed {
             Ok(server) => server,
@@ -1482,11 +1483,17 @@ impl Exchange {
             Target::Prompt(p) => Some((TargetKind::Prompt, p.as_str())),
             Target::None => None,
         };
-        let lax = msg
-            .arguments
-            .as_ref()
-            .map(crate::coerce::lax_variants)
-            .unwrap_or_default();
+        // A call that validated against the tool's advertised schema carries
+        // the types the server reads; without one, restricting rules also
+        // see every reading a lax server could make of the arguments.
+        let schema_known = match &msg.target {
+            Target::Tool(t) => self.has_schema(server, t),
+            _ => false,
+        };
+        let lax = match (&msg.arguments, schema_known) {
+            (Some(args), false) => crate::coerce::lax_variants(args),
+            _ => Vec::new(),
+        };
         let call = Call {
             server: &server.name,
             method,
@@ -3160,6 +3167,17 @@ impl Exchange {
             ));
         }
         out
+    }
+
+    /// Whether this VM holds a compiled `inputSchema` for `tool`.
+    fn has_schema(&self, server: &Server, tool: &str) -> bool {
+        self.engine
+            .tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&server.name)
+            .and_then(|st| st.schemas.get(tool))
+            .is_some_and(|s| s.validator.is_some())
     }
 
     /// Why a tools/call's arguments are refused by the tool's own

@@ -16,12 +16,19 @@
 //! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules,
 //!   and the id forms each SDK client matches to its own requests;
 //! * [`bundle`]: the registry and policy documents, compiled;
+//! * [`route`]: canonical request targets, so a respelled route still
+//!   reaches its server's governance;
 //! * [`glob`]: name matching, one automaton per list;
 //! * [`driver`]: the phase rules of a stream (headers, body, trailers, local
 //!   replies, host faults), once for every build;
 //! * [`engine`]: the per-stream state machine;
 //! * [`sse`]: incremental event-stream parsing for streamed responses;
-//! * [`audit`]: one record per MCP message.
+//! * [`audit`]: one record per MCP message;
+//! * [`coerce`]: the readings lax SDK servers make of tool arguments, for
+//!   restricting policy rules to match against;
+//! * [`route`]: request targets canonicalised as every server reads them;
+//! * [`media`], [`sniff`]: content types, and bodies a server could read as
+//!   JSON-RPC.
 
 pub mod audit;
 pub mod bundle;
@@ -48,3 +55,6 @@ pub mod identity;
 
 // policy (issue 5)
 pub mod policy;
+
+// fail closed (issue 14): request targets as every server reads them
+pub mod route;

@@ -310,6 +310,36 @@ fn wrong_content_type_on_an_mcp_route_is_refused() {
 }
 
 #[test]
+fn respelled_routes_are_governed_and_unreadable_ones_refused() {
+    let mut e = env();
+    // Servers route /%4D%43%50;x/ to /mcp: so does the filter, and governs it.
+    let mut ex = Exchange::new(engine());
+    let mut head = post(&[]);
+    head.path = "/%4D%43%50;x/".into();
+    head.authority = "LOCALHOST.:8080".into();
+    let (_, action) = send(&mut ex, &mut e, head, call("delete-file").as_bytes());
+    let (status, body) = reply_json(&action);
+    assert_eq!(status, 200);
+    assert_eq!(body["error"]["code"], codes::DENIED);
+    assert_eq!(body["error"]["data"]["rule"], "McpServer/everything#tools");
+    // A path servers could decode differently is refused before routing.
+    let mut ex = Exchange::new(engine());
+    let mut head = post(&[]);
+    head.path = "/%252e%252e/mcp".into();
+    let RequestHeadersAction::Reply(reply) = ex.on_request_headers(&mut e, head) else {
+        panic!()
+    };
+    assert_eq!(reply.status, 400);
+    let json: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(json["error"]["code"], codes::INVALID_REQUEST);
+    let reason = json["error"]["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("double percent-encoding"), "{reason}");
+    let records = ex.take_audit();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].http_status, Some(400));
+}
+
+#[test]
 fn a_batch_with_one_denied_call_is_refused_whole() {
     let mut ex = Exchange::new(engine());
     let mut e = env();

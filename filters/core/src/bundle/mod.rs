@@ -19,6 +19,7 @@ use crate::glob::GlobSet;
 use crate::identity::{ProviderSet, ServerIdentity, ServerIdentitySpec};
 use crate::json::canonical_string;
 use crate::pins::PinSet;
+use crate::route::{HostPattern, PathPrefix, RouteError, Target};
 use crate::scan::{ContentPolicy, ContentPolicySpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -218,11 +219,14 @@ pub enum PinFailure {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatch {
     /// A path prefix, matched at a segment boundary: `/mcp` matches `/mcp`,
-    /// `/mcp/x` and `/mcp?q`, not `/mcpx`.
+    /// `/mcp/x` and `/mcp?q`, not `/mcpx`. Both sides are compared in the
+    /// canonical form of [`crate::route`] (decoded, case-folded, dot segments
+    /// and `;params` resolved), so `/%4D%43%50/` and `/MCP;x=1` match too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    /// The `:authority` (Host), case-insensitive; without a port it matches
-    /// any port.
+    /// The `:authority` (Host), case-insensitive, trailing dot ignored;
+    /// without a port it matches any port, with port 80 or 443 it also
+    /// matches a request that names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
@@ -461,10 +465,10 @@ pub fn pointer_to_field(pointer: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub name: String,
-    pub path_prefix: Option<String>,
-    /// Lowercased; `port` is `None` when the pattern names no port.
-    pub authority_host: Option<String>,
-    pub authority_port: Option<String>,
+    /// `match.pathPrefix`, canonical ([`crate::route`]).
+    pub path_prefix: Option<PathPrefix>,
+    /// `match.authority`, canonical; without a port when it names none.
+    pub authority: Option<HostPattern>,
     pub tools: GlobSet,
     pub resources: GlobSet,
     pub prompts: GlobSet,
@@ -490,51 +494,23 @@ impl Server {
         format!("McpServer/{}#{field}", self.name)
     }
 
-    fn matches(&self, authority: &str, path: &str) -> bool {
-        if let Some(host) = &self.authority_host {
-            let (req_host, req_port) = split_authority(authority);
-            if !req_host.eq_ignore_ascii_case(host) {
-                return false;
-            }
-            if let Some(port) = &self.authority_port
-                && req_port != Some(port.as_str())
-            {
-                return false;
-            }
+    /// Whether this server's route takes `target` read as `path` (one of
+    /// [`Target::paths`]).
+    fn matches(&self, target: &Target, path: &str) -> bool {
+        if let Some(pattern) = &self.authority
+            && !pattern.matches(target.host(), target.port())
+        {
+            return false;
         }
-        match &self.path_prefix {
-            None => true,
-            Some(prefix) => path_has_prefix(path, prefix),
-        }
+        self.path_prefix.as_ref().is_none_or(|p| p.matches(path))
     }
 
     fn specificity(&self) -> (bool, bool, usize) {
         (
-            self.authority_host.is_some(),
-            self.authority_port.is_some(),
-            self.path_prefix.as_ref().map_or(0, String::len),
+            self.authority.is_some(),
+            self.authority.as_ref().is_some_and(|a| a.port().is_some()),
+            self.path_prefix.as_ref().map_or(0, |p| p.as_str().len()),
         )
-    }
-}
-
-fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    // [v6]:port, host:port, host
-    if let Some(rest) = authority.strip_prefix('[')
-        && let Some((host, tail)) = rest.split_once(']')
-    {
-        return (host, tail.strip_prefix(':'));
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, Some(port)),
-        _ => (authority, None),
-    }
-}
-
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
     }
 }
 
@@ -807,10 +783,7 @@ impl Bundle {
         // document order; refuse instead of guessing.
         for (i, a) in servers.iter().enumerate() {
             for b in servers.iter().skip(i + 1) {
-                if a.path_prefix == b.path_prefix
-                    && a.authority_host == b.authority_host
-                    && a.authority_port == b.authority_port
-                {
+                if a.path_prefix == b.path_prefix && a.authority == b.authority {
                     let doc = json
                         .documents
                         .iter()
@@ -857,12 +830,38 @@ impl Bundle {
         })
     }
 
-    /// The most specific server whose route matches, if any.
-    pub fn route(&self, authority: &str, path: &str) -> Option<&Server> {
-        self.servers
-            .iter()
-            .filter(|s| s.matches(authority, path))
-            .max_by_key(|s| s.specificity())
+    /// The most specific server whose route matches the request's
+    /// `:authority` and `:path`, if any. Both are canonicalised first
+    /// ([`crate::route`]); a target that cannot be, or whose readings reach
+    /// different servers, is an error the caller refuses (400).
+    pub fn route(&self, authority: &str, path: &str) -> Result<Option<&Server>, RouteError> {
+        self.route_target(&Target::parse(authority, path)?)
+    }
+
+    /// As [`Bundle::route`], for a target already canonicalised. Every
+    /// reading of the path picks its most specific server; a reading that
+    /// picks none defers to the others (over-matching is safe), two that
+    /// pick different servers are [`RouteError::Ambiguous`].
+    pub fn route_target(&self, target: &Target) -> Result<Option<&Server>, RouteError> {
+        let mut chosen: Option<&Server> = None;
+        for path in target.paths() {
+            let best = self
+                .servers
+                .iter()
+                .filter(|s| s.matches(target, path))
+                .max_by_key(|s| s.specificity());
+            match (chosen, best) {
+                (Some(a), Some(b)) if !std::ptr::eq(a, b) => {
+                    return Err(RouteError::Ambiguous {
+                        first: format!("McpServer/{}", a.name),
+                        second: format!("McpServer/{}", b.name),
+                    });
+                }
+                (None, Some(b)) => chosen = Some(b),
+                _ => {}
+            }
+        }
+        Ok(chosen)
     }
 }
 
@@ -941,28 +940,20 @@ fn compile_server(
             .collect(),
         "name",
     );
-    if let Some(prefix) = &spec.route.path_prefix
-        && !prefix.starts_with('/')
-    {
-        errors.push(BundleError::at(
-            doc,
-            "/spec/match/pathPrefix",
-            format!("pathPrefix {prefix:?} must start with '/'"),
-        ));
-    }
-    let (authority_host, authority_port) = match &spec.route.authority {
-        None => (None, None),
-        Some(a) if a.is_empty() || a.contains(['/', ' ', '@']) => {
-            errors.push(BundleError::at(
-                doc,
-                "/spec/match/authority",
-                format!("authority {a:?} must be a host or host:port"),
-            ));
-            (None, None)
+    let path_prefix = match spec.route.path_prefix.as_deref().map(PathPrefix::parse) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            errors.push(BundleError::at(doc, "/spec/match/pathPrefix", e));
+            None
         }
-        Some(a) => {
-            let (h, p) = split_authority(a);
-            (Some(h.to_ascii_lowercase()), p.map(str::to_owned))
+    };
+    let authority = match spec.route.authority.as_deref().map(HostPattern::parse) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            errors.push(BundleError::at(doc, "/spec/match/authority", e));
+            None
         }
     };
     let mut pin_list = Vec::new();
@@ -1085,9 +1076,8 @@ fn compile_server(
         owner: spec.owner.clone(),
         classification: spec.classification,
         name: doc.metadata.name.clone(),
-        path_prefix: spec.route.path_prefix.clone(),
-        authority_host,
-        authority_port,
+        path_prefix,
+        authority,
         tools,
         resources,
         prompts,
@@ -1225,13 +1215,13 @@ mod tests {
             json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "echo"}, {"name": "get-*"}]}),
         )]);
         let bundle = Bundle::compile(&b).unwrap();
-        let s = bundle.route("localhost:8080", "/mcp").unwrap();
+        let s = bundle.route("localhost:8080", "/mcp").unwrap().unwrap();
         assert!(s.tools.is_match("echo"));
         assert!(s.tools.is_match("get-weather"));
         assert!(!s.tools.is_match("delete-file"));
-        assert!(bundle.route("x", "/mcpx").is_none());
-        assert!(bundle.route("x", "/mcp/sub?x=1").is_some());
-        assert!(bundle.route("x", "/other").is_none());
+        assert!(bundle.route("x", "/mcpx").unwrap().is_none());
+        assert!(bundle.route("x", "/mcp/sub?x=1").unwrap().is_some());
+        assert!(bundle.route("x", "/other").unwrap().is_none());
     }
 
     #[test]
@@ -1246,12 +1236,169 @@ mod tests {
             ),
         ]);
         let bundle = Bundle::compile(&b).unwrap();
-        assert_eq!(bundle.route("other", "/x").unwrap().name, "all");
-        assert_eq!(bundle.route("other", "/mcp").unwrap().name, "mcp");
+        let name = |a: &str, p: &str| bundle.route(a, p).unwrap().unwrap().name.clone();
+        assert_eq!(name("other", "/x"), "all");
+        assert_eq!(name("other", "/mcp"), "mcp");
+        assert_eq!(name("api.example.com:443", "/mcp"), "host");
+        assert_eq!(name("API.example.com.", "/MCP/"), "host");
+        assert_eq!(name("user@api.example.com:8443", "/%6dcp"), "host");
+        assert_eq!(name("", "http://api.example.com/mcp"), "host");
         assert_eq!(
-            bundle.route("api.example.com:443", "/mcp").unwrap().name,
+            name("api.example.com", "https://API.example.com:443/mcp"),
             "host"
         );
+        assert!(bundle.route("other", "http://api.example.com/mcp").is_err());
+    }
+
+    fn routes(prefix: &str, authority: Option<&str>) -> Bundle {
+        let mut m = serde_json::Map::new();
+        m.insert("pathPrefix".into(), json!(prefix));
+        if let Some(a) = authority {
+            m.insert("authority".into(), json!(a));
+        }
+        Bundle::compile(&assemble(vec![doc(
+            "McpServer",
+            "mcp",
+            json!({"match": Value::Object(m)}),
+        )]))
+        .unwrap()
+    }
+
+    #[test]
+    fn odd_spellings_route_to_the_server() {
+        let bundle = routes("/mcp", None);
+        for path in [
+            "/mcp",
+            "/MCP",
+            "/mcp/",
+            "/Mcp/x?y",
+            "/%6dcp",
+            "/%4D%43%50/",
+            "//mcp",
+            "/mcp;jsessionid=1",
+            "/MCP;a=b/./",
+            "/x/../mcp",
+            "/x/..%2fmcp",
+            "/%2e%2e/mcp",
+            "\\mcp",
+            "/x\\..\\mcp",
+            "/mcp/../x",
+            "/%E2%84%AAmcp/../mcp",
+            "http://h/mcp",
+            "//evil.example/mcp",
+        ] {
+            let s = bundle
+                .route("h", path)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(s.is_some(), "{path} should route to the server");
+        }
+        for path in ["/mcpx", "/x/mcp", "/", "*"] {
+            assert!(bundle.route("h", path).unwrap().is_none(), "{path}");
+        }
+        for (authority, path) in [
+            ("h", "/mcp%"),
+            ("h", "/%252e%252e/mcp"),
+            ("h", "/mcp%00"),
+            ("h", "/a%2Fb/../mcp"),
+            ("h", "mcp"),
+            ("", "/mcp"),
+            ("h:0", "/mcp"),
+            ("[::1", "/mcp"),
+            ("other", "http://h/mcp"),
+        ] {
+            assert!(bundle.route(authority, path).is_err(), "{authority} {path}");
+        }
+    }
+
+    #[test]
+    fn authority_patterns_are_canonical() {
+        let bundle = routes("/mcp", Some("API.Example.com.:443"));
+        for authority in [
+            "api.example.com",
+            "api.example.com:443",
+            "API.EXAMPLE.COM.:443",
+            "u:p@api.example.com",
+        ] {
+            assert!(
+                bundle.route(authority, "/mcp").unwrap().is_some(),
+                "{authority}"
+            );
+        }
+        for authority in [
+            "api.example.com:8443",
+            "example.com",
+            "api.example.com.evil",
+        ] {
+            assert!(
+                bundle.route(authority, "/mcp").unwrap().is_none(),
+                "{authority}"
+            );
+        }
+        let bundle = routes("/", Some("[::1]"));
+        assert!(bundle.route("[0:0::1]:8080", "/x").unwrap().is_some());
+        assert!(bundle.route("127.0.0.1", "/x").unwrap().is_none());
+    }
+
+    #[test]
+    fn readings_that_disagree_are_refused() {
+        // Starlette keeps /mcp/../x under Mount("/mcp"), nginx makes it /x:
+        // with a server on each, the request is ambiguous.
+        let b = assemble(vec![
+            doc("McpServer", "mcp", json!({"match": {"pathPrefix": "/mcp"}})),
+            doc("McpServer", "x", json!({"match": {"pathPrefix": "/x"}})),
+        ]);
+        let bundle = Bundle::compile(&b).unwrap();
+        let err = bundle.route("h", "/mcp/../x").unwrap_err();
+        assert!(
+            err.to_string().contains("McpServer/x and McpServer/mcp"),
+            "{err}"
+        );
+        assert_eq!(bundle.route("h", "/mcp/x").unwrap().unwrap().name, "mcp");
+    }
+
+    #[test]
+    fn route_patterns_that_do_not_canonicalise_are_bundle_errors() {
+        let b = assemble(vec![
+            doc(
+                "McpServer",
+                "a",
+                json!({"match": {"pathPrefix": "/mcp%zz"}}),
+            ),
+            doc(
+                "McpServer",
+                "b",
+                json!({"match": {"pathPrefix": "/a/../mcp"}}),
+            ),
+            doc("McpServer", "c", json!({"match": {"pathPrefix": "mcp"}})),
+            doc("McpServer", "d", json!({"match": {"authority": "user@h"}})),
+            doc("McpServer", "e", json!({"match": {"authority": "h:99999"}})),
+            doc("McpServer", "f", json!({"match": {"pathPrefix": "/%252F"}})),
+        ]);
+        let errs = Bundle::compile(&b).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 6, "{text:#?}");
+        assert_eq!(errs[0].pointer, "/spec/match/pathPrefix");
+        assert!(
+            text[0].contains("malformed percent-encoding"),
+            "{}",
+            text[0]
+        );
+        assert!(text[1].contains("'..' segments"), "{}", text[1]);
+        assert!(text[2].contains("must start with '/'"), "{}", text[2]);
+        assert_eq!(errs[3].pointer, "/spec/match/authority");
+        assert!(text[3].contains("userinfo"), "{}", text[3]);
+        assert!(text[4].contains("1-65535"), "{}", text[4]);
+        assert!(text[5].contains("double percent-encoding"), "{}", text[5]);
+    }
+
+    #[test]
+    fn routes_that_canonicalise_alike_are_the_same_route() {
+        let b = assemble(vec![
+            doc("McpServer", "a", json!({"match": {"pathPrefix": "/mcp"}})),
+            doc("McpServer", "b", json!({"match": {"pathPrefix": "/MCP/"}})),
+        ]);
+        let errs = Bundle::compile(&b).unwrap_err();
+        assert!(errs[0].to_string().contains("same route as McpServer/a"));
     }
 
     #[test]

@@ -281,10 +281,10 @@ pub struct Call<'a> {
     /// `params.arguments` (tools/call, prompts/get).
     pub arguments: Option<&'a Value>,
     /// The other readings of `arguments` a lax server could act on
-    /// (`crate::coerce`: `"2500"` read as 2500). A rule that restricts
-    /// (forbid, requireApproval) matches if the arguments or any reading
-    /// does; a permit only if the arguments and every reading do, so no
-    /// coercion a server performs gets a call past an argument rule.
+    /// (`crate::coerce`: `"2500"` read as 2500), when the tool's own
+    /// schema is not known to have pinned their types. A rule that
+    /// restricts (forbid, requireApproval) matches if the arguments or any
+    /// reading does, so no coercion a server performs gets a call past it.
     pub lax_arguments: &'a [Value],
 }
 
@@ -575,19 +575,20 @@ impl Rule {
         let empty = Value::Object(Map::new());
         let args = call.arguments.unwrap_or(&empty);
         let mut verdict = self.evaluate_arguments(call, ctx, args);
-        if self.arguments.is_none() && self.when.is_none() {
+        // A restricting rule also holds when any lax reading of the
+        // arguments meets it (`"2500"` read as 2500 by the server). A permit
+        // is decided on the arguments as sent: requiring every reading to
+        // match would refuse ordinary calls (every boolean also reads as
+        // 0/1), and a permit's schema that fixes its types already refuses a
+        // string where it wants a number.
+        if self.effect == Effect::Permit || (self.arguments.is_none() && self.when.is_none()) {
             return verdict;
         }
-        let restricts = self.effect != Effect::Permit;
         for reading in call.lax_arguments {
-            let m = self.evaluate_arguments(call, ctx, reading);
-            verdict = match (restricts, verdict, m) {
-                (true, Match::Yes, _) | (true, _, Match::Yes) => Match::Yes,
-                (true, Match::Error, _) | (true, _, Match::Error) => Match::Error,
-                (true, _, _) => Match::No,
-                (false, Match::No, _) | (false, _, Match::No) => Match::No,
-                (false, Match::Error, _) | (false, _, Match::Error) => Match::Error,
-                (false, _, _) => Match::Yes,
+            verdict = match (verdict, self.evaluate_arguments(call, ctx, reading)) {
+                (Match::Yes, _) | (_, Match::Yes) => Match::Yes,
+                (Match::Error, _) | (_, Match::Error) => Match::Error,
+                _ => Match::No,
             };
         }
         verdict
