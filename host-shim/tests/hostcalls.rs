@@ -1060,7 +1060,11 @@ fn trailers_see_and_rewrite_the_buffered_body() {
     assert!(s.take_outputs().is_empty(), "held until the trailers");
     s.decode_trailers(hm(&[("x-mcp-subject", "mallory"), ("x-other", "1")]));
     assert_eq!(status(&s, "get"), Some(0));
-    assert_eq!(bytes(&s, "body").unwrap(), b"abcdef", "the whole buffered body");
+    assert_eq!(
+        bytes(&s, "body").unwrap(),
+        b"abcdef",
+        "the whole buffered body"
+    );
     assert_eq!(status(&s, "set"), Some(0));
     assert_eq!(status(&s, "hdr"), Some(0), "headers still held at trailers");
     assert_eq!(status(&s, "trl"), Some(0));

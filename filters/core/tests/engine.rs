@@ -144,7 +144,11 @@ fn allowed_call_is_forwarded_with_audit_headers_and_spoofed_ones_removed() {
         header(&edits, "x-mcp-bundle-version"),
         Some(engine.version())
     );
-    assert_eq!(header(&edits, "x-mcp-request-id"), Some("req-1"));
+    // The request id is the filter's own: a client-chosen x-request-id
+    // would let two exchanges share one. The client's is recorded beside it.
+    let own_id = header(&edits, "x-mcp-request-id").unwrap().to_owned();
+    assert_eq!(own_id.len(), 32);
+    assert_ne!(own_id, "req-1");
     assert!(
         ex.take_audit().is_empty(),
         "the record waits for the response"
@@ -168,7 +172,8 @@ fn allowed_call_is_forwarded_with_audit_headers_and_spoofed_ones_removed() {
     assert_eq!(r.outcome, Outcome::Result);
     assert_eq!(r.tool.as_deref(), Some("echo"));
     assert_eq!(r.rule.as_deref(), Some("McpServer/everything#tools[0]"));
-    assert_eq!(r.request_id, "req-1");
+    assert_eq!(r.request_id, own_id);
+    assert_eq!(r.client_request_id.as_deref(), Some("req-1"));
     assert_eq!(r.http_status, Some(200));
     assert!(r.arguments_sha256.as_ref().unwrap().len() == 64);
     let line = r.to_json_line();
@@ -609,15 +614,40 @@ fn notifications_are_recorded_at_202_and_unmatched_routes_pass() {
         "{action:?}"
     );
     assert!(ex.take_audit().is_empty());
-    // Anything but a JSON POST is not read at all.
+    // Any method, any content type: a body a server could read as JSON-RPC
+    // on an unregistered route is MCP, refused (shadow MCP); a request
+    // without one is forwarded as soon as that is known.
+    let mut ex = Exchange::new(engine());
+    let mut head = post(&[("x-mcp-server", "spoof"), ("content-type", "text/plain")]);
+    head.path = "/health".into();
+    head.method = "PUT".into();
+    let RequestHeadersAction::ReadBody(edits) = ex.on_request_headers(&mut e, head) else {
+        panic!()
+    };
+    assert_eq!(edits.remove, vec!["x-mcp-server".to_string()]);
+    let (status, _) = reply_json(
+        &ex.on_request_body(
+            &mut e,
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}})
+                .to_string()
+                .as_bytes(),
+            true,
+        ),
+    );
+    assert_eq!(status, 403);
+    assert!(ex.take_audit()[0].shadow);
     let mut ex = Exchange::new(engine());
     let mut head = post(&[("x-mcp-server", "spoof")]);
     head.path = "/health".into();
     head.method = "GET".into();
-    let RequestHeadersAction::Continue(edits) = ex.on_request_headers(&mut e, head) else {
+    let RequestHeadersAction::ReadBody(edits) = ex.on_request_headers(&mut e, head) else {
         panic!()
     };
     assert_eq!(edits.remove, vec!["x-mcp-server".to_string()]);
+    assert!(matches!(
+        ex.on_request_body(&mut e, b"", true),
+        RequestBodyAction::Forward(_)
+    ));
 }
 
 #[test]
@@ -636,16 +666,23 @@ fn an_unanswered_request_is_recorded_at_stream_end() {
 #[test]
 fn legacy_sse_transport_keeps_its_endpoint_event_and_filters_lists() {
     let mut e = env();
-    let mut ex = Exchange::new(engine());
+    // One engine, as one VM: the GET and the POST share its state.
+    let engine = engine();
+    let mut ex = Exchange::new(engine.clone());
     let head = RequestHead {
         method: "GET".into(),
         path: "/mcp/sse".into(),
         authority: "localhost".into(),
         headers: vec![],
     };
+    // A GET is held until it is known to carry no body.
     assert!(matches!(
         ex.on_request_headers(&mut e, head),
-        RequestHeadersAction::Continue(_)
+        RequestHeadersAction::ReadBody(_)
+    ));
+    assert!(matches!(
+        ex.on_request_body(&mut e, b"", true),
+        RequestBodyAction::Forward(_)
     ));
     ex.on_response_headers(
         &mut e,
@@ -657,7 +694,22 @@ fn legacy_sse_transport_keeps_its_endpoint_event_and_filters_lists() {
         ex.on_response_body(&mut e, endpoint, false),
         ResponseBodyAction::Pass
     );
-    // The answer to a POSTed tools/list arrives on this stream, uncorrelated.
+    // The POST carrying a tools/list names the session; forwarded, it is
+    // filed for the GET stream, where its answer will come.
+    let mut post_ex = Exchange::new(engine.clone());
+    let mut head = post(&[("mcp-protocol-version", "2024-11-05")]);
+    head.path = "/mcp/messages?session_id=abc".into();
+    assert!(matches!(
+        post_ex.on_request_headers(&mut e, head),
+        RequestHeadersAction::ReadBody(_)
+    ));
+    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string();
+    assert!(matches!(
+        post_ex.on_request_body(&mut e, body.as_bytes(), true),
+        RequestBodyAction::Forward(_)
+    ));
+    // The answer arrives on the GET stream (maybe before the POST's 202),
+    // is recognised as the tools/list's, and filtered.
     let list = format!(
         "event: message\ndata: {}\n\n",
         json!({"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}})
@@ -668,23 +720,21 @@ fn legacy_sse_transport_keeps_its_endpoint_event_and_filters_lists() {
     };
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("echo") && !text.contains("\"rm\""), "{text}");
-    assert_eq!(ex.take_audit().len(), 1);
+    let recs = ex.take_audit();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].method.as_deref(), Some("tools/list"));
+    assert_eq!(recs[0].filtered_out, Some(1));
+    // A second answer with the same id answers nothing: refused, recorded.
+    let ResponseBodyAction::Replace(out) = ex.on_response_body(&mut e, list.as_bytes(), false)
+    else {
+        panic!()
+    };
+    assert!(out.is_empty());
+    assert_eq!(ex.take_audit()[0].outcome, Outcome::UpstreamInvalid);
 
-    // The POST that carried the request got 202: recorded as accepted.
-    let mut ex = Exchange::new(engine());
-    let mut head = post(&[("mcp-protocol-version", "2024-11-05")]);
-    head.path = "/mcp/messages?session_id=abc".into();
-    assert!(matches!(
-        ex.on_request_headers(&mut e, head),
-        RequestHeadersAction::ReadBody(_)
-    ));
-    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string();
-    assert!(matches!(
-        ex.on_request_body(&mut e, body.as_bytes(), true),
-        RequestBodyAction::Forward(_)
-    ));
-    ex.on_response_headers(&mut e, 202, &[]);
-    let records = ex.take_audit();
+    // The POST itself got 202: recorded as accepted.
+    post_ex.on_response_headers(&mut e, 202, &[]);
+    let records = post_ex.take_audit();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Accepted);
 }

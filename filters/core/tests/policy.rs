@@ -1428,10 +1428,15 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
 #[test]
 fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
     let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let engine = build(vec![provider(), server("files", "/mcp", &["echo"])]);
+    // Recorded and passed only when the bundle says so by name.
+    let engine = build(vec![
+        provider(),
+        server("files", "/mcp", &["echo"]),
+        doc("Settings", "settings", json!({"shadowMcp": "record"})),
+    ]);
     let mut e = env();
     let s = send(&engine, &mut e, "/rogue/mcp?x=1", &[], init);
-    assert!(s.forwarded().is_some(), "recorded, not refused, by default");
+    assert!(s.forwarded().is_some(), "recorded, not refused, when asked");
     let recs = s.end(&mut e);
     assert_eq!(recs.len(), 1);
     assert!(recs[0].shadow);
@@ -1444,12 +1449,8 @@ fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
     let s = send(&engine, &mut e, "/api/orders", &[], br#"{"order": 1}"#);
     assert!(s.forwarded().is_some());
     assert!(s.end(&mut e).is_empty());
-    // Strict: refused.
-    let engine = build(vec![
-        provider(),
-        server("files", "/mcp", &["echo"]),
-        doc("Settings", "settings", json!({"shadowMcp": "block"})),
-    ]);
+    // By default: refused.
+    let engine = build(vec![provider(), server("files", "/mcp", &["echo"])]);
     let s = send(
         &engine,
         &mut e,
