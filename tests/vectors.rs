@@ -186,6 +186,7 @@ fn outcome(
     upstream: Option<(&HeaderMap, &[u8])>,
     client: (u16, &HeaderMap, &[u8]),
     audit: &str,
+    trailers: (&Option<HeaderMap>, &Option<HeaderMap>),
 ) -> Value {
     let headers = |h: &HeaderMap| -> Value {
         let mut v: Vec<(String, String)> = h
@@ -222,11 +223,18 @@ fn outcome(
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
         .collect();
-    let out = json!({
+    let mut out = json!({
         "upstream": upstream.map(|(h, b)| json!({"headers": headers(h), "body": body(b)})),
         "client": {"status": client.0, "headers": headers(client.1), "body": body(client.2)},
         "audit": records,
     });
+    // Trailers, when the exchange had any (what each side received).
+    if let (Some(t), Some(up)) = (trailers.0, out["upstream"].as_object_mut()) {
+        up.insert("trailers".into(), headers(t));
+    }
+    if let (Some(t), Some(c)) = (trailers.1, out["client"].as_object_mut()) {
+        c.insert("trailers".into(), headers(t));
+    }
     // The filter's request id is random: wherever it appears (records,
     // `x-mcp-request-id`, error data), it reads `<request-id>`.
     let mut text = out.to_string();
@@ -504,19 +512,29 @@ fn run_native(name: &str, vector: &Value) -> Value {
 
 // --------------------------------------------------------------- host-shim
 
-fn collect(
-    s: &mut StreamCore,
-    up: &mut Option<HeaderMap>,
-    up_body: &mut Vec<u8>,
-    client: &mut Option<HeaderMap>,
-    client_body: &mut Vec<u8>,
-) {
+/// What a side received: headers, body, trailers.
+#[derive(Default)]
+struct Received {
+    headers: Option<HeaderMap>,
+    body: Vec<u8>,
+    trailers: Option<HeaderMap>,
+}
+
+fn collect(s: &mut StreamCore, up: &mut Received, client: &mut Received) {
     for o in s.take_outputs() {
+        let (side, o) = match &o {
+            Output::Headers(Dir::Request, ..)
+            | Output::Data(Dir::Request, ..)
+            | Output::Trailers(Dir::Request, ..) => (&mut *up, o),
+            Output::Headers(Dir::Response, ..)
+            | Output::Data(Dir::Response, ..)
+            | Output::Trailers(Dir::Response, ..) => (&mut *client, o),
+            _ => continue,
+        };
         match o {
-            Output::Headers(Dir::Request, h, _) => *up = Some(h),
-            Output::Data(Dir::Request, b, _) => up_body.extend(b),
-            Output::Headers(Dir::Response, h, _) => *client = Some(h),
-            Output::Data(Dir::Response, b, _) => client_body.extend(b),
+            Output::Headers(_, h, _) => side.headers = Some(h),
+            Output::Data(_, b, _) => side.body.extend(b),
+            Output::Trailers(_, t) => side.trailers = Some(t),
             _ => {}
         }
     }
@@ -532,7 +550,7 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
     for (k, v) in &req.headers {
         h.add(k, v.as_bytes());
     }
-    let (mut up, mut up_body, mut client, mut client_body) = (None, Vec::new(), None, Vec::new());
+    let (mut up, mut client) = (Received::default(), Received::default());
     let has_trailers = !req.trailers.is_empty();
     s.decode_headers(h, req.chunks.is_empty() && !has_trailers);
     let n = req.chunks.len();
@@ -546,8 +564,8 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
         }
         s.decode_trailers(t);
     }
-    collect(&mut s, &mut up, &mut up_body, &mut client, &mut client_body);
-    let forwarded = up.is_some() && client.is_none();
+    collect(&mut s, &mut up, &mut client);
+    let forwarded = up.headers.is_some() && client.headers.is_none();
     if forwarded {
         let mut rh = HeaderMap::new();
         rh.add(":status", resp.status.to_string().as_bytes());
@@ -567,7 +585,7 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
             }
             s.encode_trailers(t);
         }
-        collect(&mut s, &mut up, &mut up_body, &mut client, &mut client_body);
+        collect(&mut s, &mut up, &mut client);
     }
     s.finish();
     let audit = s
@@ -578,19 +596,23 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
         .get(AUDIT_STATE)
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
-    let client = client.expect("the client got no response");
-    let status = client
+    let client_headers = client.headers.expect("the client got no response");
+    let status = client_headers
         .get_str(":status")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     outcome(
         if forwarded {
-            up.as_ref().map(|h| (h, up_body.as_slice()))
+            up.headers.as_ref().map(|h| (h, up.body.as_slice()))
         } else {
             None
         },
-        (status, &client, &client_body),
+        (status, &client_headers, &client.body),
         &audit,
+        (
+            if forwarded { &up.trailers } else { &None },
+            &client.trailers,
+        ),
     )
 }
 

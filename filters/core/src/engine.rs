@@ -759,6 +759,28 @@ impl Exchange {
                 break;
             }
         }
+        // 2026-07-28's `Mcp-Param-*` mirrors of arguments: the server checks
+        // each against the body, but a repeated one is read first-copy by one
+        // reader and last-copy by another.
+        if why.is_none() {
+            let params: Vec<String> = self
+                .head
+                .headers
+                .iter()
+                .map(|(k, _)| k.to_ascii_lowercase())
+                .filter(|k| k.starts_with("mcp-param-"))
+                .collect();
+            if let Some(dup) = params
+                .iter()
+                .enumerate()
+                .find(|(i, k)| params.iter().skip(i + 1).any(|o| o == *k))
+            {
+                why = Some(format!(
+                    "header {:?} appears more than once; servers disagree on which one counts, so it is refused",
+                    truncate(dup.1, 64)
+                ));
+            }
+        }
         if why.is_none()
             && let Some((k, _)) = self
                 .head
@@ -1046,11 +1068,16 @@ impl Exchange {
         {
             let first_id = envelope.messages.first().and_then(|m| m.id.clone());
             self.record_messages_invalid(&envelope, &inv.reason, inv.code);
+            let title = if inv.code == codes::HEADER_MISMATCH {
+                "Header mismatch"
+            } else {
+                "Invalid Request"
+            };
             return RequestBodyAction::Reply(self.reply(
                 400,
                 first_id.as_ref(),
                 inv.code,
-                "Header mismatch",
+                title,
                 inv.reason,
                 None,
             ));
@@ -2087,6 +2114,8 @@ impl Exchange {
     /// request (or one without an id), and a record says why.
     fn refuse_response(&mut self, env: &mut dyn Env, edits: &mut HeaderEdits, reason: &str) {
         edits.set.push((":status".into(), "502".into()));
+        // The replacement is plain JSON, whatever the upstream's encoding.
+        edits.remove.push("content-encoding".into());
         edits
             .set
             .push(("content-type".into(), "application/json".into()));
