@@ -466,3 +466,33 @@ fn html_report_renders_in_headless_chromium() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Content security is on by default (the built-in policy): a bare bundle
+/// scores on question 6, and only `contentPolicy: none`, said by name,
+/// scores it down, naming the server (docs/threat-model.md, class 9).
+#[test]
+fn content_security_off_by_name_scores_down() {
+    let dir = support::temp_dir("assess-content");
+    let basic = bundle(&dir, "basic", BASIC);
+    let off = bundle(
+        &dir,
+        "off",
+        &BASIC.replace("  tools:\n", "  contentPolicy: none\n  tools:\n"),
+    );
+    let b = assess(&basic, None, None);
+    let o = assess(&off, None, None);
+    assert_eq!(question(&b, 6)["score"], 2, "{}", question(&b, 6));
+    assert!(
+        question(&b, 6)["earned"].to_string().contains("builtin"),
+        "{}",
+        question(&b, 6)
+    );
+    assert_eq!(question(&o, 6)["score"], 0, "{}", question(&o, 6));
+    assert!(
+        question(&o, 6)["missing"]
+            .to_string()
+            .contains("contentPolicy: none"),
+        "{}",
+        question(&o, 6)
+    );
+}

@@ -10,7 +10,8 @@
 //! headers; the audit log has one record per client message. And beside it:
 //! the same script through the proxy-wasm filter (`serve` without
 //! `--component`) writes the same audit records, field for field once time,
-//! latency, request and session ids are set aside.
+//! latency, request ids (the filter's and the host's) and session ids are set
+//! aside.
 
 #![allow(
     clippy::unwrap_used,
@@ -76,7 +77,14 @@ fn comparable(records: &[Value]) -> Vec<String> {
         .map(|r| {
             let mut r = r.clone();
             let o = r.as_object_mut().unwrap();
-            for volatile in ["time", "latency_ms", "request_id", "session", "jsonrpc_id"] {
+            for volatile in [
+                "time",
+                "latency_ms",
+                "request_id",
+                "client_request_id",
+                "session",
+                "jsonrpc_id",
+            ] {
                 o.remove(volatile);
             }
             // The peer's port is ephemeral; its address must agree.

@@ -513,3 +513,34 @@ fn check_bundle(dir: &Path) {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("ok: 1 documents"), "{}", run.stdout);
 }
+
+/// A pin approves a definition: `portcullis pin` runs the filter's poisoning
+/// screen first and pins nothing while a tool is flagged, unless told to
+/// with `--allow-flagged` (docs/threat-model.md, class 9).
+#[test]
+fn pin_refuses_a_flagged_tool_unless_told() {
+    let (_server, port) = pin_server(&["--tools", "2", "--poisoned", "--json-response"]);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let run = pin(&["--url", &url]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "nothing pinned:\n{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("\"tool-poisoned\" flagged by the poisoning screen"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-flagged"), "{}", run.stderr);
+
+    let run = pin(&["--url", &url, "--allow-flagged"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("pinned anyway"), "{}", run.stderr);
+    let doc = parse_doc(&run.stdout);
+    let names: Vec<&str> = doc["spec"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"tool-poisoned"), "{names:?}");
+}
