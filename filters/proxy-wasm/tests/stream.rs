@@ -339,3 +339,42 @@ fn a_poisoned_tool_is_quarantined_in_shared_data() {
         Some(&1)
     );
 }
+
+/// A body that ends in trailers is decided at the trailers: Envoy gives the
+/// trailers callback the buffered body (docs/threat-model.md, class 1), so a
+/// denied call is refused there and never continues, and an allowed one
+/// continues with its audit headers and without client `x-mcp-*` trailers.
+#[test]
+fn a_body_ending_in_trailers_is_decided_at_the_trailers() {
+    let body = call("rm");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(s.on_request_body(&mut host, body.len(), false), Step::Pause);
+    host.request_trailers = vec![("x-checksum".into(), "1".into())];
+    assert_eq!(
+        s.on_request_trailers(&mut host, body.len()),
+        Step::Pause,
+        "refused at the trailers"
+    );
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(reply["error"]["code"], -32090);
+
+    let body = call("echo");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(s.on_request_body(&mut host, body.len(), false), Step::Pause);
+    host.request_trailers = vec![
+        ("x_mcp_subject".into(), "mallory".into()),
+        ("x-checksum".into(), "1".into()),
+    ];
+    assert_eq!(s.on_request_trailers(&mut host, body.len()), Step::Continue);
+    assert_eq!(host.header("x-mcp-tool"), Some("echo"));
+    assert_eq!(
+        host.request_trailers,
+        vec![("x-checksum".to_string(), "1".to_string())]
+    );
+    assert!(host.replies.is_empty());
+}
