@@ -249,8 +249,11 @@ fn outcome(
 /// The engine's host, natively: the real clock, real randomness (request
 /// ids are normalised), and one shared store for the vector (as host-shim's
 /// shared data is).
+/// The vector's shared data: value and cas by key.
+type SharedStore = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+
 struct NativeEnv {
-    shared: Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>,
+    shared: SharedStore,
 }
 
 impl Env for NativeEnv {
