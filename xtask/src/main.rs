@@ -5,11 +5,17 @@
 //!   filtered tools list, an allowed call, a denied call and the audit
 //!   records.
 //! * `cargo xtask test`: every test: the workspace's unit and integration
-//!   tests, the wasm build, and the end-to-end tests with the Python SDK.
+//!   tests, the wasm build, and the end-to-end tests with the Python and
+//!   TypeScript SDKs.
 //!
-//! Both start from a machine with only rustup: they add the wasm target and
-//! create a Python virtual environment with the pinned SDK under the target
-//! directory (reused while `tests/e2e/requirements.txt` is unchanged).
+//! Both start from a machine with only rustup (plus Python and, for `test`,
+//! Node.js with npm): they add the wasm target and create a Python virtual
+//! environment with the pinned SDK under the target directory (reused while
+//! `tests/e2e/requirements.txt` is unchanged); `test` also installs the
+//! pinned Node packages there with `npm ci` (reused while
+//! `tests/e2e/package-lock.json` is unchanged). `cargo xtask venv` and
+//! `cargo xtask node` do only that, and print the Python / the
+//! `node_modules` directory to use.
 
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
@@ -24,8 +30,9 @@ fn main() -> Result<()> {
         "test" => test(&root),
         "demo" => demo(&root),
         "venv" => venv(&root).map(|p| println!("{}", p.display())),
+        "node" => node_modules(&root).map(|p| println!("{}", p.display())),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|venv>");
+            eprintln!("usage: cargo xtask <demo|test|venv|node>");
             std::process::exit(2);
         }
     }
@@ -107,9 +114,75 @@ fn venv(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
+/// The Node packages for the end-to-end tests (the TypeScript SDK and the
+/// reference server-everything, exactly as `tests/e2e/package-lock.json`
+/// pins them), installed with `npm ci` on first use. Returns the
+/// `node_modules` directory (`PORTCULLIS_E2E_NODE_MODULES` for the tests).
+fn node_modules(root: &Path) -> Result<PathBuf> {
+    let dir = target_dir(root).join("e2e-node");
+    let modules = dir.join("node_modules");
+    let mut wanted = Vec::new();
+    for file in ["package.json", "package-lock.json"] {
+        let path = root.join("tests/e2e").join(file);
+        wanted.extend(
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
+        wanted.push(0);
+    }
+    let stamp = dir.join(".package-lock");
+    if modules
+        .join("@modelcontextprotocol/sdk/package.json")
+        .exists()
+        && std::fs::read(&stamp).ok().as_deref() == Some(wanted.as_slice())
+    {
+        return Ok(modules);
+    }
+    const NEED: &str = "the end-to-end tests need Node.js 18 or newer and npm for the official MCP \
+                        TypeScript SDK (Debian: apt-get install nodejs npm)";
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .context(NEED)?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 18 {
+        bail!("{NEED}; found node {version}");
+    }
+    Command::new("npm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .context(NEED)?;
+    std::fs::create_dir_all(&dir)?;
+    let _ = std::fs::remove_file(&stamp);
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(root.join("tests/e2e").join(file), dir.join(file))?;
+    }
+    // Exactly the lockfile; no install scripts (none of these packages has
+    // one), no audit or funding requests.
+    run(Command::new("npm").current_dir(&dir).args([
+        "ci",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+    ]))?;
+    std::fs::write(&stamp, &wanted)?;
+    Ok(modules)
+}
+
 fn test(root: &Path) -> Result<()> {
     ensure_wasm_target();
     let python = venv(root)?;
+    let node_modules = node_modules(root)?;
     run(cargo()
         .current_dir(root)
         // Benches are compiled by clippy in CI and run by `cargo bench`;
@@ -123,7 +196,8 @@ fn test(root: &Path) -> Result<()> {
             "--examples",
             "--no-fail-fast",
         ])
-        .env("PORTCULLIS_E2E_PYTHON", &python))?;
+        .env("PORTCULLIS_E2E_PYTHON", &python)
+        .env("PORTCULLIS_E2E_NODE_MODULES", &node_modules))?;
     // Doc tests (not covered by the target selection above).
     run(cargo()
         .current_dir(root)
