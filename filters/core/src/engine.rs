@@ -1419,14 +1419,19 @@ impl Exchange {
                 Some(format!("McpServer/{}#pins", server.name)),
             );
         }
+        let validator = match &msg.target {
+            Target::Tool(tool) if msg.method.as_deref() == Some("tools/call") && !self.replay => {
+                self.tool_validator(env, server, tool)
+            }
+            _ => None,
+        };
         if let Target::Tool(tool) = &msg.target
-            && msg.method.as_deref() == Some("tools/call")
-            && !self.replay
-            && let Some(why) = self.schema_refusal(server, tool, msg.arguments.as_ref())
+            && let Some(why) =
+                self.schema_refusal(validator.as_deref(), server, tool, msg.arguments.as_ref())
         {
             return Verdict::deny(why, Some(format!("McpServer/{}#inputSchema", server.name)));
         }
-        self.policy_verdict(server, msg, verdict)
+        self.policy_verdict(server, msg, verdict, validator.is_some())
     }
 
     /// The registry lifecycle: blocked, submitted outside dev, past its
@@ -1495,7 +1500,13 @@ impl Exchange {
     }
 
     /// The Policy rules' say on a call the registry allows.
-    fn policy_verdict(&self, server: &Server, msg: &Message, verdict: Verdict) -> Verdict {
+    fn policy_verdict(
+        &self,
+        server: &Server,
+        msg: &Message,
+        verdict: Verdict,
+        schema_known: bool,
+    ) -> Verdict {
         use crate::policy::{Call, Outcome as P, TargetKind};
         let policy = &self.engine.bundle.policy;
         let Some(method) = msg.method.as_deref() else {
@@ -1513,10 +1524,6 @@ impl Exchange {
         // A call that validated against the tool's advertised schema carries
         // the types the server reads; without one, restricting rules also
         // see every reading a lax server could make of the arguments.
-        let schema_known = match &msg.target {
-            Target::Tool(t) => self.has_schema(server, t),
-            _ => false,
-        };
         let lax = match (&msg.arguments, schema_known) {
             (Some(args), false) => crate::coerce::lax_variants(args),
             _ => Vec::new(),
@@ -3092,7 +3099,7 @@ impl Exchange {
             .iter()
             .filter(|n| !failed.contains_key(*n))
             .collect();
-        let compiled = self.compile_schemas(server, tools, &hashes, &failed);
+        let compiled = self.compile_schemas(env, server, tools, &hashes, &failed);
         let snapshot = {
             let mut state = self
                 .engine
@@ -3148,6 +3155,7 @@ impl Exchange {
     /// changed since this VM last compiled it (by pin).
     fn compile_schemas(
         &self,
+        env: &mut dyn Env,
         server: &Server,
         tools: &[Value],
         hashes: &BTreeMap<String, String>,
@@ -3180,13 +3188,19 @@ impl Exchange {
             if failed.contains_key(name) || known.get(name) == Some(hash) {
                 continue;
             }
-            let validator = tool.get("inputSchema").and_then(|schema| {
-                jsonschema::options()
-                    .should_validate_formats(false)
-                    .build(schema)
-                    .ok()
-                    .map(Arc::new)
-            });
+            let schema = tool.get("inputSchema");
+            let validator = schema.and_then(compile_input_schema);
+            // Every worker VM validates against it, not only the one that
+            // saw the list: published beside the quarantine, schema first.
+            if let Some(schema) = schema {
+                let key = self.schema_key(server, name);
+                if env.shared_get(&format!("{key}#hash")).as_deref() != Some(hash.as_bytes())
+                    && let Ok(bytes) = serde_json::to_vec(schema)
+                    && env.shared_set(&format!("{key}#schema"), &bytes)
+                {
+                    env.shared_set(&format!("{key}#hash"), hash.as_bytes());
+                }
+            }
             out.push((
                 name.to_owned(),
                 ToolSchema {
@@ -3198,40 +3212,73 @@ impl Exchange {
         out
     }
 
-    /// Whether this VM holds a compiled `inputSchema` for `tool`.
-    fn has_schema(&self, server: &Server, tool: &str) -> bool {
-        self.engine
+    fn schema_key(&self, server: &Server, tool: &str) -> String {
+        format!(
+            "portcullis.schema/{}/{}/{tool}",
+            self.engine.version(),
+            server.name
+        )
+    }
+
+    /// The compiled `inputSchema` of `tool` as the server last advertised it
+    /// to this proxy: the shared copy when its pin differs from this VM's
+    /// (another worker saw a newer list), else this VM's own.
+    fn tool_validator(
+        &self,
+        env: &dyn Env,
+        server: &Server,
+        tool: &str,
+    ) -> Option<Arc<jsonschema::Validator>> {
+        let local = self
+            .engine
             .tools
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&server.name)
             .and_then(|st| st.schemas.get(tool))
-            .is_some_and(|s| s.validator.is_some())
+            .cloned();
+        let key = self.schema_key(server, tool);
+        let shared = env
+            .shared_get(&format!("{key}#hash"))
+            .and_then(|h| String::from_utf8(h).ok());
+        match (shared, local) {
+            (Some(hash), Some(l)) if l.hash == hash => l.validator,
+            (Some(hash), _) => {
+                let schema = parse_strict(&env.shared_get(&format!("{key}#schema"))?).ok()?;
+                let validator = compile_input_schema(&schema);
+                self.engine
+                    .tools
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(server.name.clone())
+                    .or_default()
+                    .schemas
+                    .insert(
+                        tool.to_owned(),
+                        ToolSchema {
+                            hash,
+                            validator: validator.clone(),
+                        },
+                    );
+                validator
+            }
+            (None, local) => local.and_then(|l| l.validator),
+        }
     }
 
     /// Why a tools/call's arguments are refused by the tool's own
-    /// `inputSchema`, as the server last advertised it (to this VM): strict
-    /// JSON Schema, so a string where the server declares a number is
-    /// refused, not left for a lax server to coerce past a policy rule.
+    /// `inputSchema`, as the server last advertised it to this proxy
+    /// ([`Exchange::tool_validator`]): strict JSON Schema, so a string where
+    /// the server declares a number is refused, not left for a lax server to
+    /// coerce past a policy rule.
     fn schema_refusal(
         &self,
+        validator: Option<&jsonschema::Validator>,
         server: &Server,
         tool: &str,
         arguments: Option<&Value>,
     ) -> Option<String> {
-        let validator = {
-            let state = self
-                .engine
-                .tools
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            state
-                .get(&server.name)?
-                .schemas
-                .get(tool)?
-                .validator
-                .clone()?
-        };
+        let validator = validator?;
         let empty = Value::Object(serde_json::Map::new());
         let args = arguments.unwrap_or(&empty);
         let first = validator.iter_errors(args).next()?;
@@ -3760,6 +3807,16 @@ fn is_endpoint_url(data: &str) -> bool {
         && data.len() <= 2048
         && (data.starts_with('/') || data.starts_with("http://") || data.starts_with("https://"))
         && !data.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A tool's advertised `inputSchema`, compiled for strict validation
+/// (formats are not checked: the server's own validation does not either).
+fn compile_input_schema(schema: &Value) -> Option<Arc<jsonschema::Validator>> {
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(schema)
+        .ok()
+        .map(Arc::new)
 }
 
 /// What became of one message from the upstream.
