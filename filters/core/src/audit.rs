@@ -237,7 +237,7 @@ pub struct AuditRecord {
     pub rules: Vec<String>,
     /// What shadow-mode rules would have decided, when it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow_decision: Option<crate::policy::Shadow>,
+    pub shadow_decision: Option<Shadow>,
     /// Rules that could not be evaluated (a CEL error), failed closed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy_errors: Vec<String>,
@@ -264,6 +264,15 @@ pub struct AuditRecord {
     /// A lifecycle warning (a deprecated server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// What shadow-mode rules (or limits) would have decided, when it differs
+/// from what was enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    /// `allow`, `deny` or `requireApproval`.
+    pub decision: &'static str,
+    pub rules: Vec<String>,
 }
 
 /// Which limit refused a call.

@@ -32,9 +32,10 @@
 //!   uninspected.
 
 use crate::engine::{
-    AUDIT_HEADER_PREFIX, Env, Exchange, HeaderEdits, LocalReply, RequestBodyAction, RequestHead,
-    RequestHeadersAction, ResponseBodyAction,
+    Env, Exchange, HeaderEdits, LocalReply, RequestBodyAction, RequestHead, RequestHeadersAction,
+    ResponseBodyAction,
 };
+pub use crate::engine::{is_owned_field, owned_field_names};
 use crate::{Engine, audit::AuditRecord};
 use std::sync::Arc;
 
@@ -352,27 +353,4 @@ impl StreamDriver {
         }
         Some(self.reply(reply))
     }
-}
-
-/// The names among `names` that belong to the filter (`x-mcp-*`, however a
-/// server spells it: CGI and WSGI read `x_mcp_subject` as `x-mcp-subject`).
-pub fn owned_field_names(names: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for name in names {
-        if is_owned_field(name) && !out.contains(name) {
-            out.push(name.clone());
-        }
-    }
-    out
-}
-
-/// Whether a header or trailer name is one the filter owns: `x-mcp-` in any
-/// case, with `_` read as `-`.
-pub fn is_owned_field(name: &str) -> bool {
-    let prefix = AUDIT_HEADER_PREFIX.as_bytes();
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.iter())
-            .all(|(a, b)| a.to_ascii_lowercase() == *b || (a == b'_' && *b == b'-'))
 }

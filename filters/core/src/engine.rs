@@ -53,58 +53,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// What the engine needs from its host: the seam that adapters implement and
-/// tests mock.
-pub trait Env {
-    /// Wall-clock time, Unix nanoseconds.
-    fn now_nanos(&self) -> u64;
-    /// Fills `buf` with random bytes (ids, nonces).
-    fn random_bytes(&mut self, buf: &mut [u8]);
-    /// A host property by path (Envoy: `get_property`), for claims Envoy's
-    /// `jwt_authn` filter verified. `None`: absent, or no such host.
-    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
-        None
-    }
-    /// A value every VM of this plugin on this proxy sees (proxy-wasm shared
-    /// data). `None`: absent, or the host has no shared store.
-    fn shared_get(&self, _key: &str) -> Option<Vec<u8>> {
-        None
-    }
-    /// Stores a shared value; `false` when the host cannot.
-    fn shared_set(&mut self, _key: &str, _value: &[u8]) -> bool {
-        false
-    }
-    /// A shared value with its cas (proxy-wasm `get_shared_data`).
-    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared_get(key).map(|v| (v, 0))
-    }
-    /// Writes a shared value if its cas is still `cas`, or with `None` if
-    /// the key does not exist yet. The default is a host without cas: the
-    /// write is unconditional.
-    fn shared_write(&mut self, key: &str, value: &[u8], _cas: Option<u32>) -> SharedWrite {
-        if self.shared_set(key, value) {
-            SharedWrite::Written
-        } else {
-            SharedWrite::Unavailable
-        }
-    }
-    /// Adds `delta` to the counter `metric` (dotted name, `portcullis.`…).
-    fn count(&mut self, _metric: &str, _delta: u64) {}
-}
-
-pub use crate::policy::limits::Write as SharedWrite;
-
-/// The engine's [`Env`] as the limits' shared store.
-struct StoreOf<'a>(&'a mut dyn Env);
-
-impl crate::policy::limits::SharedStore for StoreOf<'_> {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.0.shared_get_cas(key)
-    }
-    fn put(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-        self.0.shared_write(key, value, cas)
-    }
-}
+use crate::env::StoreOf;
+pub use crate::env::{Env, SharedWrite};
 
 /// The counters the engine reports through [`Env::count`]. Per-type
 /// counters append `.<TYPE>` (`portcullis.pii_found.EMAIL`).
@@ -130,6 +80,29 @@ pub mod metrics {
 
 /// Prefix of the headers the filter owns. Client-sent ones are removed.
 pub const AUDIT_HEADER_PREFIX: &str = "x-mcp-";
+
+/// The names among `names` that belong to the filter (`x-mcp-*`, however a
+/// server spells it: CGI and WSGI read `x_mcp_subject` as `x-mcp-subject`).
+pub fn owned_field_names(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if is_owned_field(name) && !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// Whether a header or trailer name is one the filter owns: `x-mcp-` in any
+/// case, with `_` read as `-`.
+pub fn is_owned_field(name: &str) -> bool {
+    let prefix = AUDIT_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.iter())
+            .all(|(a, b)| a.to_ascii_lowercase() == *b || (a == b'_' && *b == b'-'))
+}
 
 /// The audit headers added to a forwarded request.
 pub mod headers {
@@ -588,7 +561,7 @@ impl Exchange {
         // The filter's own headers, however a server would spell them
         // (`X-MCP-Subject`, `x_mcp_subject`: CGI and WSGI read both as one).
         for (name, _) in &head.headers {
-            if crate::driver::is_owned_field(name) && !edits.remove.contains(name) {
+            if is_owned_field(name) && !edits.remove.contains(name) {
                 edits.remove.push(name.clone());
             }
         }
@@ -2030,7 +2003,7 @@ impl Exchange {
         // `x-mcp-*` towards the client is the filter's word alone: an
         // upstream's own (any spelling) never reaches the client.
         for (name, _) in headers {
-            if crate::driver::is_owned_field(name) && !edits.remove.contains(name) {
+            if is_owned_field(name) && !edits.remove.contains(name) {
                 edits.remove.push(name.clone());
             }
         }

@@ -35,12 +35,14 @@ pub mod bundle;
 pub mod coerce;
 pub mod driver;
 pub mod engine;
+pub mod env;
 pub mod glob;
 pub mod json;
 pub mod mcp;
 pub mod media;
 pub mod signing;
 pub mod sniff;
+pub mod spec;
 pub mod sse;
 
 pub use engine::{Engine, Env, Exchange};

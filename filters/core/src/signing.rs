@@ -190,20 +190,7 @@ impl TrustConfig {
     }
 }
 
-/// A public key as 64 hex digits or as base64 of its 32 bytes.
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let text = text.trim();
-    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        hex::decode(text).map_err(|e| e.to_string())?
-    } else {
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(|_| "expected 64 hex digits or base64 of 32 bytes".to_owned())?
-    };
-    let raw = <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("an Ed25519 public key is 32 bytes, this is {}", bytes.len()))?;
-    VerifyingKey::from_bytes(&raw).map_err(|_| "not an Ed25519 public key".to_owned())
-}
+pub use crate::spec::parse_public_key;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

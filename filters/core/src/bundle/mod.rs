@@ -442,24 +442,7 @@ impl fmt::Display for BundleError {
 
 impl std::error::Error for BundleError {}
 
-/// `/spec/tools/1/name` → `spec.tools[1].name`.
-pub fn pointer_to_field(pointer: &str) -> String {
-    let mut out = String::new();
-    for part in pointer.split('/').skip(1) {
-        let part = part.replace("~1", "/").replace("~0", "~");
-        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
-            out.push('[');
-            out.push_str(&part);
-            out.push(']');
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(&part);
-        }
-    }
-    out
-}
+pub use crate::spec::pointer_to_field;
 
 /// A compiled `McpServer`.
 #[derive(Debug, Clone)]
@@ -765,7 +748,7 @@ impl Bundle {
                 ));
             }
             for (i, k) in a.keys.iter().enumerate() {
-                match crate::policy::approval::parse_public_key(k) {
+                match crate::spec::parse_public_key(k) {
                     Ok(key) => approval_keys.push(key),
                     Err(m) => {
                         errors.push(BundleError::at(doc, format!("/spec/approvals/keys/{i}"), m))
@@ -865,24 +848,7 @@ impl Bundle {
     }
 }
 
-/// The rule for `metadata.name`: a DNS-1123 name (tools that write
-/// documents, such as `portcullis pin`, check their names with it too).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "metadata.name {name:?} must be a DNS-1123 name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-        ))
-    }
-}
+pub use crate::spec::check_name;
 
 fn compile_server(
     doc: &Document,
@@ -1108,34 +1074,9 @@ pub fn parse_date(text: &str) -> Option<u64> {
     u64::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
-/// Whether a `tools` entry is a pattern rather than one literal name (the
-/// metacharacters `GlobSet` knows).
-pub fn is_glob(name: &str) -> bool {
-    name.contains(['*', '?', '\\'])
-}
+pub use crate::spec::is_glob;
 
-/// Deserialises `value` as `T`, reporting the failing field as a JSON pointer
-/// under `base`.
-pub fn from_value_at<T: serde::de::DeserializeOwned>(
-    value: Value,
-    base: &str,
-) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut pointer = base.to_string();
-        for seg in e.path().iter() {
-            use serde_path_to_error::Segment;
-            match seg {
-                Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
-                Segment::Map { key } | Segment::Enum { variant: key } => {
-                    pointer.push('/');
-                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                }
-                Segment::Unknown => {}
-            }
-        }
-        (pointer, e.into_inner().to_string())
-    })
-}
+pub use crate::spec::from_value_at;
 
 /// The built-in content policy, compiled once per process (its patterns are
 /// fixed, so every bundle shares one).

@@ -166,7 +166,7 @@ impl ClaimMapping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     /// The filter checked the signature itself.
-    Signature { alg: super::jwt::Algorithm },
+    Signature { alg: super::alg::Algorithm },
     /// Claims taken from Envoy's `jwt_authn` filter, which checked the
     /// signature; the filter did not.
     EnvoyJwtAuthn,

@@ -13,8 +13,8 @@
 //! leaked private key in a bundle is caught at review time.
 
 use super::SpecError;
+use super::alg::{Algorithm, Family};
 use super::b64;
-use super::jwt::{Algorithm, Family};
 use serde_json::Value;
 use std::fmt;
 

@@ -12,11 +12,11 @@
 //!
 //! Only EdDSA (Ed25519) and HS256 are offered: both are deterministic, fast
 //! in wasm (tens of microseconds), and need no randomness to sign; the `jti`
-//! comes from [`crate::engine::Env::random_bytes`].
+//! comes from [`crate::env::Env::random_bytes`].
 
 use super::SpecError;
 use super::b64;
-use crate::engine::Env;
+use crate::env::Env;
 use serde_json::{Map, Value, json};
 use std::fmt;
 

@@ -10,6 +10,7 @@
 //!   never a runtime surprise;
 //! * [`jwks`]: public keys (and HMAC secrets) parsed into ready-to-verify
 //!   form; [`jwt`]: strict compact-JWS parsing and signature checks;
+//!   [`alg`]: the algorithms and key families both speak of;
 //! * [`claims`]: the time, issuer and audience checks, and the mapping of
 //!   claims to an [`Identity`];
 //! * [`cache`]: a bounded per-VM cache of verified tokens, because RSA and
@@ -34,11 +35,12 @@
 //!    [`Identity::audit_headers`] and the `jti` in the audit record.
 //!
 //! Everything here is host-agnostic like the rest of the crate: time arrives
-//! as a parameter, randomness through [`crate::engine::Env`], and nothing is
+//! as a parameter, randomness through [`crate::env::Env`], and nothing is
 //! fetched. Errors are a closed enum with one variant per attack class, so the
 //! audit record can say exactly what was refused; no error ever carries any
 //! part of a token.
 
+pub mod alg;
 pub mod b64;
 pub mod cache;
 pub mod claims;
@@ -54,22 +56,15 @@ pub mod rsa_verify;
 pub mod scopes;
 pub mod server;
 
+pub use alg::Algorithm;
 pub use cache::TokenCache;
 pub use claims::Identity;
 pub use error::IdentityError;
 pub use extract::{extract_bearer, query_has_token};
-pub use jwt::Algorithm;
 pub use metadata::ProtectedResource;
 pub use mint::{MintRequest, MintedToken, Minter};
 pub use provider::{IdentityProviderSpec, Provider, ProviderSet, TrustMode};
 pub use scopes::ScopePolicy;
 pub use server::{ServerIdentity, ServerIdentitySpec, UpstreamAuth, UpstreamTokenMode};
 
-/// A configure-time error: the JSON pointer of the offending field, relative
-/// to the spec being compiled, and a message for people.
-pub type SpecError = (String, String);
-
-/// Escapes a JSON-pointer segment (`~` → `~0`, `/` → `~1`).
-pub(crate) fn pointer_segment(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
-}
+pub use crate::spec::{SpecError, pointer_segment};

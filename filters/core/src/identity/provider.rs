@@ -121,7 +121,7 @@ pub struct Provider {
 /// spec (`/jwks/keys/0/n`); prefix them with `/spec`.
 pub fn compile_value(name: &str, spec: &Value) -> Result<Provider, Vec<SpecError>> {
     let parsed: IdentityProviderSpec =
-        crate::bundle::from_value_at(spec.clone(), "").map_err(|e| vec![e])?;
+        crate::spec::from_value_at(spec.clone(), "").map_err(|e| vec![e])?;
     compile(name, &parsed)
 }
 

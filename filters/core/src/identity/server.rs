@@ -24,7 +24,7 @@ use super::metadata::ProtectedResource;
 use super::mint::{DEFAULT_LIFETIME_SECONDS, MintRequest, MintedToken, Minter};
 use super::provider::ProviderSet;
 use super::scopes::{ScopePolicy, ScopesSpec};
-use crate::engine::Env;
+use crate::env::Env;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;

@@ -190,26 +190,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parses an Ed25519 public key: 64 hex digits (what `portcullis audit
-/// keygen` writes to `KEY.pub`) or base64 (standard or url-safe).
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let text = text.trim();
-    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        hex::decode(text).map_err(|e| e.to_string())?
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
-            .map_err(|_| {
-                "an approval key is an Ed25519 public key: 64 hex digits (KEY.pub) or base64"
-                    .to_owned()
-            })?
-    };
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| "an approval key is 32 bytes (Ed25519 public key)".to_owned())?;
-    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key: {e}"))
-}
+pub use crate::spec::parse_public_key;
 
 #[cfg(test)]
 #[allow(

@@ -17,24 +17,7 @@ use crate::glob::GlobSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What the limits need from the host (implemented by the engine's `Env`).
-pub trait SharedStore {
-    /// The value and its cas, if the key exists.
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Writes if the stored cas is still `cas`, or, with `None`, if the key
-    /// does not exist yet.
-    fn put(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Write;
-}
-
-/// How a [`SharedStore::put`] went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
-    Written,
-    /// Someone else wrote first; read again and retry.
-    Conflict,
-    /// The host has no shared store.
-    Unavailable,
-}
+pub use crate::env::{SharedStore, SharedWrite as Write};
 
 /// Retries of one read-modify-write before giving up (and refusing).
 const MAX_TRIES: usize = 64;
@@ -202,7 +185,7 @@ pub(super) fn compile(
     l: &LimitSpec,
     server_names: &[String],
 ) -> Result<Limit, (String, String)> {
-    if crate::bundle::check_name(&l.id).is_err() {
+    if crate::spec::check_name(&l.id).is_err() {
         return Err((
             "/id".into(),
             "a limit id is a short lowercase name (letters, digits, '-')".into(),

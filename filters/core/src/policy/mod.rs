@@ -217,7 +217,7 @@ struct TargetIndex {
 
 impl TargetIndex {
     fn add(&mut self, pattern: &str, rule: u32, glob_patterns: &mut Vec<String>) {
-        if crate::bundle::is_glob(pattern) {
+        if crate::spec::is_glob(pattern) {
             match glob_patterns.iter().position(|p| p == pattern) {
                 Some(i) => {
                     if let Some(v) = self.glob_rules.get_mut(i) {
@@ -347,13 +347,7 @@ impl Outcome {
     }
 }
 
-/// What shadow rules would have decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Shadow {
-    /// `allow`, `deny` or `requireApproval`.
-    pub decision: &'static str,
-    pub rules: Vec<String>,
-}
+pub use crate::audit::Shadow;
 
 /// Methods a default-deny applies to: the ones that use something.
 pub fn is_use_method(method: &str) -> bool {
@@ -830,7 +824,7 @@ fn parse_hhmm(text: &str) -> Result<u32, String> {
 }
 
 /// A compile error: JSON pointer under the document, and message.
-pub type SpecError = (String, String);
+pub use crate::spec::SpecError;
 
 /// Compiles the `Policy` documents (name, spec) against the bundle's server
 /// names.
@@ -850,7 +844,7 @@ pub fn compile(
         for (i, r) in spec.rules.iter().enumerate() {
             let at = |field: &str| format!("/spec/rules/{i}{field}");
             let mut err = |field: &str, msg: String| errors.push((doc_index, (at(field), msg)));
-            if crate::bundle::check_name(&r.id).is_err() {
+            if crate::spec::check_name(&r.id).is_err() {
                 err(
                     "/id",
                     "a rule id is a short lowercase name (letters, digits, '-')".into(),
@@ -963,7 +957,7 @@ pub fn server_selector(
         return Ok(server_names.to_vec());
     }
     for p in patterns {
-        if !crate::bundle::is_glob(p) && !server_names.iter().any(|s| s == p) {
+        if !crate::spec::is_glob(p) && !server_names.iter().any(|s| s == p) {
             return Err(format!(
                 "no McpServer named {p:?} in this bundle; name one of {server_names:?} or use a glob"
             ));
