@@ -239,12 +239,13 @@ fn trailers_decide_the_request_through_serve() {
         allowed.json()["result"]["structuredContent"]["result"],
         "trailed"
     );
+    // The upstream writes its line a moment after the answer: wait for it.
+    let up = rig.upstream(1);
     let bodies = rig.upstream_bodies();
     assert!(
         !bodies.iter().any(|b| b.contains("delete-file")),
         "{bodies:?}"
     );
-    let up = jsonl(&rig.record);
     let echo = up
         .iter()
         .find(|r| r["body"].as_str().unwrap_or("").contains("trailed"))

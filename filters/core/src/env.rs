@@ -78,3 +78,32 @@ pub enum SharedWrite {
     /// The host has no shared store.
     Unavailable,
 }
+
+/// The counters the engine reports through [`Env::count`]. Per-type
+/// counters append `.<TYPE>` (`portcullis.pii_found.EMAIL`).
+pub mod metrics {
+    pub const MESSAGES_ALLOWED: &str = "portcullis.messages_allowed";
+    pub const MESSAGES_DENIED: &str = "portcullis.messages_denied";
+    pub const AUTH_FAILED: &str = "portcullis.auth_failed";
+    pub const SCOPE_DENIED: &str = "portcullis.scope_denied";
+    pub const TOKENS_MINTED: &str = "portcullis.tokens_minted";
+    pub const PINS_FAILED: &str = "portcullis.pins_failed";
+    pub const POISONED_TOOLS_DROPPED: &str = "portcullis.poisoned_tools_dropped";
+    pub const PII_FOUND: &str = "portcullis.pii_found";
+    pub const INJECTION_FOUND: &str = "portcullis.injection_found";
+    pub const CONTENT_BLOCKED: &str = "portcullis.content_blocked";
+    pub const CONTENT_REDACTED: &str = "portcullis.content_redacted";
+    pub const POLICY_DENIED: &str = "portcullis.policy_denied";
+    pub const SHADOW_WOULD_DENY: &str = "portcullis.shadow_would_deny";
+    pub const RATE_LIMITED: &str = "portcullis.rate_limited";
+    pub const APPROVALS_REQUIRED: &str = "portcullis.approvals_required";
+    pub const APPROVALS_GRANTED: &str = "portcullis.approvals_granted";
+    pub const SHADOW_MCP: &str = "portcullis.shadow_mcp";
+}
+
+/// 16 random bytes as hex: request ids, lease ids.
+pub fn random_id(env: &mut dyn Env) -> String {
+    let mut buf = [0u8; 16];
+    env.random_bytes(&mut buf);
+    hex::encode(buf)
+}

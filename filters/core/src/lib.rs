@@ -1,62 +1,76 @@
 //! portcullis-core: the Portcullis governance engine.
 //!
 //! Everything that decides lives here, host-agnostic: no proxy-wasm, no I/O,
-//! no clock or randomness except through [`engine::Env`]. The proxy-wasm
+//! no clock or randomness except through [`env::Env`]. The proxy-wasm
 //! filter (`filters/proxy-wasm`) and any other adapter are thin translations
 //! of their host's callbacks into [`driver::StreamDriver`] calls, so the same
 //! decisions hold natively, in Envoy, and in host-shim.
 //!
-//! Modules, in the order a request meets them:
-//! * [`json`]: the strict parser (duplicate keys and other parser-differential
-//!   tricks refused);
-//! * [`media`]: Content-Type parsed strictly (UTF-8 only, no duplicate
-//!   parameters), and how each SDK client reads a response's type;
-//! * [`sniff`]: could any upstream parser read a body on an unknown route
-//!   as JSON-RPC (any charset, lenient parsers)?
-//! * [`mcp`]: JSON-RPC and MCP classification, revisions and framing rules,
-//!   and the id forms each SDK client matches to its own requests;
-//! * [`bundle`]: the registry and policy documents, compiled;
-//! * [`route`]: canonical request targets, so a respelled route still
-//!   reaches its server's governance;
-//! * [`glob`]: name matching, one automaton per list;
-//! * [`driver`]: the phase rules of a stream (headers, body, trailers, local
-//!   replies, host faults), once for every build;
-//! * [`engine`]: the per-stream state machine;
-//! * [`sse`]: incremental event-stream parsing for streamed responses;
-//! * [`audit`]: one record per MCP message;
-//! * [`coerce`]: the readings lax SDK servers make of tool arguments, for
-//!   restricting policy rules to match against;
-//! * [`route`]: request targets canonicalised as every server reads them;
-//! * [`media`], [`sniff`]: content types, and bodies a server could read as
-//!   JSON-RPC.
+//! # Layers
+//!
+//! Modules are stacked, and a module imports only from its own layer or
+//! below (`tests/layers.rs` fails the build otherwise, and on any cycle), so
+//! each can be read, tested and fuzzed without the ones above it:
+//!
+//! 0. **foundations**, knowing nothing of MCP governance:
+//!    [`mod@env`] (the host seam), [`json`] (the strict parser), [`jcs`],
+//!    [`glob`], [`spec`] (field errors, names, keys), [`media`]
+//!    (Content-Type as each client reads it), [`sniff`] (could a server read
+//!    a body as JSON-RPC?), [`route`] (request targets as every server
+//!    reads them), [`coerce`] (lax SDK readings of arguments), [`sse`]
+//!    (incremental event streams), [`mcp`] (JSON-RPC and MCP
+//!    classification, revisions, framing, id forms);
+//! 1. **facts**: [`audit`] (one record per MCP message), [`pins`],
+//!    [`scan`] (PII, secrets, poisoning), [`signing`], [`identity`]
+//!    (tokens, scopes, minting), [`policy::approval`] (approval tokens);
+//! 2. **rules**: [`policy`] (ABAC, compiled) and [`policy::limits`];
+//! 3. **[`verdict`]**: what every pillar answers for one message, and the
+//!    one place a refusal becomes a status, a code and a title;
+//! 4. **[`bundle`]** (the documents, compiled) and [`policy::gate`] (rules,
+//!    limits and approvals as one verdict);
+//! 5. **pillars**: [`registry`] (lifecycle, lists, shadow MCP) and
+//!    [`content`] (answers and arguments screened, tool memory);
+//! 6. **[`engine`]**: the per-stream state machine combining the pillars'
+//!    verdicts, never reinterpreting one;
+//! 7. **[`driver`]**: the phase rules of a stream (headers, body, trailers,
+//!    local replies, host faults), once for every build.
+//!
+//! `ARCHITECTURE.md` at the repository root follows one tools/call through
+//! these files.
 
-pub mod audit;
-pub mod bundle;
+// 0. foundations
 pub mod coerce;
-pub mod driver;
-pub mod engine;
 pub mod env;
 pub mod glob;
+pub mod jcs;
 pub mod json;
 pub mod mcp;
 pub mod media;
-pub mod signing;
+pub mod route;
 pub mod sniff;
 pub mod spec;
 pub mod sse;
 
-pub use engine::{Engine, Env, Exchange};
-
-// content security (issue 4)
-pub mod jcs;
-pub mod pins;
-pub mod scan;
-
-// identity (issue 3)
+// 1. facts (and 2. rules: `policy`, `policy::limits`)
+pub mod audit;
 pub mod identity;
-
-// policy (issue 5)
+pub mod pins;
 pub mod policy;
+pub mod scan;
+pub mod signing;
 
-// fail closed (issue 14): request targets as every server reads them
-pub mod route;
+// 3. verdicts
+pub mod verdict;
+
+// 4. the compiled bundle
+pub mod bundle;
+
+// 5. pillars
+pub mod content;
+pub mod registry;
+
+// 6. and 7. the engine and its driver
+pub mod driver;
+pub mod engine;
+
+pub use engine::{Engine, Env, Exchange};

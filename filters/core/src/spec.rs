@@ -104,6 +104,26 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&raw).map_err(|_| "not an Ed25519 public key".to_owned())
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary: for quoting
+/// client- or server-chosen text in reasons and records.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+/// The first 8 bytes of a SHA-256, as hex: how a session id is recorded.
+pub fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    hex::encode(digest.get(..8).unwrap_or(&[]))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -130,7 +130,7 @@ impl Event {
     /// Whatever `raw` holds, no line of it that any client could read as
     /// data survives: the output is built from lines whose field name is
     /// exactly `event`, `id` or `retry` and from comments, each free of
-    /// [`SPLITLINES_EXTRA`] characters, so every `data` line, every
+    /// `SPLITLINES_EXTRA` characters, so every `data` line, every
     /// lookalike (`"\u{feff}data"`, `"ï»¿data"`, `"Data"`) and the stream's
     /// byte-order mark are dropped. Lines end in LF in the output, whatever
     /// they ended in (CR, CRLF) before. `data` is split at CR, LF and CRLF

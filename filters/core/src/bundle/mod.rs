@@ -2,7 +2,7 @@
 //! document a filter takes as its plugin configuration.
 //!
 //! Authors write Kubernetes-style YAML documents (`apiVersion`, `kind`,
-//! `metadata.name`, `spec`) in a directory; [`yaml`] turns the directory into
+//! `metadata.name`, `spec`) in a directory; `yaml` (feature `yaml`) turns the directory into
 //! a [`BundleJson`], and [`Bundle::compile`] turns that into the matchers the
 //! engine uses. Compilation happens once per configuration, never per
 //! request, and is where every mistake is caught: an unknown field, a bad

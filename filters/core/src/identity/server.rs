@@ -22,7 +22,7 @@ use super::error::IdentityError;
 use super::extract::extract_bearer;
 use super::metadata::ProtectedResource;
 use super::mint::{DEFAULT_LIFETIME_SECONDS, MintRequest, MintedToken, Minter};
-use super::provider::ProviderSet;
+use super::provider::{ProviderSet, TrustMode};
 use super::scopes::{ScopePolicy, ScopesSpec};
 use crate::env::Env;
 use serde::{Deserialize, Serialize};
@@ -248,9 +248,59 @@ impl ServerIdentity {
         &self.metadata.resource
     }
 
-    /// Step 1, on request headers: the token from `authorization` (all
-    /// `Authorization` header values) and `path` (`:path`, for the query
-    /// check), verified for this server at `now` (Unix seconds).
+    /// Step 1, on request headers: who is calling. The one authentication
+    /// path, used by the engine for every request to this server: claims
+    /// Envoy's `jwt_authn` verified (read through `env`'s properties at
+    /// [`super::Provider::envoy_property_path`]) for the server's providers
+    /// in that mode, else the bearer token from `authorization` (every
+    /// `Authorization` value) verified here by its providers in verify mode.
+    /// A token in the query (`path`) is refused in either mode. `now` is in
+    /// Unix seconds.
+    pub fn authenticate_request(
+        &self,
+        providers: &ProviderSet,
+        env: &dyn Env,
+        authorization: &[&str],
+        path: &str,
+        now: u64,
+        cache: &mut TokenCache,
+    ) -> Result<Arc<Identity>, IdentityError> {
+        if super::extract::query_has_token(path) {
+            return Err(IdentityError::TokenInQuery);
+        }
+        let envoy = self.accepted(providers, TrustMode::EnvoyJwtAuthn);
+        for name in &envoy {
+            let Some(p) = providers.get(name) else {
+                continue;
+            };
+            if let Some(payload) = env.property(&p.envoy_property_path()) {
+                return providers
+                    .authenticate_trusted_payload(&payload, self.resource(), &envoy, now)
+                    .map(Arc::new);
+            }
+        }
+        let verify = self.accepted(providers, TrustMode::Verify);
+        if verify.is_empty() {
+            return Err(IdentityError::MissingToken);
+        }
+        let token = extract_bearer(authorization, path)?;
+        providers.authenticate(token, self.resource(), &verify, now, cache)
+    }
+
+    /// The server's providers (all the bundle's, when it names none) in
+    /// `mode`.
+    fn accepted(&self, providers: &ProviderSet, mode: TrustMode) -> Vec<String> {
+        providers
+            .iter()
+            .filter(|p| {
+                p.mode == mode && (self.providers.is_empty() || self.providers.contains(&p.name))
+            })
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// [`Self::authenticate_request`] for a request carrying a bearer token
+    /// and no `jwt_authn` claims.
     pub fn authenticate(
         &self,
         providers: &ProviderSet,
@@ -259,14 +309,12 @@ impl ServerIdentity {
         now: u64,
         cache: &mut TokenCache,
     ) -> Result<Arc<Identity>, IdentityError> {
-        let token = extract_bearer(authorization, path)?;
-        providers.authenticate(token, self.resource(), &self.providers, now, cache)
+        self.authenticate_request(providers, &NoClaims, authorization, path, now, cache)
     }
 
-    /// Step 1 in Envoy `jwt_authn` mode: `payload` is what
-    /// `get_property` returned for [`super::Provider::envoy_property_path`]
-    /// (protobuf `Struct`/`Value` or JSON; `None` when absent). A token in
-    /// the query is still refused (pass the request `path`).
+    /// [`Self::authenticate_request`] for a request whose `jwt_authn` claims
+    /// are `payload` (what `get_property` returned for the provider's
+    /// [`super::Provider::envoy_property_path`]; `None` when absent).
     pub fn authenticate_envoy(
         &self,
         providers: &ProviderSet,
@@ -274,13 +322,8 @@ impl ServerIdentity {
         path: &str,
         now: u64,
     ) -> Result<Arc<Identity>, IdentityError> {
-        if super::extract::query_has_token(path) {
-            return Err(IdentityError::TokenInQuery);
-        }
-        let payload = payload.ok_or(IdentityError::MissingToken)?;
-        providers
-            .authenticate_trusted_payload(payload, self.resource(), &self.providers, now)
-            .map(Arc::new)
+        let mut cache = TokenCache::new(0);
+        self.authenticate_request(providers, &EnvoyClaims(payload), &[], path, now, &mut cache)
     }
 
     /// Step 2, once the MCP message is classified: the scopes for `method`
@@ -358,5 +401,33 @@ impl ServerIdentity {
     /// metadata.
     pub fn challenge(&self, error: &IdentityError) -> String {
         self.metadata.challenge_for(error)
+    }
+}
+
+/// A host with no `jwt_authn` claims.
+struct NoClaims;
+
+impl Env for NoClaims {
+    fn now_nanos(&self) -> u64 {
+        0
+    }
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+}
+
+/// A host whose `jwt_authn` claims are one payload, at every provider's
+/// path.
+struct EnvoyClaims<'a>(Option<&'a [u8]>);
+
+impl Env for EnvoyClaims<'_> {
+    fn now_nanos(&self) -> u64 {
+        0
+    }
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        self.0.map(<[u8]>::to_vec)
     }
 }

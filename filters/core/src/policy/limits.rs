@@ -5,9 +5,9 @@
 //! Why shaped so: Envoy runs one VM per worker thread, and proxy-wasm shared
 //! data (with its `cas`) is the only state they have in common. Every update
 //! is a read-modify-write retried on `CasMismatch`, never a blind write; a
-//! key that does not exist yet is created with a cas no stored value can
-//! have (see [`SharedStore::create`]), because proxy-wasm has no
-//! "set if absent". If the store cannot be used at all the limit fails
+//! key that does not exist yet is written with no cas (see
+//! [`crate::env::SharedStore::put`]; the host refuses it if another VM
+//! created the key first). If the store cannot be used at all the limit fails
 //! closed: the call is refused, not waved through uncounted.
 //!
 //! State is small text (`tokens last_ns`, `day used`, `lease:expiry,...`)

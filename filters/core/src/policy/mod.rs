@@ -26,6 +26,7 @@
 //! and line and the field.
 
 pub mod approval;
+pub mod gate;
 pub mod limits;
 
 use crate::glob::GlobSet;
