@@ -1,4 +1,5 @@
-//! One HTTP stream: proxy-wasm's callbacks, translated into
+//! One HTTP stream: proxy-wasm's callbacks (`on_http_request_body` and the
+//! rest, in the wasm32-only `Http` context below), translated into
 //! [`portcullis_core::driver::StreamDriver`] calls and its outputs back into
 //! hostcalls. The phase rules (when a body is complete, what trailers mean,
 //! what follows a local reply) are the driver's, shared with every other
@@ -230,6 +231,101 @@ impl Stream {
         }
     }
 }
+
+/// proxy-wasm's HTTP context: each callback one call into [`Stream`], which
+/// hands the stream to the driver. Only built for wasm32, where the ABI is.
+#[cfg(target_arch = "wasm32")]
+mod http {
+    use super::{Step, Stream};
+    use crate::abi::AbiHost;
+    use crate::host::WHOLE_BUFFER;
+    use portcullis_core::Engine;
+    use proxy_wasm::traits::{Context, HttpContext};
+    use proxy_wasm::types::Action;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    thread_local! {
+        /// The request and bundle of the callback running now, for the
+        /// panic hook's record.
+        pub static CURRENT: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+    }
+
+    pub struct Http {
+        stream: Stream,
+        version: String,
+    }
+
+    impl Http {
+        pub fn new(engine: Arc<Engine>, version: String) -> Http {
+            Http {
+                stream: Stream::new(engine),
+                version,
+            }
+        }
+
+        fn enter(&self) {
+            let id = self.stream.request_id().to_owned();
+            let version = self.version.clone();
+            CURRENT.with(|c| *c.borrow_mut() = (id, version));
+        }
+    }
+
+    fn action(step: Step) -> Action {
+        match step {
+            Step::Continue => Action::Continue,
+            Step::Pause => Action::Pause,
+        }
+    }
+
+    impl Context for Http {}
+
+    impl HttpContext for Http {
+        fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(self.stream.on_request_headers(&mut AbiHost, end_of_stream))
+        }
+
+        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(
+                self.stream
+                    .on_request_body(&mut AbiHost, body_size, end_of_stream),
+            )
+        }
+
+        fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+            self.enter();
+            action(self.stream.on_request_trailers(&mut AbiHost, WHOLE_BUFFER))
+        }
+
+        fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(self.stream.on_response_headers(&mut AbiHost, end_of_stream))
+        }
+
+        fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            self.enter();
+            action(
+                self.stream
+                    .on_response_body(&mut AbiHost, body_size, end_of_stream),
+            )
+        }
+
+        fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+            self.enter();
+            action(self.stream.on_response_trailers(&mut AbiHost, WHOLE_BUFFER))
+        }
+
+        fn on_log(&mut self) {
+            self.enter();
+            self.stream.on_log(&mut AbiHost);
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use http::{CURRENT, Http};
 
 /// A body whose bytes are not needed yet (a chunk before the end): only its
 /// size counts, against the limit.

@@ -4,7 +4,7 @@
 //! hostcalls out. The root context compiles the bundle (the plugin
 //! configuration) in `on_configure` and refuses a bad one, so Envoy rejects
 //! the configuration instead of running without policy. Each HTTP context
-//! drives one [`filter::Stream`].
+//! is a [`filter::Stream`] (its proxy-wasm callbacks are in `filter.rs`).
 //!
 //! The VM configuration (Envoy's `vm_config.configuration`, read in
 //! `on_vm_start`) may name `trustedBundleKeys`; then `on_configure` also
@@ -26,23 +26,16 @@ pub mod host;
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use crate::abi::AbiHost;
-    use crate::filter::{AUDIT_PROPERTY, Step, Stream};
-    use crate::host::{Host, Level, WHOLE_BUFFER};
+    use crate::filter::{AUDIT_PROPERTY, CURRENT, Http};
+    use crate::host::{Host, Level};
     use portcullis_core::Engine;
     use portcullis_core::audit::{AuditRecord, rfc3339};
     use portcullis_core::engine::LocalReply;
     use portcullis_core::mcp::{codes, error_response};
     use portcullis_core::signing::TrustConfig;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, LogLevel};
-    use std::cell::RefCell;
+    use proxy_wasm::types::{ContextType, LogLevel};
     use std::sync::Arc;
-
-    thread_local! {
-        /// The request and bundle of the callback running now, for the
-        /// panic hook's record.
-        static CURRENT: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
-    }
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(LogLevel::Info);
@@ -179,79 +172,11 @@ mod wasm {
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
             let engine = self.engine.clone()?;
             let version = engine.version().to_owned();
-            Some(Box::new(Http {
-                stream: Stream::new(engine),
-                version,
-            }))
+            Some(Box::new(Http::new(engine, version)))
         }
 
         fn get_type(&self) -> Option<ContextType> {
             Some(ContextType::HttpContext)
-        }
-    }
-
-    struct Http {
-        stream: Stream,
-        version: String,
-    }
-
-    impl Http {
-        fn enter(&self) {
-            let id = self.stream.request_id().to_owned();
-            let version = self.version.clone();
-            CURRENT.with(|c| *c.borrow_mut() = (id, version));
-        }
-    }
-
-    fn action(step: Step) -> Action {
-        match step {
-            Step::Continue => Action::Continue,
-            Step::Pause => Action::Pause,
-        }
-    }
-
-    impl Context for Http {}
-
-    impl HttpContext for Http {
-        fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-            self.enter();
-            action(self.stream.on_request_headers(&mut AbiHost, end_of_stream))
-        }
-
-        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-            self.enter();
-            action(
-                self.stream
-                    .on_request_body(&mut AbiHost, body_size, end_of_stream),
-            )
-        }
-
-        fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-            self.enter();
-            action(self.stream.on_request_trailers(&mut AbiHost, WHOLE_BUFFER))
-        }
-
-        fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-            self.enter();
-            action(self.stream.on_response_headers(&mut AbiHost, end_of_stream))
-        }
-
-        fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-            self.enter();
-            action(
-                self.stream
-                    .on_response_body(&mut AbiHost, body_size, end_of_stream),
-            )
-        }
-
-        fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-            self.enter();
-            action(self.stream.on_response_trailers(&mut AbiHost, WHOLE_BUFFER))
-        }
-
-        fn on_log(&mut self) {
-            self.enter();
-            self.stream.on_log(&mut AbiHost);
         }
     }
 }

@@ -494,23 +494,6 @@ impl Exchange {
     }
 }
 
-/// The warning a deprecated server's traffic carries until its sunset.
-fn deprecation_warning(server: &Server) -> Option<String> {
-    if server.status != crate::bundle::ServerStatus::Deprecated {
-        return None;
-    }
-    Some(match server.sunset_day {
-        Some(day) => format!(
-            "McpServer/{} is deprecated; it is refused from {}",
-            server.name,
-            rfc3339(day * 86_400 * 1_000_000_000)
-                .get(..10)
-                .unwrap_or("")
-        ),
-        None => format!("McpServer/{} is deprecated", server.name),
-    })
-}
-
 fn json_headers() -> Vec<(String, String)> {
     vec![("content-type".into(), "application/json".into())]
 }

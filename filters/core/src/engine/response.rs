@@ -145,7 +145,7 @@ impl Exchange {
             self.mode = ResponseMode::Pass;
             return edits;
         }
-        if let Some(w) = self.server().and_then(deprecation_warning) {
+        if let Some(w) = self.server().and_then(crate::registry::deprecation_warning) {
             // RFC 7234 §5.5 (299: miscellaneous persistent warning).
             edits
                 .set
@@ -239,13 +239,7 @@ impl Exchange {
             .push(("content-type".into(), "application/json".into()));
         self.response_status = 502;
         if self.pending.is_empty() {
-            let mut record = self.base_record();
-            record.direction = Direction::Server;
-            record.message_index = self.next_stream_index();
-            record.outcome = Outcome::UpstreamInvalid;
-            record.error_code = Some(codes::UPSTREAM_REJECTED);
-            record.reason = format!("upstream response refused: {reason}");
-            self.finish_record(env, record);
+            self.record_unanswered_refusal(env, format!("upstream response refused: {reason}"));
         }
         self.fail_pending(env, reason);
         self.mode = ResponseMode::Discard;
@@ -520,17 +514,26 @@ impl Exchange {
         }
     }
 
+    /// Records a refusal of upstream bytes that answer no open request (the
+    /// open ones get their own records, with the error they were sent).
+    fn record_unanswered_refusal(&mut self, env: &mut dyn Env, reason: String) {
+        let mut record = self.base_record();
+        record.direction = Direction::Server;
+        record.message_index = self.next_stream_index();
+        record.outcome = Outcome::UpstreamInvalid;
+        record.error_code = Some(codes::UPSTREAM_REJECTED);
+        record.reason = reason;
+        self.finish_record(env, record);
+    }
+
     /// Replaces an uninspectable SSE event: each open request gets an error
     /// event, and the event itself is dropped.
     pub(super) fn sse_failed(&mut self, env: &mut dyn Env, reason: &str, out: &mut Vec<u8>) {
         if self.pending.is_empty() {
-            let mut record = self.base_record();
-            record.direction = Direction::Server;
-            record.message_index = self.next_stream_index();
-            record.outcome = Outcome::UpstreamInvalid;
-            record.error_code = Some(codes::UPSTREAM_REJECTED);
-            record.reason = format!("an event of the upstream's stream was refused: {reason}");
-            self.finish_record(env, record);
+            self.record_unanswered_refusal(
+                env,
+                format!("an event of the upstream's stream was refused: {reason}"),
+            );
         }
         for p in std::mem::take(&mut self.pending) {
             let err = self.reject(env, p, reason);
