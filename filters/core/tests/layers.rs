@@ -10,6 +10,13 @@
 //! outside comments and outside the `#[cfg(test)] mod tests` block, grouped
 //! imports (`use crate::{a, b::{c, d}}`) included.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
