@@ -58,3 +58,7 @@ pub mod policy;
 
 // fail closed (issue 14): request targets as every server reads them
 pub mod route;
+
+// one test support (issue 15): tests and benches only, never in a filter build
+#[cfg(feature = "test-util")]
+pub mod test_util;
