@@ -11,8 +11,8 @@
 //!   a proxy-wasm host does: a settable clock ([`MemoryEnv::now`]),
 //!   deterministic random bytes (seeded), host properties (the source
 //!   address, `jwt_authn` metadata), shared data with compare-and-swap
-//!   ([`SharedData`], as proxy-wasm-cpp-host's `SharedData` has it, or no
-//!   shared store at all), and counters recorded in [`MemoryEnv::metrics`].
+//!   ([`SharedData`], as proxy-wasm-cpp-host's `SharedData` has it, or
+//!   [`SharedData::unavailable`]), and counters recorded in [`MemoryEnv::metrics`].
 //! * [`doc`], [`server`]: bundle documents; [`bundle_json`], [`compile`],
 //!   [`engine`]: a bundle of them, compiled.
 //!
@@ -65,10 +65,9 @@ pub struct MemoryEnv {
     /// What [`Env::now_nanos`] returns (Unix nanoseconds); it moves only
     /// when a test moves it.
     pub now: u64,
-    /// The shared data every VM of the plugin sees; `None`: a host without
-    /// a shared store (reads find nothing, writes are
-    /// [`SharedWrite::Unavailable`]).
-    pub shared: Option<SharedData>,
+    /// The shared data every VM of the plugin sees, or
+    /// [`SharedData::unavailable`].
+    pub shared: SharedData,
     /// Every [`Env::count`], summed by metric name.
     pub metrics: BTreeMap<String, u64>,
     properties: BTreeMap<Vec<String>, Vec<u8>>,
@@ -100,7 +99,7 @@ impl MemoryEnv {
     pub fn at_nanos(nanos: u64) -> Self {
         MemoryEnv {
             now: nanos,
-            shared: Some(SharedData::new()),
+            shared: SharedData::new(),
             metrics: BTreeMap::new(),
             properties: BTreeMap::new(),
             random: Random::Seeded(0),
@@ -127,13 +126,13 @@ impl MemoryEnv {
     /// Shares `shared` with every other env given it: worker VMs of one
     /// proxy.
     pub fn with_shared_data(mut self, shared: SharedData) -> Self {
-        self.shared = Some(shared);
+        self.shared = shared;
         self
     }
 
-    /// A host with no shared store.
+    /// A host with no shared store ([`SharedData::unavailable`]).
     pub fn without_shared_data(mut self) -> Self {
-        self.shared = None;
+        self.shared = SharedData::unavailable();
         self
     }
 
@@ -227,18 +226,15 @@ impl Env for MemoryEnv {
     }
 
     fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        self.shared_write(key, value, Some(0)) == SharedWrite::Written
+        self.shared.set(key, value)
     }
 
     fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.as_ref()?.get(key)
+        self.shared.get(key)
     }
 
     fn shared_write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-        match &self.shared {
-            Some(s) => s.write(key, value, cas),
-            None => SharedWrite::Unavailable,
-        }
+        self.shared.write(key, value, cas)
     }
 
     fn count(&mut self, metric: &str, delta: u64) {
@@ -263,9 +259,18 @@ impl Env for MemoryEnv {
 /// * a write with `None` (create if absent) to an existing key is a
 ///   conflict.
 ///
+/// Or a host without a shared store ([`SharedData::unavailable`]): reads
+/// find nothing, writes are [`SharedWrite::Unavailable`].
+///
 /// A handle: clones share one store, across threads too.
-#[derive(Clone, Default)]
-pub struct SharedData(Arc<Mutex<Store>>);
+#[derive(Clone)]
+pub struct SharedData(Option<Arc<Mutex<Store>>>);
+
+impl Default for SharedData {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 struct Store {
     entries: BTreeMap<String, (Vec<u8>, u32)>,
@@ -284,7 +289,17 @@ impl Default for Store {
 impl SharedData {
     /// An empty store; its first write gets cas 1.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_next_cas(1)
+    }
+
+    /// No store: the host has no shared data, or it fails every call.
+    pub fn unavailable() -> Self {
+        SharedData(None)
+    }
+
+    /// Whether there is a store.
+    pub fn is_available(&self) -> bool {
+        self.0.is_some()
     }
 
     /// An empty store whose next write gets cas `next` (0 reads as 1), to
@@ -294,21 +309,24 @@ impl SharedData {
             entries: BTreeMap::new(),
             next_cas: next.max(1),
         };
-        SharedData(Arc::new(Mutex::new(store)))
+        SharedData(Some(Arc::new(Mutex::new(store))))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Store>> {
+        let store = self.0.as_ref()?;
+        Some(store.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The value at `key` and its cas.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.lock().entries.get(key).cloned()
+        self.lock()?.entries.get(key).cloned()
     }
 
     /// Writes `value` at `key` if `cas` allows it (see [`SharedData`]).
     pub fn write(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-        let mut store = self.lock();
+        let Some(mut store) = self.lock() else {
+            return SharedWrite::Unavailable;
+        };
         let stored = store.entries.get(key).map(|(_, c)| *c);
         let conflict = match (stored, cas) {
             (None, _) | (Some(_), Some(0)) => false,
@@ -329,21 +347,35 @@ impl SharedData {
         SharedWrite::Written
     }
 
-    /// Writes `value` at `key` whatever is there.
-    pub fn set(&self, key: &str, value: &[u8]) {
-        self.write(key, value, Some(0));
+    /// Writes `value` at `key` whatever is there; `false` without a store.
+    pub fn set(&self, key: &str, value: &[u8]) -> bool {
+        self.write(key, value, Some(0)) == SharedWrite::Written
     }
 
     /// The keys, in order.
     pub fn keys(&self) -> Vec<String> {
-        self.lock().entries.keys().cloned().collect()
+        self.lock()
+            .map(|s| s.entries.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many keys are stored.
+    pub fn len(&self) -> usize {
+        self.lock().map_or(0, |s| s.entries.len())
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 impl fmt::Debug for SharedData {
     /// Keys, values (as text where they are) and cas.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let store = self.lock();
+        let Some(store) = self.lock() else {
+            return f.write_str("unavailable");
+        };
         f.debug_map()
             .entries(
                 store
@@ -440,6 +472,8 @@ mod tests {
         // One counter for the whole store.
         assert_eq!(env.shared_write("j", b"x", None), SharedWrite::Written);
         assert_eq!(env.shared_get_cas("j").unwrap().1, 4);
+        assert_eq!(env.shared.keys(), ["j", "k"]);
+        assert_eq!(env.shared.len(), 2);
     }
 
     #[test]
@@ -466,6 +500,8 @@ mod tests {
         assert!(!env.shared_set("k", b"v"));
         assert_eq!(env.shared_write("k", b"v", None), SharedWrite::Unavailable);
         assert_eq!(env.shared_get("k"), None);
+        assert!(env.shared.is_empty() && !env.shared.is_available());
+        assert_eq!(format!("{:?}", env.shared), "unavailable");
     }
 
     #[test]

@@ -481,7 +481,7 @@ fn a_rug_pull_is_removed_from_the_list_and_its_calls_refused() {
 fn fail_server_withholds_the_list_and_strict_refuses_unpinned_tools() {
     let engine = pinned_engine("failServer", true);
     let mut e = env();
-    e.shared = Some(SharedData::new());
+    e.shared = SharedData::new();
     let (mut ex, _, _) = post(&engine, &mut e, &[], &list(1));
     let (out, records) = respond(
         &mut ex,
