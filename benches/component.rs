@@ -18,14 +18,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use host_shim::{
     ComponentPlugin, ComponentVm, HeaderMap, Plugin, PluginConfig, StreamCore, TestVm,
 };
+use portcullis_core::test_util::yaml_dir_bundle_json;
 use std::hint::black_box;
 
 const FILTER: &[u8] = include_bytes!(env!("PORTCULLIS_FILTER_WASM"));
 
 fn bundle_json() -> Vec<u8> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bundle");
-    let bundle = portcullis_core::bundle::yaml::load_dir(&dir).expect("examples/bundle compiles");
-    serde_json::to_vec(&bundle).expect("serialise")
+    yaml_dir_bundle_json(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bundle"))
 }
 
 fn config(vm_id: &str) -> PluginConfig {

@@ -23,10 +23,11 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use host_shim::{Dir, HeaderMap, Output, Plugin, PluginConfig, TestVm};
-use portcullis_core::engine::{Env, RequestBodyAction, RequestHead, ResponseBodyAction};
+use portcullis_core::engine::{RequestBodyAction, RequestHead, ResponseBodyAction};
 use portcullis_core::pins::{self, PinSet};
 use portcullis_core::scan::injection::Surface;
 use portcullis_core::scan::{Direction, Scanner, Screen};
+use portcullis_core::test_util::{MemoryEnv, yaml_bundle_json};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
 use std::hint::black_box;
@@ -249,23 +250,10 @@ fn bundle_json(policy: bool) -> Vec<u8> {
              spec:\n  injection:\n    actions:\n      toolResult: {critical: strip}\n",
         );
     }
-    let bundle = portcullis_core::bundle::yaml::load_sources(&[("bench.yaml".into(), yaml)])
-        .unwrap_or_else(|e| panic!("bench bundle: {e:?}"));
-    serde_json::to_vec(&bundle).unwrap()
+    yaml_bundle_json(&yaml)
 }
 
 const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch-document","arguments":{"id":"q3-report"}}}"#;
-
-struct BenchEnv;
-
-impl Env for BenchEnv {
-    fn now_nanos(&self) -> u64 {
-        1_796_140_800_000_000_000
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        buf.fill(0x5a);
-    }
-}
 
 /// The response body as the server sends it: the JSON-RPC answer, or one
 /// SSE `message` event carrying it.
@@ -289,7 +277,8 @@ fn content_type(sse: bool) -> &'static str {
 /// One whole exchange through the engine; returns the body sent to the
 /// client.
 fn native_exchange(engine: &Arc<Engine>, response: &[u8], sse: bool) -> Vec<u8> {
-    let mut env = BenchEnv;
+    // The host: fixed clock and random bytes, no shared store.
+    let mut env = MemoryEnv::new().without_shared_data().random_fill(0x5a);
     let mut ex = Exchange::new(engine.clone());
     let head = RequestHead {
         method: "POST".into(),

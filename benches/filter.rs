@@ -14,7 +14,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use host_shim::{HeaderMap, Plugin, PluginConfig, TestVm};
-use portcullis_core::engine::{Env, RequestHead};
+use portcullis_core::engine::RequestHead;
+use portcullis_core::test_util::{MemoryEnv, yaml_dir_bundle_json};
 use portcullis_core::{Engine, Exchange};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -22,9 +23,7 @@ use std::sync::Arc;
 const WASM: &[u8] = include_bytes!(env!("PORTCULLIS_FILTER_WASM"));
 
 fn bundle_json() -> Vec<u8> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bundle");
-    let bundle = portcullis_core::bundle::yaml::load_dir(&dir).expect("examples/bundle compiles");
-    serde_json::to_vec(&bundle).expect("serialise")
+    yaml_dir_bundle_json(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bundle"))
 }
 
 fn call_body(tool: &str) -> Vec<u8> {
@@ -37,17 +36,6 @@ fn call_body(tool: &str) -> Vec<u8> {
 const RESPONSE: &[u8] =
     br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Weather in Paris: snowy, 14C"}],"isError":false}}"#;
 
-struct BenchEnv;
-
-impl Env for BenchEnv {
-    fn now_nanos(&self) -> u64 {
-        1_796_140_800_000_000_000
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        buf.fill(0x5a);
-    }
-}
-
 fn native(c: &mut Criterion) {
     let engine = Arc::new(Engine::from_config(&bundle_json()).expect("engine"));
     let mut group = c.benchmark_group("tools_call");
@@ -56,9 +44,10 @@ fn native(c: &mut Criterion) {
         ("native/denied", "delete-file"),
     ] {
         let body = call_body(tool);
+        // The host: fixed clock and random bytes, no shared store.
+        let mut env = MemoryEnv::new().without_shared_data().random_fill(0x5a);
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut env = BenchEnv;
                 let mut ex = Exchange::new(engine.clone());
                 let head = RequestHead {
                     method: "POST".into(),

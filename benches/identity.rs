@@ -24,9 +24,10 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use host_shim::{Dir, HeaderMap, Output, Plugin, PluginConfig, TestVm};
 use jsonwebtoken::{Algorithm as A, EncodingKey, Header};
-use portcullis_core::engine::{Env, RequestBodyAction, RequestHead, RequestHeadersAction};
+use portcullis_core::engine::{RequestBodyAction, RequestHead, RequestHeadersAction};
 use portcullis_core::identity::provider::{self, ProviderSet};
 use portcullis_core::identity::{TokenCache, b64};
+use portcullis_core::test_util::{MemoryEnv, yaml_bundle_json};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
 use std::hint::black_box;
@@ -185,30 +186,15 @@ fn bundle_json(identity: bool, cache: usize) -> Vec<u8> {
          spec: {{tokenCacheEntries: {cache}}}\n",
         spec = provider_spec(),
     );
-    let bundle = portcullis_core::bundle::yaml::load_sources(&[("bench.yaml".into(), yaml)])
-        .unwrap_or_else(|e| panic!("bench bundle: {e:?}"));
-    serde_json::to_vec(&bundle).unwrap()
+    yaml_bundle_json(&yaml)
 }
 
 const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get-weather","arguments":{"city":"Paris","units":"metric"}}}"#;
 const RESPONSE: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Weather in Paris: snowy, 14C"}],"isError":false}}"#;
 
-/// Time is the wall clock at bench start, fixed, so a cached entry never
-/// expires mid-run and tokens minted against `now()` are valid.
-struct BenchEnv(u64);
-
-impl Env for BenchEnv {
-    fn now_nanos(&self) -> u64 {
-        self.0
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        buf.fill(0x5a);
-    }
-}
-
 /// One whole exchange through the engine; panics unless the call was
 /// forwarded and answered.
-fn native_exchange(engine: &Arc<Engine>, env: &mut BenchEnv, authorization: &str) {
+fn native_exchange(engine: &Arc<Engine>, env: &mut MemoryEnv, authorization: &str) {
     let mut ex = Exchange::new(engine.clone());
     let head = RequestHead {
         method: "POST".into(),
@@ -303,7 +289,11 @@ fn exchange(c: &mut Criterion) {
     let mut group = c.benchmark_group("identity/exchange");
 
     // Native: the engine, as the filter drives it.
-    let mut env = BenchEnv(now_nanos);
+    // Time is the wall clock at bench start, fixed, so a cached entry never
+    // expires mid-run and tokens minted against `now()` are valid.
+    let mut env = MemoryEnv::at_nanos(now_nanos)
+        .without_shared_data()
+        .random_fill(0x5a);
     let plain = Arc::new(Engine::from_config(&bundle_json(false, 1024)).unwrap());
     let (_, any_token) = &tokens[0];
     group.bench_function("native/no-identity", |b| {

@@ -20,13 +20,11 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use host_shim::{Dir, HeaderMap, Output, Plugin, PluginConfig, TestVm};
-use portcullis_core::engine::{
-    Env, RequestBodyAction, RequestHead, RequestHeadersAction, SharedWrite,
-};
+use portcullis_core::engine::{RequestBodyAction, RequestHead, RequestHeadersAction};
 use portcullis_core::policy::{Call, Context, TargetKind};
+use portcullis_core::test_util::{MemoryEnv, bundle_json, doc, server};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -34,9 +32,8 @@ const WASM: &[u8] = include_bytes!(env!("PORTCULLIS_FILTER_WASM"));
 const SIZES: [usize; 3] = [10, 100, 1000];
 
 fn bundle(rules: usize, limits: bool) -> Vec<u8> {
-    let tools: Vec<Value> = (0..rules)
-        .map(|i| json!({"name": format!("tool-{i}")}))
-        .collect();
+    let tools: Vec<String> = (0..rules).map(|i| format!("tool-{i}")).collect();
+    let tools: Vec<&str> = tools.iter().map(String::as_str).collect();
     let rule_docs: Vec<Value> = (0..rules)
         .map(|i| {
             let mut r = json!({"id": format!("r{i}"), "effect": "permit", "tools": [format!("tool-{i}")]});
@@ -56,13 +53,10 @@ fn bundle(rules: usize, limits: bool) -> Vec<u8> {
             {"id": "budget", "budget": {"unitsPerDay": 1_000_000_000_000u64}},
         ]);
     }
-    let docs = json!([
-        {"apiVersion": "portcullis.dev/v1alpha1", "kind": "McpServer", "metadata": {"name": "big"},
-         "spec": {"match": {"pathPrefix": "/mcp"}, "tools": tools}},
-        {"apiVersion": "portcullis.dev/v1alpha1", "kind": "Policy", "metadata": {"name": "p"}, "spec": policy},
-    ]);
-    let documents: Vec<portcullis_core::bundle::Document> = serde_json::from_value(docs).unwrap();
-    serde_json::to_vec(&portcullis_core::bundle::assemble(documents)).unwrap()
+    bundle_json(vec![
+        server("big", "/mcp", &tools),
+        doc("Policy", "p", policy),
+    ])
 }
 
 /// The tool a call names: the middle rule, one with a CEL condition.
@@ -79,33 +73,12 @@ fn call_body(tool: &str) -> Vec<u8> {
 
 const RESPONSE: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}}"#;
 
-#[derive(Default)]
-struct BenchEnv {
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    cas: u32,
+/// The host: fixed clock and random bytes, shared data with CAS.
+fn bench_env() -> MemoryEnv {
+    MemoryEnv::at_secs(1_800_000_000).random_fill(0x5a)
 }
 
-impl Env for BenchEnv {
-    fn now_nanos(&self) -> u64 {
-        1_800_000_000_000_000_000
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        buf.fill(0x5a);
-    }
-    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.get(key).cloned()
-    }
-    fn shared_write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-        if self.shared.get(key).map(|(_, c)| *c) != cas {
-            return SharedWrite::Conflict;
-        }
-        self.cas += 1;
-        self.shared.insert(key.into(), (value.to_vec(), self.cas));
-        SharedWrite::Written
-    }
-}
-
-fn native_exchange(engine: &Arc<Engine>, env: &mut BenchEnv, body: &[u8]) {
+fn native_exchange(engine: &Arc<Engine>, env: &mut MemoryEnv, body: &[u8]) {
     let mut ex = Exchange::new(engine.clone());
     let head = RequestHead {
         method: "POST".into(),
@@ -208,7 +181,7 @@ fn exchange(c: &mut Criterion) {
     for n in SIZES {
         let body = call_body(&target(n));
         let engine = Arc::new(Engine::from_config(&bundle(n, false)).unwrap());
-        let mut env = BenchEnv::default();
+        let mut env = bench_env();
         native_exchange(&engine, &mut env, &body);
         group.bench_function(format!("native/{n}"), |b| {
             b.iter(|| native_exchange(&engine, &mut env, &body))
@@ -223,7 +196,7 @@ fn exchange(c: &mut Criterion) {
     let n = 100;
     let body = call_body(&target(n));
     let engine = Arc::new(Engine::from_config(&bundle(n, true)).unwrap());
-    let mut env = BenchEnv::default();
+    let mut env = bench_env();
     native_exchange(&engine, &mut env, &body);
     assert!(!env.shared.is_empty(), "limits counted");
     group.bench_function("native/100/limits", |b| {

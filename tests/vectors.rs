@@ -31,10 +31,10 @@ use host_shim::{
 };
 use portcullis_core::Engine;
 use portcullis_core::driver::{Output as Out, Step, StreamDriver};
-use portcullis_core::engine::{Env, HeaderEdits, RequestHead};
+use portcullis_core::engine::{HeaderEdits, RequestHead};
+use portcullis_core::test_util::{MemoryEnv, SharedData, yaml_dir_bundle_json};
 use serde_json::{Value, json};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -67,12 +67,11 @@ fn vectors() -> Vec<(String, Value)> {
 }
 
 fn bundle_json(vector: &Value) -> Vec<u8> {
-    let dir = vectors_dir()
-        .join("bundles")
-        .join(vector["bundle"].as_str().unwrap());
-    let bundle = portcullis_core::bundle::yaml::load_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
-    serde_json::to_vec(&bundle).unwrap()
+    yaml_dir_bundle_json(
+        &vectors_dir()
+            .join("bundles")
+            .join(vector["bundle"].as_str().unwrap()),
+    )
 }
 
 struct Request {
@@ -246,58 +245,6 @@ fn outcome(
 
 // ------------------------------------------------------------------ native
 
-/// The engine's host, natively: the real clock, real randomness (request
-/// ids are normalised), and one shared store for the vector (as host-shim's
-/// shared data is).
-/// The vector's shared data: value and cas by key.
-type SharedStore = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
-
-struct NativeEnv {
-    shared: SharedStore,
-}
-
-impl Env for NativeEnv {
-    fn now_nanos(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        getrandom::fill(buf).unwrap();
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.borrow().get(key).map(|(v, _)| v.clone())
-    }
-    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.borrow().get(key).cloned()
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        let mut m = self.shared.borrow_mut();
-        let cas = m.get(key).map(|(_, c)| c + 1).unwrap_or(1);
-        m.insert(key.to_owned(), (value.to_vec(), cas));
-        true
-    }
-    fn shared_write(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        cas: Option<u32>,
-    ) -> portcullis_core::engine::SharedWrite {
-        use portcullis_core::engine::SharedWrite;
-        let mut m = self.shared.borrow_mut();
-        let current = m.get(key).map(|(_, c)| *c);
-        if current != cas {
-            return SharedWrite::Conflict;
-        }
-        m.insert(
-            key.to_owned(),
-            (value.to_vec(), current.map_or(1, |c| c + 1)),
-        );
-        SharedWrite::Written
-    }
-}
-
 fn apply(h: &mut HeaderMap, edits: &HeaderEdits) {
     for name in &edits.remove {
         h.remove(name);
@@ -312,7 +259,7 @@ fn apply(h: &mut HeaderMap, edits: &HeaderEdits) {
 struct NativeFilter {
     driver: StreamDriver,
     stream: SharedStream,
-    env: NativeEnv,
+    env: MemoryEnv,
     audit: String,
 }
 
@@ -485,9 +432,18 @@ impl HttpFilter for NativeFilter {
     fn on_destroy(&mut self) {}
 }
 
+/// Now, Unix nanoseconds.
+fn wall_clock_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 fn run_native(name: &str, vector: &Value) -> Value {
     let engine = Arc::new(Engine::from_config(&bundle_json(vector)).unwrap());
-    let shared = Rc::new(RefCell::new(HashMap::new()));
+    // One shared store for the vector, as host-shim's shared data is.
+    let shared = SharedData::new();
     let exchanges = vector["exchanges"].as_array().unwrap();
     json!(
         exchanges
@@ -498,9 +454,12 @@ fn run_native(name: &str, vector: &Value) -> Value {
                 let filter = NativeFilter {
                     driver: StreamDriver::new(engine.clone()),
                     stream: data.clone(),
-                    env: NativeEnv {
-                        shared: shared.clone(),
-                    },
+                    // The engine's host, natively: the wall clock when the
+                    // exchange starts, random bytes seeded per exchange
+                    // (request ids are normalised), the vector's shared data.
+                    env: MemoryEnv::at_nanos(wall_clock_nanos())
+                        .seeded(i as u64)
+                        .with_shared_data(shared.clone()),
                     audit: String::new(),
                 };
                 shim_exchange(

@@ -33,7 +33,8 @@
 //! 6. **[`engine`]**: the per-stream state machine combining the pillars'
 //!    verdicts, never reinterpreting one;
 //! 7. **[`driver`]**: the phase rules of a stream (headers, body, trailers,
-//!    local replies, host faults), once for every build.
+//!    local replies, host faults), once for every build; and, for tests
+//!    and benches only, `test_util` (feature `test-util`).
 //!
 //! `ARCHITECTURE.md` at the repository root follows one tools/call through
 //! these files.
@@ -72,5 +73,10 @@ pub mod registry;
 // 6. and 7. the engine and its driver
 pub mod driver;
 pub mod engine;
+
+// Tests and benches only (feature `test-util`), never in a filter build: a
+// `MemoryEnv` and the document builders.
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use engine::{Engine, Env, Exchange};

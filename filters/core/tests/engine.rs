@@ -9,65 +9,28 @@
 )]
 
 use portcullis_core::audit::{Decision, Outcome};
-use portcullis_core::bundle::{API_VERSION, Document, Metadata, assemble};
+use portcullis_core::bundle::Document;
 use portcullis_core::engine::{
-    Env, HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
+    HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
 };
 use portcullis_core::mcp::codes;
+use portcullis_core::test_util::{self, MemoryEnv, doc, server};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-struct TestEnv {
-    now: u64,
-    counter: u8,
-}
-
-impl Env for TestEnv {
-    fn now_nanos(&self) -> u64 {
-        self.now
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        self.counter += 1;
-        buf.fill(self.counter);
-    }
-}
-
-fn env() -> TestEnv {
-    TestEnv {
-        now: 1_796_140_800_000_000_000,
-        counter: 0,
-    }
-}
-
-fn doc(kind: &str, name: &str, spec: Value) -> Document {
-    Document {
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        metadata: Metadata {
-            name: name.into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-        source: None,
-    }
+/// The host: fixed clock, seeded randomness, no shared store.
+fn env() -> MemoryEnv {
+    MemoryEnv::new().without_shared_data()
 }
 
 fn engine_with(extra: Vec<Document>) -> Arc<Engine> {
-    let mut docs = vec![doc(
-        "McpServer",
-        "everything",
-        json!({
-            "match": {"pathPrefix": "/mcp"},
-            "tools": [{"name": "echo"}, {"name": "get-*"}],
-            "resources": [{"uri": "file:///public/*"}],
-            "prompts": [{"name": "greet"}]
-        }),
-    )];
+    let mut everything = server("everything", "/mcp", &["echo", "get-*"]);
+    everything.spec["resources"] = json!([{"uri": "file:///public/*"}]);
+    everything.spec["prompts"] = json!([{"name": "greet"}]);
+    let mut docs = vec![everything];
     docs.extend(extra);
-    let json = serde_json::to_vec(&assemble(docs)).unwrap();
-    Arc::new(Engine::from_config(&json).unwrap())
+    test_util::engine(docs)
 }
 
 fn engine() -> Arc<Engine> {
@@ -88,7 +51,7 @@ fn post(headers: &[(&str, &str)]) -> RequestHead {
 /// Sends `body` as a POST; returns the body action.
 fn send(
     ex: &mut Exchange,
-    e: &mut TestEnv,
+    e: &mut MemoryEnv,
     head: RequestHead,
     body: &[u8],
 ) -> (HeaderEdits, RequestBodyAction) {

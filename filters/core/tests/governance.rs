@@ -12,15 +12,14 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use portcullis_core::audit::{AuditRecord, Outcome};
-use portcullis_core::bundle::{API_VERSION, Document, Metadata, assemble};
 use portcullis_core::engine::{
-    Env, HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
+    HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
 };
 use portcullis_core::mcp::codes;
 use portcullis_core::pins::tool_pin;
+use portcullis_core::test_util::{self, MemoryEnv, SharedData, doc, server};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 const ISS: &str = "https://idp.example.com";
@@ -28,45 +27,10 @@ const RES: &str = "https://mcp.example.com/mcp";
 const NOW: u64 = 1_800_000_000;
 const SECRET: &[u8] = b"test-only-hmac-secret-0123456789-0123456789-0123456789-abcdefghij";
 
-struct TestEnv {
-    now: u64,
-    counter: u8,
-    shared: Option<HashMap<String, Vec<u8>>>,
-    metrics: HashMap<String, u64>,
-}
-
-impl Env for TestEnv {
-    fn now_nanos(&self) -> u64 {
-        self.now
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        self.counter = self.counter.wrapping_add(1);
-        buf.fill(self.counter);
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.as_ref()?.get(key).cloned()
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        match &mut self.shared {
-            Some(m) => {
-                m.insert(key.to_owned(), value.to_vec());
-                true
-            }
-            None => false,
-        }
-    }
-    fn count(&mut self, metric: &str, delta: u64) {
-        *self.metrics.entry(metric.to_owned()).or_insert(0) += delta;
-    }
-}
-
-fn env() -> TestEnv {
-    TestEnv {
-        now: NOW * 1_000_000_000,
-        counter: 0,
-        shared: None,
-        metrics: HashMap::new(),
-    }
+/// The host: fixed clock, seeded randomness, no shared store (a test adds
+/// one).
+fn env() -> MemoryEnv {
+    MemoryEnv::at_secs(NOW).without_shared_data()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -79,31 +43,12 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn doc(kind: &str, name: &str, spec: Value) -> Document {
-    Document {
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        metadata: Metadata {
-            name: name.into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-        source: None,
-    }
-}
-
-fn build(docs: Vec<Document>) -> Arc<Engine> {
-    let json = serde_json::to_vec(&assemble(docs)).unwrap();
-    Arc::new(Engine::from_config(&json).unwrap_or_else(|e| panic!("{e:?}")))
-}
-
 fn mint_key() -> Value {
     serde_json::from_str(&fixture("mint-ed25519.private.jwk.json")).unwrap()
 }
 
 fn identity_engine() -> Arc<Engine> {
-    build(vec![
+    test_util::engine(vec![
         doc(
             "IdentityProvider",
             "corp-idp",
@@ -168,7 +113,7 @@ fn list(id: u32) -> Vec<u8> {
 /// edits of the headers phase, and the body action.
 fn post(
     engine: &Arc<Engine>,
-    e: &mut TestEnv,
+    e: &mut MemoryEnv,
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> (Exchange, HeaderEdits, RequestBodyAction) {
@@ -194,7 +139,7 @@ fn set(edits: &HeaderEdits, name: &str) -> Option<String> {
 /// the client receives and the records.
 fn respond(
     ex: &mut Exchange,
-    e: &mut TestEnv,
+    e: &mut MemoryEnv,
     ctype: &str,
     body: &[u8],
 ) -> (Vec<u8>, Vec<AuditRecord>) {
@@ -423,7 +368,7 @@ fn tool(name: &str, description: &str) -> Value {
 
 fn pinned_engine(on_failure: &str, strict: bool) -> Arc<Engine> {
     let add = tool("add", "Adds two numbers.");
-    build(vec![doc(
+    test_util::engine(vec![doc(
         "McpServer",
         "calc",
         json!({
@@ -536,7 +481,7 @@ fn a_rug_pull_is_removed_from_the_list_and_its_calls_refused() {
 fn fail_server_withholds_the_list_and_strict_refuses_unpinned_tools() {
     let engine = pinned_engine("failServer", true);
     let mut e = env();
-    e.shared = Some(HashMap::new());
+    e.shared = SharedData::new();
     let (mut ex, _, _) = post(&engine, &mut e, &[], &list(1));
     let (out, records) = respond(
         &mut ex,
@@ -588,8 +533,7 @@ fn a_bundle_refuses_bad_pins_with_their_field() {
         "calc",
         json!({"tools": [{"name": "add", "pin": "sha256:nothex"}, {"name": "get-*", "pin": format!("sha256:{}", "0".repeat(64))}]}),
     )];
-    let json = serde_json::to_vec(&assemble(docs)).unwrap();
-    let errors = Engine::from_config(&json).unwrap_err();
+    let errors = Engine::from_config(&test_util::bundle_json(docs)).unwrap_err();
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     assert!(
         text.iter().any(|t| t.contains("spec.tools[0].pin")),
@@ -605,12 +549,8 @@ fn a_bundle_refuses_bad_pins_with_their_field() {
 // ----------------------------------------------------------------- content
 
 fn content_engine() -> Arc<Engine> {
-    build(vec![
-        doc(
-            "McpServer",
-            "crm",
-            json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "*"}]}),
-        ),
+    test_util::engine(vec![
+        server("crm", "/mcp", &["*"]),
         doc("ContentPolicy", "default", json!({})),
     ])
 }
@@ -686,7 +626,7 @@ fn secrets_in_arguments_block_the_call_and_pii_is_flagged() {
 
 #[test]
 fn redacting_arguments_rewrites_the_request_body() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         doc(
             "McpServer",
             "crm",
@@ -842,12 +782,8 @@ fn uninspectable_responses_are_replaced_never_passed() {
     assert!(out.contains(&codes::UPSTREAM_REJECTED.to_string()), "{out}");
     assert_eq!(records[0].outcome, Outcome::UpstreamInvalid);
     // An event over the limit.
-    let small = build(vec![
-        doc(
-            "McpServer",
-            "crm",
-            json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "*"}]}),
-        ),
+    let small = test_util::engine(vec![
+        server("crm", "/mcp", &["*"]),
         doc("ContentPolicy", "default", json!({})),
         doc("Settings", "s", json!({"maxResponseBytes": 256})),
     ]);

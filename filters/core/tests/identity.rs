@@ -14,10 +14,10 @@
 )]
 
 use jsonwebtoken::{Algorithm as A, DecodingKey, EncodingKey, Header, Validation};
-use portcullis_core::Env;
 use portcullis_core::identity::provider::{self, ProviderSet};
 use portcullis_core::identity::server::Upstream;
 use portcullis_core::identity::*;
+use portcullis_core::test_util::MemoryEnv;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -936,23 +936,6 @@ fn cached_verification_is_fast() {
 
 // ------------------------------------------------------------------ minting
 
-struct TestEnv {
-    now: u64,
-    counter: u8,
-}
-
-impl Env for TestEnv {
-    fn now_nanos(&self) -> u64 {
-        self.now * 1_000_000_000
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        self.counter = self.counter.wrapping_add(1);
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = self.counter ^ (i as u8));
-    }
-}
-
 #[test]
 fn minted_tokens_verify_with_jsonwebtoken() {
     let providers = providers();
@@ -960,10 +943,7 @@ fn minted_tokens_verify_with_jsonwebtoken() {
     let mut c = claims();
     c["act"] = json!({"sub": "agent-7"});
     let id = auth(&providers, &good_with(A::EdDSA, &c)).unwrap();
-    let mut env = TestEnv {
-        now: jsonwebtoken::get_current_timestamp(),
-        counter: 0,
-    };
+    let mut env = MemoryEnv::at_secs(jsonwebtoken::get_current_timestamp());
     let UpstreamAuth::Replace(minted) =
         srv.upstream_authorization(&id, "tools/call", Some("echo"), &mut env)
     else {
@@ -1017,10 +997,7 @@ fn minted_hs256_tokens_verify_with_jsonwebtoken() {
     let spec: ServerIdentitySpec = serde_json::from_value(spec).unwrap();
     let srv = ServerIdentity::compile(&spec, &providers, &[]).unwrap();
     let id = auth(&providers, &good(A::HS256)).unwrap();
-    let mut env = TestEnv {
-        now: jsonwebtoken::get_current_timestamp(),
-        counter: 0,
-    };
+    let mut env = MemoryEnv::at_secs(jsonwebtoken::get_current_timestamp());
     let UpstreamAuth::Replace(minted) =
         srv.upstream_authorization(&id, "tools/call", Some("echo"), &mut env)
     else {
@@ -1049,10 +1026,7 @@ fn upstream_modes_and_lifetime_limits() {
         ServerIdentity::compile(&spec, &providers, &[])
     };
     let id = auth(&providers, &good(A::HS256)).unwrap();
-    let mut env = TestEnv {
-        now: NOW,
-        counter: 0,
-    };
+    let mut env = MemoryEnv::at_secs(NOW);
     let strip = compile(json!({})).unwrap();
     assert_eq!(
         strip.upstream_authorization(&id, "tools/list", None, &mut env),
@@ -1416,10 +1390,7 @@ fn perf_report() {
     }
     let srv = server(&providers);
     let id = auth(&providers, &good(A::EdDSA)).unwrap();
-    let mut env = TestEnv {
-        now: NOW,
-        counter: 0,
-    };
+    let mut env = MemoryEnv::at_secs(NOW);
     let mint = time(2000, || {
         let _ = srv.upstream_authorization(&id, "tools/call", Some("echo"), &mut env);
     });

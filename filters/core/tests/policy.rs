@@ -12,16 +12,15 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis_core::audit::{AuditRecord, Decision};
-use portcullis_core::bundle::{API_VERSION, Bundle, Document, Metadata, assemble};
+use portcullis_core::bundle::{Bundle, Document, assemble};
 use portcullis_core::engine::{
-    Env, HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
-    SharedWrite,
+    HeaderEdits, RequestBodyAction, RequestHead, RequestHeadersAction, ResponseBodyAction,
 };
 use portcullis_core::mcp::codes;
 use portcullis_core::policy::approval;
+use portcullis_core::test_util::{self, MemoryEnv, doc};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 const ISS: &str = "https://idp.example.com";
@@ -30,83 +29,15 @@ const RES: &str = "https://mcp.example.com/mcp";
 const NOW: u64 = 1_800_009_000;
 const SECRET: &[u8] = b"test-only-hmac-secret-0123456789-0123456789-0123456789-abcdefghij";
 
-/// A host with a real compare-and-swap store, as proxy-wasm has.
-struct TestEnv {
-    now: u64,
-    counter: u32,
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-    source: Option<String>,
-    metrics: HashMap<String, u64>,
-}
-
-impl Env for TestEnv {
-    fn now_nanos(&self) -> u64 {
-        self.now
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        self.counter = self.counter.wrapping_add(1);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (self.counter >> ((i % 4) * 8)) as u8 ^ i as u8;
-        }
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        (path == ["source", "address"])
-            .then(|| self.source.clone().map(String::into_bytes))
-            .flatten()
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.get(key).map(|(v, _)| v.clone())
-    }
-    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.get(key).cloned()
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        self.shared_write(key, value, self.shared.get(key).map(|(_, c)| *c)) == SharedWrite::Written
-    }
-    fn shared_write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-        let current = self.shared.get(key).map(|(_, c)| *c);
-        if current != cas {
-            return SharedWrite::Conflict;
-        }
-        self.next_cas += 1;
-        self.shared
-            .insert(key.to_owned(), (value.to_vec(), self.next_cas));
-        SharedWrite::Written
-    }
-    fn count(&mut self, metric: &str, delta: u64) {
-        *self.metrics.entry(metric.to_owned()).or_insert(0) += delta;
-    }
-}
-
-fn env() -> TestEnv {
-    TestEnv {
-        now: NOW * 1_000_000_000,
-        counter: 0,
-        shared: HashMap::new(),
-        next_cas: 0,
-        source: Some("10.1.2.3:45678".into()),
-        metrics: HashMap::new(),
-    }
+/// The host: a real compare-and-swap store, as proxy-wasm has, and a
+/// client address.
+fn env() -> MemoryEnv {
+    MemoryEnv::at_secs(NOW).with_source_address("10.1.2.3:45678")
 }
 
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn doc(kind: &str, name: &str, spec: Value) -> Document {
-    Document {
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        metadata: Metadata {
-            name: name.into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-        source: None,
-    }
 }
 
 fn provider() -> Document {
@@ -121,33 +52,18 @@ fn provider() -> Document {
     )
 }
 
+/// An `McpServer` behind the identity provider, with resources and
+/// prompts.
 fn server(name: &str, prefix: &str, tools: &[&str]) -> Document {
-    doc(
-        "McpServer",
-        name,
-        json!({
-            "match": {"pathPrefix": prefix},
-            "tools": tools.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
-            "resources": [{"uri": "file:///data/*"}],
-            "prompts": [{"name": "*"}],
-            "identity": {"resource": RES, "upstreamToken": {"mode": "strip"}},
-        }),
-    )
+    let mut d = test_util::server(name, prefix, tools);
+    d.spec["resources"] = json!([{"uri": "file:///data/*"}]);
+    d.spec["prompts"] = json!([{"name": "*"}]);
+    d.spec["identity"] = json!({"resource": RES, "upstreamToken": {"mode": "strip"}});
+    d
 }
 
 fn policy(name: &str, spec: Value) -> Document {
     doc("Policy", name, spec)
-}
-
-fn compile(docs: Vec<Document>) -> Result<Arc<Engine>, Vec<String>> {
-    let json = serde_json::to_vec(&assemble(docs)).unwrap();
-    Engine::from_config(&json)
-        .map(Arc::new)
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
-}
-
-fn build(docs: Vec<Document>) -> Arc<Engine> {
-    compile(docs).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn token(sub: &str, extra: Value) -> String {
@@ -202,7 +118,7 @@ impl Sent {
     }
 
     /// Ends the stream (no answer) and returns the records.
-    fn end(mut self, e: &mut TestEnv) -> Vec<AuditRecord> {
+    fn end(mut self, e: &mut MemoryEnv) -> Vec<AuditRecord> {
         self.ex.on_stream_end(e);
         self.ex.take_audit()
     }
@@ -210,7 +126,7 @@ impl Sent {
 
 fn send(
     engine: &Arc<Engine>,
-    e: &mut TestEnv,
+    e: &mut MemoryEnv,
     path: &str,
     headers: &[(&str, String)],
     body: &[u8],
@@ -246,7 +162,7 @@ fn as_user(sub: &str, extra: Value) -> Vec<(&'static str, String)> {
 
 fn decide(
     engine: &Arc<Engine>,
-    e: &mut TestEnv,
+    e: &mut MemoryEnv,
     sub: &str,
     tool: &str,
     args: Value,
@@ -274,7 +190,7 @@ fn rules_ab() -> Vec<Value> {
 
 #[test]
 fn forbid_overrides_permit_and_nothing_unpermitted_passes() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server(
             "files",
@@ -343,7 +259,7 @@ fn the_order_of_rules_and_documents_does_not_matter() {
         ("bob", "read_file"),
     ];
     let decisions = |docs: Vec<Document>| -> Vec<(bool, Option<String>)> {
-        let engine = build(docs);
+        let engine = test_util::engine(docs);
         let mut e = env();
         calls
             .iter()
@@ -397,7 +313,7 @@ fn the_order_of_rules_and_documents_does_not_matter() {
 
 #[test]
 fn a_server_no_permit_reaches_is_governed_by_its_registry_lists() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["read_file"]),
         server("other", "/other", &["echo"]),
@@ -445,7 +361,7 @@ fn a_server_no_permit_reaches_is_governed_by_its_registry_lists() {
 
 #[test]
 fn every_matcher_kind() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server(
             "files",
@@ -477,7 +393,7 @@ fn every_matcher_kind() {
         ),
     ]);
     let mut e = env();
-    let ok = |e: &mut TestEnv,
+    let ok = |e: &mut MemoryEnv,
               sub: &str,
               extra: Value,
               tool: &str,
@@ -587,7 +503,7 @@ fn every_matcher_kind() {
         &[]
     ));
     assert!(ok(&mut e, "bob", none.clone(), "t-cidr", none.clone(), &[]));
-    e.source = Some("192.0.2.9:1000".into());
+    e.set_source_address("192.0.2.9:1000");
     assert!(!ok(
         &mut e,
         "bob",
@@ -596,7 +512,7 @@ fn every_matcher_kind() {
         none.clone(),
         &[]
     ));
-    e.source = Some("[::ffff:10.9.9.9]:1000".into());
+    e.set_source_address("[::ffff:10.9.9.9]:1000");
     assert!(ok(&mut e, "bob", none.clone(), "t-cidr", none.clone(), &[]));
     assert!(ok(
         &mut e,
@@ -693,7 +609,7 @@ fn every_matcher_kind() {
         &[]
     ));
     // Resources and prompts.
-    let read = |e: &mut TestEnv, uri: &str| {
+    let read = |e: &mut MemoryEnv, uri: &str| {
         let body = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}})
             .to_string();
         send(
@@ -708,7 +624,7 @@ fn every_matcher_kind() {
     };
     assert!(read(&mut e, "file:///data/public/a.txt"));
     assert!(!read(&mut e, "file:///data/private/a.txt"));
-    let prompt = |e: &mut TestEnv, who: &str| {
+    let prompt = |e: &mut MemoryEnv, who: &str| {
         let body = json!({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}})
             .to_string();
         send(
@@ -727,7 +643,7 @@ fn every_matcher_kind() {
 
 #[test]
 fn a_cel_error_fails_closed_and_is_reported() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("pay", "/mcp", &["pay", "refund"]),
         policy(
@@ -801,7 +717,7 @@ fn bad_rules_are_refused_at_configure_time_with_their_field() {
         ),
     ];
     for (rule, field) in cases {
-        let errs = compile(vec![
+        let errs = test_util::compile(vec![
             server("files", "/mcp", &["a"]),
             policy("bad", json!({"rules": [rule.clone()]})),
         ])
@@ -812,7 +728,7 @@ fn bad_rules_are_refused_at_configure_time_with_their_field() {
             "{rule}: {errs:#?} should name {field}"
         );
     }
-    let errs = compile(vec![
+    let errs = test_util::compile(vec![
         server("files", "/mcp", &["a"]),
         policy(
             "dup",
@@ -830,7 +746,7 @@ fn bad_rules_are_refused_at_configure_time_with_their_field() {
 
 #[test]
 fn shadow_rules_record_would_deny_without_blocking() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["read_file", "rm"]),
         policy(
@@ -866,7 +782,7 @@ fn shadow_rules_record_would_deny_without_blocking() {
     assert_eq!(shadow.rules, vec!["Policy/trial#no-rm"]);
     assert_eq!(e.metrics.get("portcullis.shadow_would_deny"), Some(&1));
     // The same rule as a whole-bundle shadow: Settings.enforce: false.
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["read_file", "rm"]),
         policy(
@@ -895,7 +811,7 @@ fn shadow_rules_record_would_deny_without_blocking() {
 // ---------------------------------------------------------------- limits
 
 fn limits_engine(limit: Value) -> Arc<Engine> {
-    build(vec![
+    test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["read_file", "search", "pay"]),
         policy("limits", json!({"limits": [limit]})),
@@ -1041,17 +957,8 @@ fn global_limits_are_named_for_envoys_rate_limit_filter() {
 
 #[test]
 fn a_host_without_shared_data_refuses_rather_than_counts_nothing() {
-    struct NoStore(TestEnv);
-    impl Env for NoStore {
-        fn now_nanos(&self) -> u64 {
-            self.0.now
-        }
-        fn random_bytes(&mut self, buf: &mut [u8]) {
-            self.0.random_bytes(buf)
-        }
-    }
     let engine = limits_engine(json!({"id": "r", "rate": {"requests": 100, "per": "1m"}}));
-    let mut e = NoStore(env());
+    let mut e = env().without_shared_data();
     let mut ex = Exchange::new(engine.clone());
     let head = RequestHead {
         method: "POST".into(),
@@ -1081,7 +988,7 @@ fn approval_engine(signing: &ed25519_dalek::SigningKey) -> Arc<Engine> {
     use base64::Engine as _;
     let public =
         base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().to_bytes());
-    build(vec![
+    test_util::engine(vec![
         provider(),
         server("payments", "/mcp", &["pay"]),
         policy(
@@ -1206,7 +1113,7 @@ fn approve_then_one_retry_then_refused() {
 
 #[test]
 fn lists_show_a_caller_only_what_it_may_use() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server(
             "files",
@@ -1286,7 +1193,7 @@ fn a_thousand_rules_compile_and_decide_by_index() {
                         "subject": {"users": [format!("user-{}", i % 10)]}})
         })
         .collect();
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("big", "/mcp", &tool_refs),
         policy("big", json!({"rules": rules})),
@@ -1310,7 +1217,7 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
         }
         d
     };
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         srv(
             "blocked",
@@ -1342,7 +1249,7 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
         doc("Settings", "settings", json!({"environment": "prod"})),
     ]);
     let mut e = env();
-    let go = |e: &mut TestEnv, path: &str| {
+    let go = |e: &mut MemoryEnv, path: &str| {
         let s = send(
             &engine,
             e,
@@ -1398,7 +1305,7 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
     assert!(s.forwarded().is_none());
 
     // In dev, a submitted server can be tried.
-    let dev = build(vec![
+    let dev = test_util::engine(vec![
         provider(),
         srv("submitted", "/submitted", json!({"status": "submitted"})),
         doc("Settings", "settings", json!({"environment": "dev"})),
@@ -1412,9 +1319,10 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
     );
     assert!(s.forwarded().is_some());
     // A sunset without deprecation, or a bad date, is a bundle error.
-    let errs = compile(vec![srv("x", "/x", json!({"sunset": "2027-01-01"}))]).unwrap_err();
+    let errs =
+        test_util::compile(vec![srv("x", "/x", json!({"sunset": "2027-01-01"}))]).unwrap_err();
     assert!(errs.iter().any(|e| e.contains("spec.sunset")), "{errs:?}");
-    let errs = compile(vec![srv(
+    let errs = test_util::compile(vec![srv(
         "x",
         "/x",
         json!({"status": "deprecated", "sunset": "Jan 1"}),
@@ -1429,7 +1337,7 @@ fn lifecycle_blocked_submitted_deprecated_environment_tenant() {
 fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
     let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     // Recorded and passed only when the bundle says so by name.
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["echo"]),
         doc("Settings", "settings", json!({"shadowMcp": "record"})),
@@ -1450,7 +1358,7 @@ fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
     assert!(s.forwarded().is_some());
     assert!(s.end(&mut e).is_empty());
     // By default: refused.
-    let engine = build(vec![provider(), server("files", "/mcp", &["echo"])]);
+    let engine = test_util::engine(vec![provider(), server("files", "/mcp", &["echo"])]);
     let s = send(
         &engine,
         &mut e,
@@ -1468,7 +1376,7 @@ fn mcp_on_an_unregistered_route_is_recorded_or_refused() {
 
 #[test]
 fn redacted_arguments_are_kept_only_when_asked_and_never_raw() {
-    let engine = build(vec![
+    let engine = test_util::engine(vec![
         provider(),
         server("files", "/mcp", &["send"]),
         doc(
@@ -1492,7 +1400,7 @@ fn redacted_arguments_are_kept_only_when_asked_and_never_raw() {
         !args["to"].as_str().unwrap().contains("bob@example.com"),
         "{args}"
     );
-    let plain = build(vec![provider(), server("files", "/mcp", &["send"])]);
+    let plain = test_util::engine(vec![provider(), server("files", "/mcp", &["send"])]);
     let (_, recs) = decide(
         &plain,
         &mut e,

@@ -8,8 +8,8 @@
 )]
 
 use portcullis_core::Engine;
-use portcullis_core::bundle::{API_VERSION, Document, Metadata, assemble};
 use portcullis_core::engine::LocalReply;
+use portcullis_core::test_util::{self, doc, server};
 use portcullis_filter::filter::{AUDIT_PROPERTY, Step, Stream};
 use portcullis_filter::host::{Body, Headers, Host, HostError, Level};
 use serde_json::{Value, json};
@@ -134,18 +134,7 @@ impl Host for MockHost {
 }
 
 fn engine() -> Arc<Engine> {
-    let doc = Document {
-        api_version: API_VERSION.into(),
-        kind: "McpServer".into(),
-        metadata: Metadata {
-            name: "everything".into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec: json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "echo"}]}),
-        source: None,
-    };
-    Arc::new(Engine::from_config(&serde_json::to_vec(&assemble(vec![doc])).unwrap()).unwrap())
+    test_util::engine(vec![server("everything", "/mcp", &["echo"])])
 }
 
 fn host_with(body: &str) -> MockHost {
@@ -261,30 +250,14 @@ fn a_post_without_a_body_is_decided_in_the_headers_phase() {
 }
 
 fn content_engine() -> Arc<Engine> {
-    let doc = |kind: &str, name: &str, spec: Value| Document {
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        metadata: Metadata {
-            name: name.into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-        source: None,
-    };
-    let docs = vec![
-        doc(
-            "McpServer",
-            "crm",
-            json!({"match": {"pathPrefix": "/mcp"}, "tools": [{"name": "*"}]}),
-        ),
+    test_util::engine(vec![
+        server("crm", "/mcp", &["*"]),
         doc(
             "ContentPolicy",
             "default",
             json!({"pii": {"actions": {"EMAIL": {"request": "redact"}}}}),
         ),
-    ];
-    Arc::new(Engine::from_config(&serde_json::to_vec(&assemble(docs)).unwrap()).unwrap())
+    ])
 }
 
 #[test]
