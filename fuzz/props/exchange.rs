@@ -213,6 +213,13 @@ impl Side {
     }
 }
 
+/// Whether to narrate each stream on stderr (`PORTCULLIS_FUZZ_DEBUG=1`, for
+/// running a target on one input by hand).
+fn debug() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PORTCULLIS_FUZZ_DEBUG").is_some())
+}
+
 fn check_reply(reply: &portcullis_core::engine::LocalReply) {
     assert!(
         reply.body.is_empty() || parse_strict(&reply.body).is_ok(),
@@ -315,6 +322,13 @@ pub fn check(data: &[u8]) {
     let _ = driver.take_audit();
 
     if let Some(reply) = reply {
+        if debug() {
+            eprintln!(
+                "reply {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
         check_reply(&reply);
         // The reply comes back through the response callbacks, untouched.
         let mut rh = reply.headers.clone();
@@ -383,6 +397,13 @@ pub fn check(data: &[u8]) {
         down.held.len()
     );
     let sent = &down.forwarded;
+    if debug() {
+        eprintln!(
+            "forwarded {:?}\nresponse {status} {rh:?}\n{:?}",
+            String::from_utf8_lossy(&up.forwarded),
+            String::from_utf8_lossy(sent)
+        );
+    }
     if sent == response_body || sent.is_empty() {
         return;
     }

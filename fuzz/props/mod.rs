@@ -33,8 +33,11 @@ pub mod sniff;
 pub mod sse;
 pub mod sse_differential;
 
+/// A target's property check.
+pub type Check = fn(&[u8]);
+
 /// Every target by name, as `fuzz/regressions/<name>/` is named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("bundle", bundle::check),
     ("exchange", exchange::check),
     ("ids", ids::check),

@@ -20,9 +20,9 @@ fn has_rpc_member(v: &Value) -> bool {
 
 pub fn check(data: &[u8]) {
     let sniffed = could_be_jsonrpc(data);
-    if let Ok(v) = serde_json::from_slice::<Value>(data) {
-        if has_rpc_member(&v) {
-            assert!(sniffed, "JSON-RPC-like JSON not sniffed: {v}");
-        }
+    if let Ok(v) = serde_json::from_slice::<Value>(data)
+        && has_rpc_member(&v)
+    {
+        assert!(sniffed, "JSON-RPC-like JSON not sniffed: {v}");
     }
 }

@@ -95,11 +95,7 @@ pub fn reference(bytes: &[u8]) -> Vec<RefEvent> {
                 data.push_str(value);
                 data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    last_id = value.to_owned();
-                }
-            }
+            "id" if !value.contains('\0') => last_id = value.to_owned(),
             // "retry" sets the reconnection time, which nothing here reads;
             // any other field is ignored.
             _ => {}
