@@ -1,14 +1,11 @@
-//! Bundle loading on arbitrary input, both as compiled JSON (the filter's
-//! configuration) and as a YAML document (the CLI's input): errors, never
-//! panics.
+//! `bundle`: Bundle loading from arbitrary compiled JSON and YAML: errors,
+//! never panics.
+//!
+//! The property itself is `fuzz/props/bundle.rs`, shared with the regression
+//! replay in `tests/fuzz_regressions.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use portcullis_core::bundle::{Bundle, yaml};
+#[path = "../props/mod.rs"]
+mod props;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = Bundle::from_json(data);
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = yaml::load_sources(&[("fuzz.yaml".to_string(), text.to_string())]);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| props::bundle::check(data));

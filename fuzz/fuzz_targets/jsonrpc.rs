@@ -1,20 +1,12 @@
-//! Strict JSON, JSON-RPC classification and framing checks on arbitrary
-//! bytes: none may panic, and an accepted body must re-serialise to JSON the
-//! strict parser accepts again (no value it builds is unrepresentable).
+//! `jsonrpc`: Strict JSON, JSON-RPC classification and framing on arbitrary
+//! bytes: no panic, and an accepted body re-serialises to JSON the strict
+//! parser reads as the same value.
+//!
+//! The property itself is `fuzz/props/jsonrpc.rs`, shared with the regression
+//! replay in `tests/fuzz_regressions.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use portcullis_core::json::parse_strict;
-use portcullis_core::mcp::{self, RoutingHeaders};
+#[path = "../props/mod.rs"]
+mod props;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(value) = parse_strict(data) else { return };
-    let again = serde_json::to_vec(&value).expect("serialises");
-    assert_eq!(parse_strict(&again).expect("round trip"), value);
-    if let Ok(envelope) = mcp::classify(&value) {
-        for revision in mcp::KNOWN_REVISIONS {
-            let _ = mcp::check_framing(revision, &envelope, RoutingHeaders::default());
-        }
-        let _ = mcp::effective_revision(None, &envelope, &value);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| props::jsonrpc::check(data));
