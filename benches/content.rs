@@ -244,7 +244,10 @@ fn bundle_json(policy: bool) -> Vec<u8> {
         "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: docs}\nspec:\n  \
          match: {pathPrefix: /mcp}\n  tools: [{name: fetch-document}]\n",
     );
-    if policy {
+    if !policy {
+        // The baseline: screening turned off by name (it is on by default).
+        yaml.push_str("  contentPolicy: none\n");
+    } else {
         yaml.push_str(
             "---\napiVersion: portcullis.dev/v1alpha1\nkind: ContentPolicy\nmetadata: {name: default}\n\
              spec:\n  injection:\n    actions:\n      toolResult: {critical: strip}\n",
