@@ -29,6 +29,19 @@ pub struct IngestReport {
     pub last_seq: Option<u64>,
 }
 
+impl std::fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.first_seq, self.last_seq) {
+            (Some(first), Some(last)) => write!(
+                f,
+                "ingested {} records (seq {first}..={last})",
+                self.records
+            ),
+            _ => write!(f, "ingested 0 records"),
+        }
+    }
+}
+
 /// Ingests JSON lines from a file-like `input`, `batch` records per
 /// transaction (the last batch may be smaller). Blank lines are skipped. A
 /// bad line stops the ingest with its line number; every batch before it is
