@@ -41,7 +41,7 @@ pub mod time;
 pub mod verify;
 
 pub use chain::Checkpoint;
-pub use ingest::{IngestHandle, IngestReport, Ingestor, ingest_jsonl, ingest_jsonl_stream};
+pub use ingest::{IngestHandle, IngestReport, Ingestor, Notice, ingest_jsonl, ingest_jsonl_stream};
 pub use keys::{generate_key, load_signing_key, load_verifying_key};
 pub use query::{Filter, Format, Order, Row};
 pub use record::Prepared;
