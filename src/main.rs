@@ -21,12 +21,13 @@ mod audit_cmd;
 mod bundle_diff;
 mod control_plane_cmd;
 mod evidence_cmd;
+mod failure;
 mod pin_cmd;
 mod promote;
 mod serve;
 mod serve_xds;
 mod simulate_cmd;
-mod vet;
+mod vet_cmd;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::bundle::{BundleError, yaml};
@@ -69,7 +70,7 @@ enum Command {
     /// Copy an McpServer at a version from one environment's bundle to the next.
     Promote(promote::PromoteArgs),
     /// Screen a live MCP server's tools and write a `submitted` McpServer entry.
-    Vet(vet::VetArgs),
+    Vet(vet_cmd::VetArgs),
     /// Export or verify a signed compliance evidence pack (docs/evidence.md).
     Evidence {
         #[command(subcommand)]
@@ -108,13 +109,7 @@ enum BundleCommand {
     },
 }
 
-/// A failure, and which exit code it earns.
-pub enum Failure {
-    /// Exit 2: the invocation is wrong (one line).
-    Usage(String),
-    /// Exit 1: the input is wrong (one line per problem).
-    Input(Vec<String>),
-}
+pub use failure::Failure;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -144,23 +139,14 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
         Command::Promote(args) => promote::run(args),
-        Command::Vet(args) => vet::run(args),
+        Command::Vet(args) => vet_cmd::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
         Command::Evidence { command } => return evidence_cmd::dispatch(&command),
         Command::Assess(args) => return assess_cmd::dispatch(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(line)) => {
-            eprintln!("portcullis: {line}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Input(lines)) => {
-            for line in lines {
-                eprintln!("{line}");
-            }
-            ExitCode::from(1)
-        }
+        Err(failure) => failure.report(),
     }
 }
 
