@@ -122,7 +122,7 @@ pub fn dispatch(args: &AssessArgs) -> ExitCode {
 }
 
 pub fn run(args: &AssessArgs, out: &mut dyn Write) -> Result<ExitCode> {
-    let bundle = match crate::load_bundle(&args.bundles) {
+    let bundle = match crate::bundle_cmd::load(&args.bundles) {
         Ok(b) => b,
         Err(crate::Failure::Usage(l)) => anyhow::bail!(l),
         Err(crate::Failure::Input(lines)) => {

@@ -171,7 +171,7 @@ pub fn export(a: &ExportArgs, out: &mut dyn Write) -> Result<ExitCode> {
         .bundles
         .as_deref()
         .map(|d| {
-            crate::load_bundle(d).map_err(|f| match f {
+            crate::bundle_cmd::load(d).map_err(|f| match f {
                 crate::Failure::Usage(l) => anyhow::anyhow!(l),
                 crate::Failure::Input(lines) => anyhow::anyhow!(lines.join("; ")),
             })

@@ -7,6 +7,8 @@
 //! can do about it (which flag to change, which command makes the missing
 //! file), since only the CLI knows its flags.
 
+use bundle_tools::promote::PromoteError;
+use bundle_tools::source::{LoadError, under};
 use mcp_client::{HeaderError, Secrets, UrlError};
 use std::process::ExitCode;
 
@@ -28,6 +30,11 @@ impl Failure {
         Failure::Input(vec![line.into()])
     }
 
+    /// Exit 1, with nothing more to print.
+    pub fn quiet() -> Failure {
+        Failure::Input(Vec::new())
+    }
+
     /// Prints the failure to standard error; its exit code.
     pub fn report(self) -> ExitCode {
         match self {
@@ -41,6 +48,28 @@ impl Failure {
                 }
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// A bundle that cannot be loaded: a missing directory is the invocation's
+/// fault, compile errors the input's (each with its file under the
+/// directory, then a count).
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Failure {
+        match &e {
+            LoadError::Compile { dir, errors } => {
+                let mut lines: Vec<String> = errors
+                    .iter()
+                    .map(|b| format!("error: {}", under(dir, b)))
+                    .collect();
+                lines.push(format!("portcullis: {e}"));
+                Failure::Input(lines)
+            }
+            LoadError::NotCompiled { .. } => Failure::Usage(format!(
+                "{e}; give a bundle directory or the output of `portcullis bundle build`"
+            )),
+            LoadError::NotADirectory(_) | LoadError::Read { .. } => Failure::Usage(e.to_string()),
         }
     }
 }
@@ -117,4 +146,43 @@ pub fn exchange(e: &mcp_client::Error, secrets: &Secrets) -> Failure {
         "portcullis: {}",
         secrets.scrub(&format!("{e}{hint}"))
     ))
+}
+
+/// A promotion that cannot be planned.
+impl From<PromoteError> for Failure {
+    fn from(e: PromoteError) -> Failure {
+        use PromoteError as P;
+        match e {
+            P::BadTarget(_) | P::SameEnvironment(_) | P::Read { .. } | P::Internal(_) => {
+                Failure::Usage(match e {
+                    P::SameEnvironment(env) => format!("--from and --to are both {env}"),
+                    e => e.to_string(),
+                })
+            }
+            P::NoDefaultSource { to } => Failure::Usage(format!(
+                "--to {to}: no default --from for it (the order is dev → staging → prod); pass --from ENV"
+            )),
+            P::FirstEnvironment { .. } => Failure::Usage(format!("--to {e}")),
+            P::NotADirectory(dir) => Failure::Usage(format!(
+                "{} is not a directory; --bundles holds one bundle directory per environment",
+                dir.display()
+            )),
+            P::WouldBreak {
+                ref to_dir,
+                ref errors,
+                ..
+            } => {
+                let mut lines: Vec<String> = errors
+                    .iter()
+                    .map(|b| format!("error: {}/{b}", to_dir.display()))
+                    .collect();
+                lines.push(format!("portcullis: {e}; nothing written"));
+                Failure::Input(lines)
+            }
+            P::DefinedTwice { .. }
+            | P::Missing { .. }
+            | P::WrongVersion { .. }
+            | P::NameTaken { .. } => Failure::input(format!("portcullis: {e}")),
+        }
+    }
 }

@@ -18,20 +18,18 @@
 mod approve_cmd;
 mod assess_cmd;
 mod audit_cmd;
-mod bundle_diff;
+mod bundle_cmd;
 mod control_plane_cmd;
 mod evidence_cmd;
 mod failure;
 mod pin_cmd;
-mod promote;
+mod promote_cmd;
 mod serve;
 mod serve_xds;
 mod simulate_cmd;
 mod vet_cmd;
 
 use clap::{Parser, Subcommand};
-use portcullis_core::bundle::{BundleError, yaml};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -50,7 +48,7 @@ enum Command {
     /// Compile and check bundles.
     Bundle {
         #[command(subcommand)]
-        command: BundleCommand,
+        command: bundle_cmd::BundleCommand,
     },
     /// Run a proxy-wasm filter in front of an upstream (host-shim).
     Serve(serve::ServeArgs),
@@ -68,7 +66,7 @@ enum Command {
     /// Serve bundles to proxies over xDS (ADS, ECDS) and receive their access logs.
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
     /// Copy an McpServer at a version from one environment's bundle to the next.
-    Promote(promote::PromoteArgs),
+    Promote(promote_cmd::PromoteArgs),
     /// Screen a live MCP server's tools and write a `submitted` McpServer entry.
     Vet(vet_cmd::VetArgs),
     /// Export or verify a signed compliance evidence pack (docs/evidence.md).
@@ -79,34 +77,6 @@ enum Command {
     /// Score the 12-question self-assessment and each pillar's maturity from
     /// the live bundles and audit store.
     Assess(assess_cmd::AssessArgs),
-}
-
-#[derive(Subcommand)]
-enum BundleCommand {
-    /// Compile DIR's YAML documents into the filter's JSON configuration.
-    Build {
-        /// Directory of *.yaml / *.yml documents.
-        dir: PathBuf,
-        /// Write the JSON here instead of standard output.
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-        /// Sign the bundle with this Ed25519 key (as `bundle keygen` or
-        /// `audit keygen` writes it).
-        #[arg(long = "sign-key")]
-        sign_key: Option<PathBuf>,
-    },
-    /// Write a new Ed25519 signing key to OUT and its public half to OUT.pub.
-    Keygen {
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Show what changed between two bundles, in reviewer terms.
-    Diff(bundle_diff::DiffArgs),
-    /// Validate DIR without writing anything.
-    Check {
-        /// Directory of *.yaml / *.yml documents.
-        dir: PathBuf,
-    },
 }
 
 pub use failure::Failure;
@@ -132,13 +102,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Bundle { command } => run_bundle(command),
+        Command::Bundle { command } => bundle_cmd::run(command),
         Command::Serve(args) => serve::run(args),
         Command::Pin(args) => pin_cmd::run(args),
         Command::Approve(args) => approve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
-        Command::Promote(args) => promote::run(args),
+        Command::Promote(args) => promote_cmd::run(args),
         Command::Vet(args) => vet_cmd::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
         Command::Evidence { command } => return evidence_cmd::dispatch(&command),
@@ -147,102 +117,5 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
-    }
-}
-
-/// Loads and compiles a bundle directory, with errors ready to print.
-pub fn load_bundle(dir: &Path) -> Result<portcullis_core::bundle::BundleJson, Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::Usage(format!(
-            "bundle directory {} does not exist or is not a directory",
-            dir.display()
-        )));
-    }
-    yaml::load_dir(dir).map_err(|errors| Failure::Input(format_errors(dir, &errors)))
-}
-
-fn format_errors(dir: &Path, errors: &[BundleError]) -> Vec<String> {
-    let mut lines: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            if let Some(f) = &e.file
-                && !Path::new(f).is_absolute()
-            {
-                e.file = Some(dir.join(f).display().to_string());
-            }
-            format!("error: {e}")
-        })
-        .collect();
-    lines.push(format!(
-        "portcullis: {} error{} in bundle {}",
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" },
-        dir.display()
-    ));
-    lines
-}
-
-fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
-    match command {
-        BundleCommand::Build {
-            dir,
-            output,
-            sign_key,
-        } => {
-            let mut bundle = load_bundle(&dir)?;
-            if let Some(path) = &sign_key {
-                let key = audit_store::keys::load_signing_key(path).map_err(|e| {
-                    Failure::Usage(format!(
-                        "--sign-key: {e}; make one with `portcullis bundle keygen --out FILE`"
-                    ))
-                })?;
-                bundle.signature = Some(portcullis_core::signing::sign(&bundle.version, &key));
-            }
-            let json = serde_json::to_string_pretty(&bundle)
-                .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?;
-            match output {
-                Some(path) => {
-                    std::fs::write(&path, format!("{json}\n")).map_err(|e| {
-                        Failure::Usage(format!("cannot write {}: {e}", path.display()))
-                    })?;
-                    eprintln!(
-                        "portcullis: wrote {} ({} documents, version {}{})",
-                        path.display(),
-                        bundle.documents.len(),
-                        bundle.version,
-                        bundle
-                            .signature
-                            .as_ref()
-                            .map(|s| format!(", signed by key {}", s.key_id))
-                            .unwrap_or_default()
-                    );
-                }
-                None => println!("{json}"),
-            }
-            Ok(())
-        }
-        BundleCommand::Keygen { out } => {
-            let public = audit_store::keys::generate_key(&out)
-                .map_err(|e| Failure::Usage(format!("bundle keygen: {e}")))?;
-            println!(
-                "secret key: {}\npublic key: {} (key id {})\n{}",
-                out.display(),
-                audit_store::keys::public_path(&out).display(),
-                portcullis_core::signing::key_id(&public),
-                audit_store::keys::public_hex(&public)
-            );
-            Ok(())
-        }
-        BundleCommand::Diff(args) => bundle_diff::run(args),
-        BundleCommand::Check { dir } => {
-            let bundle = load_bundle(&dir)?;
-            println!(
-                "ok: {} documents, version {}",
-                bundle.documents.len(),
-                bundle.version
-            );
-            Ok(())
-        }
     }
 }

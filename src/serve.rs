@@ -12,7 +12,8 @@
 //! (JSONL), to `--audit-db` (the tamper-evident store, from a writer
 //! thread with group commit), or to both. SIGINT or SIGTERM stops it gracefully.
 
-use crate::{Failure, load_bundle};
+use crate::Failure;
+use crate::bundle_cmd::load as load_bundle;
 use clap::Args;
 use host_shim::{AccessLogEntry, AccessLogSink, FilterHandle, Plugin, PluginConfig, ProxyConfig};
 use std::collections::HashMap;
