@@ -1020,7 +1020,7 @@ pub fn assess(f: &BundleFacts, a: Option<&AuditFacts>) -> Assessment {
 
     // 11. Mapped to three or more frameworks.
     let mut q = Q::new();
-    let s11 = match crate::evidence_cmd::crosswalk::Crosswalk::embedded() {
+    let s11 = match compliance::crosswalk::Crosswalk::embedded() {
         Ok(c) => {
             q.ok(format!(
                 "crosswalk {} maps {} controls to {} frameworks ({})",
@@ -1154,7 +1154,7 @@ fn maturity(f: &BundleFacts, a: Option<&AuditFacts>, qs: &[Point]) -> Vec<Pillar
     let approvals: usize = f.policies.iter().map(|p| p.approval_rules).sum();
     let shadow_rules: usize = f.policies.iter().map(|p| p.shadow_rules).sum();
     let limits: usize = f.policies.iter().map(|p| p.limits).sum();
-    let crosswalk = crate::evidence_cmd::crosswalk::Crosswalk::embedded().ok();
+    let crosswalk = compliance::crosswalk::Crosswalk::embedded().ok();
     let frameworks = crosswalk.as_ref().map_or(0, |c| c.frameworks.len());
 
     vec![

@@ -10,6 +10,7 @@
 use bundle_tools::promote::PromoteError;
 use bundle_tools::source::{LoadError, under};
 use mcp_client::{HeaderError, Secrets, UrlError};
+use std::fmt::Display;
 use std::process::ExitCode;
 
 /// A failure, and which exit code it earns.
@@ -33,6 +34,11 @@ impl Failure {
     /// Exit 1, with nothing more to print.
     pub fn quiet() -> Failure {
         Failure::Input(Vec::new())
+    }
+
+    /// A command that could not run, named: `portcullis: audit: ...`.
+    pub fn in_command(command: &str, e: impl Display) -> Failure {
+        Failure::Usage(format!("{command}: {e}"))
     }
 
     /// Prints the failure to standard error; its exit code.

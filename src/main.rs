@@ -110,8 +110,8 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => control_plane_cmd::run(args),
         Command::Promote(args) => promote_cmd::run(args),
         Command::Vet(args) => vet_cmd::run(args),
+        Command::Evidence { command } => evidence_cmd::run(command),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
-        Command::Evidence { command } => return evidence_cmd::dispatch(&command),
         Command::Assess(args) => return assess_cmd::dispatch(&args),
     };
     match result {
