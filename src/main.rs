@@ -111,8 +111,8 @@ fn main() -> ExitCode {
         Command::Promote(args) => promote_cmd::run(args),
         Command::Vet(args) => vet_cmd::run(args),
         Command::Evidence { command } => evidence_cmd::run(command),
+        Command::Assess(args) => assess_cmd::run(args),
         Command::Audit { command } => return audit_cmd::dispatch(&command),
-        Command::Assess(args) => return assess_cmd::dispatch(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
