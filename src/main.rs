@@ -1,16 +1,28 @@
-//! `portcullis`: the one command-line tool.
+//! `portcullis`: the one command-line tool. Each command is a module that
+//! parses its flags, calls the library that does the work, and prints;
+//! [`failure`] is where the libraries' errors become messages and exit
+//! codes.
 //!
-//! * `portcullis bundle build DIR [-o FILE]` / `bundle check DIR`: compile a
-//!   directory of registry and policy documents into the filter's JSON.
-//! * `portcullis serve ...`: run a proxy-wasm filter (ours by default, with
-//!   the bundle as its configuration) in front of an upstream, in host-shim.
-//! * `portcullis audit query|verify|ingest|prune|keygen`: the tamper-evident
-//!   audit store (`audit-store/`), fed by `serve --audit-log` files.
-//! * `portcullis pin --url URL`: a live server's tool pins, as an McpServer document.
+//! * `portcullis bundle build|check|keygen|diff` ([`bundle_cmd`]): compile
+//!   and review bundles (`portcullis-core`, `portcullis-bundle-tools`).
+//! * `portcullis serve ...` ([`serve_cmd`]): run a proxy-wasm filter (ours
+//!   by default, with the bundle as its configuration) in front of an
+//!   upstream, in host-shim.
+//! * `portcullis audit query|verify|ingest|prune|keygen|shadow`
+//!   ([`audit_cmd`]): the tamper-evident audit store (`audit-store/`), fed
+//!   by `serve --audit-log` files.
+//! * `portcullis pin --url URL`, `portcullis vet --url URL` ([`pin_cmd`],
+//!   [`vet_cmd`]): a live server's tool pins, or a `submitted` registry
+//!   entry screened for poisoning (`portcullis-mcp-client`,
+//!   `portcullis-vet`).
 //! * `portcullis approve ID --key KEY`, `portcullis simulate --bundle DIR
 //!   --calls FILE`: human approval and policy replay (`docs/policy.md`).
-//! * `portcullis bundle diff OLD NEW`, `portcullis promote SERVER@VERSION --to ENV`,
-//!   `portcullis vet --url URL`: the review workflow (`docs/bundles.md`).
+//! * `portcullis promote SERVER@VERSION --to ENV` ([`promote_cmd`]): the
+//!   review workflow (`docs/bundles.md`).
+//! * `portcullis control-plane`: bundles to proxies over xDS.
+//! * `portcullis evidence export|verify`, `portcullis assess`: compliance
+//!   evidence packs and the self-assessment (`portcullis-compliance`,
+//!   `portcullis-assess`).
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
@@ -24,7 +36,7 @@ mod evidence_cmd;
 mod failure;
 mod pin_cmd;
 mod promote_cmd;
-mod serve;
+mod serve_cmd;
 mod serve_xds;
 mod simulate_cmd;
 mod vet_cmd;
@@ -51,7 +63,7 @@ enum Command {
         command: bundle_cmd::BundleCommand,
     },
     /// Run a proxy-wasm filter in front of an upstream (host-shim).
-    Serve(serve::ServeArgs),
+    Serve(serve_cmd::ServeArgs),
     /// Query, verify, ingest and prune the tamper-evident audit store.
     Audit {
         #[command(subcommand)]
@@ -79,8 +91,6 @@ enum Command {
     Assess(assess_cmd::AssessArgs),
 }
 
-pub use failure::Failure;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -103,7 +113,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Bundle { command } => bundle_cmd::run(command),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Pin(args) => pin_cmd::run(args),
         Command::Approve(args) => approve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
@@ -112,7 +123,6 @@ fn main() -> ExitCode {
         Command::Vet(args) => vet_cmd::run(args),
         Command::Evidence { command } => evidence_cmd::run(command),
         Command::Assess(args) => assess_cmd::run(args),
-        Command::Audit { command } => return audit_cmd::dispatch(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@
 //! empty arguments, and are marked so (`Settings.spec.auditArguments:
 //! redacted` keeps them).
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::{Args, ValueEnum};
 use portcullis_core::Engine;
 use portcullis_core::engine::{RecordedCall, Replayed};
