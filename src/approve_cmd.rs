@@ -8,7 +8,7 @@
 //! token. The caller retries with it in `x-mcp-approval`. The control plane
 //! will serve the same as an API; the token format is the contract.
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::Args;
 use portcullis_core::policy::{approval, limits};
 use std::path::PathBuf;

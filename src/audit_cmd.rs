@@ -1,18 +1,16 @@
-//! `portcullis audit ...`: the audit store's subcommands, as clap argument
-//! structs and plain functions, so `main.rs` only adds one enum variant.
+//! `portcullis audit query|verify|ingest|prune|keygen|shadow`: the
+//! tamper-evident audit store (`audit-store/`, its `admin` operations),
+//! fed by `serve --audit-log` files.
 //!
-//! Each command is a function that takes its parsed arguments and a writer
-//! and returns the process exit code, so the tests drive it exactly as the
-//! binary does without spawning it. The store itself is the
-//! `portcullis-audit-store` crate; this file only translates flags
-//! (durations such as `30d`, key files, formats) into its API calls.
+//! This file only translates flags (durations such as `30d`, key files,
+//! formats) into those calls and prints their reports. Exit 0 on success,
+//! 1 when `verify` finds tampering, 2 when the command could not run.
 
-use anyhow::{Context, Result, bail};
+use crate::failure::Failure;
+use audit_store::admin::{self, IngestOptions};
 use audit_store::time::{now_ms, parse_duration_ms, parse_time_arg};
-use audit_store::{Config, Filter, Format, Order, Store, Synchronous};
-use std::io::Write;
+use audit_store::{Filter, Format, Order, Synchronous};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// `portcullis audit <command>`.
 #[derive(Debug, clap::Subcommand)]
@@ -153,45 +151,35 @@ pub enum ShadowFormat {
     Json,
 }
 
-/// Runs an audit subcommand for `main`: exit 0 on success, 1 when
-/// `verify` finds tampering, 2 when the command could not run (the error is
-/// printed as one line on standard error).
-pub fn dispatch(cmd: &AuditCommand) -> ExitCode {
-    match run(cmd) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("portcullis: audit: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+/// A command that could not run: `portcullis: audit: ...`.
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure::in_command("audit", e)
 }
 
-/// Runs an audit subcommand, writing to standard output.
-pub fn run(cmd: &AuditCommand) -> Result<ExitCode> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+pub fn run(cmd: AuditCommand) -> Result<(), Failure> {
     match cmd {
-        AuditCommand::Query(a) => query(a, &mut out),
-        AuditCommand::Verify(a) => verify(a, &mut out),
-        AuditCommand::Ingest(a) => ingest(a, &mut out),
-        AuditCommand::Prune(a) => prune(a, &mut out),
-        AuditCommand::Keygen(a) => keygen(a, &mut out),
-        AuditCommand::Shadow(a) => shadow(a, &mut out),
+        AuditCommand::Query(a) => query(&a),
+        AuditCommand::Verify(a) => verify(&a),
+        AuditCommand::Ingest(a) => ingest(&a),
+        AuditCommand::Prune(a) => prune(&a),
+        AuditCommand::Keygen(a) => keygen(&a),
+        AuditCommand::Shadow(a) => shadow(&a),
     }
 }
 
-/// `audit query`.
-pub fn query(a: &QueryArgs, out: &mut dyn Write) -> Result<ExitCode> {
+/// A `--since` / `--until` value: a duration back from `now` or RFC 3339.
+fn time_arg(flag: &str, value: &str, now: i64) -> Result<i64, Failure> {
+    parse_time_arg(value, now).ok_or_else(|| {
+        failed(format!(
+            "--{flag} {value:?}: expected a duration (30d, 12h, 90m) or RFC 3339"
+        ))
+    })
+}
+
+fn query(a: &QueryArgs) -> Result<(), Failure> {
     let now = now_ms();
-    let time = |s: &Option<String>, flag: &str| -> Result<Option<i64>> {
-        s.as_deref()
-            .map(|v| {
-                parse_time_arg(v, now).with_context(|| {
-                    format!("--{flag} {v:?}: expected a duration (30d, 12h, 90m) or RFC 3339")
-                })
-            })
-            .transpose()
-    };
+    let time =
+        |s: &Option<String>, flag: &str| s.as_deref().map(|v| time_arg(flag, v, now)).transpose();
     let filter = Filter {
         subject: a.subject.clone(),
         agent: a.agent.clone(),
@@ -205,273 +193,111 @@ pub fn query(a: &QueryArgs, out: &mut dyn Write) -> Result<ExitCode> {
         limit: a.limit,
         order: if a.by_seq { Order::Seq } else { Order::Time },
     };
-    let store = open_existing(&a.db, Config::default())?;
     let format = match a.format {
         OutputFormat::Json => Format::Json,
         OutputFormat::Csv => Format::Csv,
         OutputFormat::Table => Format::Table,
     };
-    store.query_to(&filter, format, out)?;
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    admin::query(&a.db, &filter, format, &mut std::io::stdout().lock()).map_err(failed)?;
+    Ok(())
 }
 
-/// `audit verify`: exit 0 when the store verifies, 1 when it does not.
-pub fn verify(a: &VerifyArgs, out: &mut dyn Write) -> Result<ExitCode> {
+fn verify(a: &VerifyArgs) -> Result<(), Failure> {
     let trusted = a
         .key
         .as_deref()
         .map(audit_store::load_verifying_key)
-        .transpose()?;
-    let store = open_existing(&a.db, Config::default())?;
-    let report = store.verify(trusted.as_ref())?;
+        .transpose()
+        .map_err(failed)?;
+    let report = admin::verify(&a.db, trusted.as_ref()).map_err(failed)?;
     if a.json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        let json = serde_json::to_string(&report).map_err(failed)?;
+        println!("{json}");
     } else {
-        match &report.finding {
-            None => writeln!(
-                out,
-                "OK: {} records verified (through seq {}), {} signed checkpoints{}{}",
-                report.records,
-                report.last_seq,
-                report.checkpoints,
-                match report.anchor_seq {
-                    Some(s) => format!(", resuming from the pruning anchor at {s}"),
-                    None => String::new(),
-                },
-                if report.unsealed > 0 {
-                    format!(
-                        "; {} records after the last checkpoint are not yet sealed",
-                        report.unsealed
-                    )
-                } else {
-                    String::new()
-                }
-            )?,
-            Some(f) => writeln!(out, "FAILED: {f}")?,
-        }
-        if report.is_ok() && report.checkpoints == 0 && report.records > 0 {
-            writeln!(
-                out,
-                "warning: no signed checkpoints: the chain is self-consistent, but nothing is \
-                 sealed against a consistent rewrite"
-            )?;
-        }
-        if !report.trusted_key && report.checkpoints > 0 {
-            writeln!(
-                out,
-                "note: signatures were checked against the keys the checkpoints name ({}); \
-                 pass --key PUB to check them against a key you trust",
-                report.signers.join(", ")
-            )?;
-        }
+        print!("{}", report.summary());
     }
-    out.flush()?;
-    Ok(if report.is_ok() {
-        ExitCode::SUCCESS
+    if report.is_ok() {
+        Ok(())
     } else {
-        ExitCode::from(1)
-    })
+        Err(Failure::quiet())
+    }
 }
 
-/// `audit ingest`.
-pub fn ingest(a: &IngestArgs, out: &mut dyn Write) -> Result<ExitCode> {
-    let key = signing_key(&a.db, a.key.as_deref(), true, out)?;
-    let cfg = Config {
+/// The checkpoint signing key: `--key`, else `DB.key` (made when `create`,
+/// and said so on standard output).
+pub fn signing_key(db: &Path, key: Option<&Path>, create: bool) -> Result<admin::StoreKey, String> {
+    let k = admin::store_key(db, key, create).map_err(|e| {
+        let path = key.map_or_else(|| admin::default_key_path(db), Path::to_path_buf);
+        format!("signing key {}: {e}", path.display())
+    })?;
+    Ok(k)
+}
+
+fn ingest(a: &IngestArgs) -> Result<(), Failure> {
+    let key = signing_key(&a.db, a.key.as_deref(), true).map_err(failed)?;
+    if let Some(notice) = key.notice() {
+        println!("{notice}");
+    }
+    let opts = IngestOptions {
         checkpoint_every: a.checkpoint_every,
+        batch: a.batch,
         synchronous: match a.sync {
             SyncMode::Full => Synchronous::Full,
             SyncMode::Normal => Synchronous::Normal,
         },
-        signing_key: Some(key),
-        ..Config::default()
+        stream: a.file.as_os_str() == "-",
     };
-    let mut store = Store::open(&a.db, cfg)?;
-    let report = if a.file.as_os_str() == "-" {
-        audit_store::ingest_jsonl_stream(&mut store, std::io::stdin().lock(), a.batch, |_, _| {})
+    let report = if opts.stream {
+        admin::ingest(&a.db, key.key, std::io::stdin().lock(), opts)
     } else {
         let f = std::fs::File::open(&a.file)
-            .with_context(|| format!("cannot open {}", a.file.display()))?;
-        audit_store::ingest_jsonl(&mut store, f, a.batch, |_, _| {})
-    };
-    // Seal what was committed even if a later line was bad.
-    let closed = store.close();
-    let report = report?;
-    closed?;
-    match (report.first_seq, report.last_seq) {
-        (Some(f), Some(l)) => writeln!(out, "ingested {} records (seq {f}..={l})", report.records)?,
-        _ => writeln!(out, "ingested 0 records")?,
+            .map_err(|e| failed(format!("cannot open {}: {e}", a.file.display())))?;
+        admin::ingest(&a.db, key.key, f, opts)
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    .map_err(failed)?;
+    println!("{report}");
+    Ok(())
 }
 
-/// `audit prune`.
-pub fn prune(a: &PruneArgs, out: &mut dyn Write) -> Result<ExitCode> {
+fn prune(a: &PruneArgs) -> Result<(), Failure> {
     let Some(retention_ms) = parse_duration_ms(&a.retention) else {
-        bail!(
+        return Err(failed(format!(
             "--retention {:?}: expected a duration such as 90d",
             a.retention
-        );
+        )));
     };
-    let key = signing_key(&a.db, a.key.as_deref(), false, out)?;
-    let mut store = open_existing(
-        &a.db,
-        Config {
-            retention_ms,
-            signing_key: Some(key),
-            ..Config::default()
-        },
-    )?;
-    let report = store.prune(now_ms())?;
-    store.close()?;
-    match report.anchor_seq {
-        Some(s) => writeln!(
-            out,
-            "pruned {} records; the chain now resumes from the signed checkpoint at {s}",
-            report.removed
-        )?,
-        None => writeln!(out, "pruned {} records", report.removed)?,
-    }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    let key = signing_key(&a.db, a.key.as_deref(), false).map_err(failed)?;
+    let report = admin::prune(&a.db, key.key, retention_ms, now_ms()).map_err(failed)?;
+    println!("{report}");
+    Ok(())
 }
 
-/// `audit keygen`.
-pub fn keygen(a: &KeygenArgs, out: &mut dyn Write) -> Result<ExitCode> {
-    let public = audit_store::generate_key(&a.out)?;
-    writeln!(
-        out,
+fn keygen(a: &KeygenArgs) -> Result<(), Failure> {
+    let public = audit_store::generate_key(&a.out).map_err(failed)?;
+    println!(
         "wrote {} (secret) and {} (public {})",
         a.out.display(),
         audit_store::keys::public_path(&a.out).display(),
         audit_store::keys::public_hex(&public)
-    )?;
-    Ok(ExitCode::SUCCESS)
+    );
+    Ok(())
 }
 
-fn open_existing(db: &Path, cfg: Config) -> Result<Store> {
-    Store::open_existing(db, cfg)
-        .with_context(|| format!("cannot open audit store {}", db.display()))
-}
-
-/// The signing key: `--key`, else `DB.key` (generated when `create`).
-pub fn signing_key(
-    db: &Path,
-    key: Option<&Path>,
-    create: bool,
-    out: &mut dyn Write,
-) -> Result<audit_store::ed25519_dalek::SigningKey> {
-    let path = match key {
-        Some(k) => k.to_path_buf(),
-        None => {
-            let mut p = db.as_os_str().to_owned();
-            p.push(".key");
-            PathBuf::from(p)
-        }
-    };
-    if create && key.is_none() && !path.exists() {
-        let public = audit_store::generate_key(&path)?;
-        writeln!(
-            out,
-            "generated checkpoint signing key {} (public key {}); keep a copy of the public key \
-             away from the database and pass it to `audit verify --key`",
-            path.display(),
-            audit_store::keys::public_hex(&public)
-        )?;
-    }
-    audit_store::load_signing_key(&path).with_context(|| format!("signing key {}", path.display()))
-}
-
-/// `audit shadow`: the shadow MCP servers seen since `--since`, by authority.
-pub fn shadow(a: &ShadowArgs, out: &mut dyn Write) -> Result<ExitCode> {
-    let since = parse_time_arg(&a.since, now_ms()).with_context(|| {
-        format!(
+fn shadow(a: &ShadowArgs) -> Result<(), Failure> {
+    let since = parse_time_arg(&a.since, now_ms()).ok_or_else(|| {
+        failed(format!(
             "--since {:?}: expected a duration (30d, 12h, 90m) or RFC 3339",
             a.since
-        )
+        ))
     })?;
-    let store = open_existing(&a.db, Config::default())?;
-    let found = audit_store::shadow::shadow_servers(store.connection(), Some(since))?;
-    let fmt = audit_store::time::format_rfc3339_ms;
+    let found = admin::shadow(&a.db, since).map_err(failed)?;
     match a.format {
         ShadowFormat::Json => {
             for s in &found {
-                let mut v = serde_json::to_value(s)?;
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("first_seen".into(), fmt(s.first_seen_ms).into());
-                    o.insert("last_seen".into(), fmt(s.last_seen_ms).into());
-                }
-                writeln!(out, "{v}")?;
+                println!("{}", audit_store::shadow::to_json(s).map_err(failed)?);
             }
         }
-        ShadowFormat::Table => {
-            let header = [
-                "AUTHORITY",
-                "FIRST_SEEN",
-                "LAST_SEEN",
-                "COUNT",
-                "CALLERS",
-                "PATHS",
-            ];
-            let rows: Vec<[String; 6]> = found
-                .iter()
-                .map(|s| {
-                    let callers: Vec<String> = s
-                        .callers
-                        .iter()
-                        .map(|c| {
-                            let who = [c.subject.as_deref(), c.address.as_deref()]
-                                .into_iter()
-                                .flatten()
-                                .collect::<Vec<_>>()
-                                .join("@");
-                            let who = if who.is_empty() {
-                                "(anonymous)".into()
-                            } else {
-                                who
-                            };
-                            format!("{who} ({})", c.count)
-                        })
-                        .collect();
-                    [
-                        s.authority.clone(),
-                        fmt(s.first_seen_ms),
-                        fmt(s.last_seen_ms),
-                        s.count.to_string(),
-                        callers.join(", "),
-                        s.paths.join(", "),
-                    ]
-                })
-                .collect();
-            let mut widths = header.map(str::len);
-            for r in &rows {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.chars().count());
-                }
-            }
-            let line = |cells: &[String], out: &mut dyn Write| -> Result<()> {
-                let parts: Vec<String> = cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                writeln!(out, "{}", parts.join("  ").trim_end())?;
-                Ok(())
-            };
-            line(&header.map(String::from), out)?;
-            for r in &rows {
-                line(r, out)?;
-            }
-            writeln!(
-                out,
-                "({} shadow server{} since {})",
-                rows.len(),
-                if rows.len() == 1 { "" } else { "s" },
-                fmt(since)
-            )?;
-        }
+        ShadowFormat::Table => print!("{}", audit_store::shadow::table(&found, since)),
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! gracefully. docs/control-plane.md describes the directory layout,
 //! versions, ACK/NACK handling and endpoints.
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::Args;
 use control_plane::resource::ResourceConfig;
 use control_plane::{Config, WasmCode};
@@ -67,7 +67,7 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), Failure> {
     let wasm: Vec<u8> = match &args.wasm_file {
         Some(p) => std::fs::read(p)
             .map_err(|e| Failure::Usage(format!("cannot read --wasm-file {}: {e}", p.display())))?,
-        None => crate::serve::DEFAULT_FILTER.to_vec(),
+        None => crate::serve_cmd::DEFAULT_FILTER.to_vec(),
     };
     let code = match (&args.wasm_url, &args.wasm_path) {
         (Some(url), _) => {

@@ -1,16 +1,28 @@
-//! `portcullis`: the one command-line tool.
+//! `portcullis`: the one command-line tool. Each command is a module that
+//! parses its flags, calls the library that does the work, and prints;
+//! [`failure`] is where the libraries' errors become messages and exit
+//! codes.
 //!
-//! * `portcullis bundle build DIR [-o FILE]` / `bundle check DIR`: compile a
-//!   directory of registry and policy documents into the filter's JSON.
-//! * `portcullis serve ...`: run a proxy-wasm filter (ours by default, with
-//!   the bundle as its configuration) in front of an upstream, in host-shim.
-//! * `portcullis audit query|verify|ingest|prune|keygen`: the tamper-evident
-//!   audit store (`audit-store/`), fed by `serve --audit-log` files.
-//! * `portcullis pin --url URL`: a live server's tool pins, as an McpServer document.
+//! * `portcullis bundle build|check|keygen|diff` ([`bundle_cmd`]): compile
+//!   and review bundles (`portcullis-core`, `portcullis-bundle-tools`).
+//! * `portcullis serve ...` ([`serve_cmd`]): run a proxy-wasm filter (ours
+//!   by default, with the bundle as its configuration) in front of an
+//!   upstream, in host-shim.
+//! * `portcullis audit query|verify|ingest|prune|keygen|shadow`
+//!   ([`audit_cmd`]): the tamper-evident audit store (`audit-store/`), fed
+//!   by `serve --audit-log` files.
+//! * `portcullis pin --url URL`, `portcullis vet --url URL` ([`pin_cmd`],
+//!   [`vet_cmd`]): a live server's tool pins, or a `submitted` registry
+//!   entry screened for poisoning (`portcullis-mcp-client`,
+//!   `portcullis-vet`).
 //! * `portcullis approve ID --key KEY`, `portcullis simulate --bundle DIR
 //!   --calls FILE`: human approval and policy replay (`docs/policy.md`).
-//! * `portcullis bundle diff OLD NEW`, `portcullis promote SERVER@VERSION --to ENV`,
-//!   `portcullis vet --url URL`: the review workflow (`docs/bundles.md`).
+//! * `portcullis promote SERVER@VERSION --to ENV` ([`promote_cmd`]): the
+//!   review workflow (`docs/bundles.md`).
+//! * `portcullis control-plane`: bundles to proxies over xDS.
+//! * `portcullis evidence export|verify`, `portcullis assess`: compliance
+//!   evidence packs and the self-assessment (`portcullis-compliance`,
+//!   `portcullis-assess`).
 //!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
@@ -18,19 +30,18 @@
 mod approve_cmd;
 mod assess_cmd;
 mod audit_cmd;
-mod bundle_diff;
+mod bundle_cmd;
 mod control_plane_cmd;
 mod evidence_cmd;
+mod failure;
 mod pin_cmd;
-mod promote;
-mod serve;
+mod promote_cmd;
+mod serve_cmd;
 mod serve_xds;
 mod simulate_cmd;
-mod vet;
+mod vet_cmd;
 
 use clap::{Parser, Subcommand};
-use portcullis_core::bundle::{BundleError, yaml};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -49,10 +60,10 @@ enum Command {
     /// Compile and check bundles.
     Bundle {
         #[command(subcommand)]
-        command: BundleCommand,
+        command: bundle_cmd::BundleCommand,
     },
     /// Run a proxy-wasm filter in front of an upstream (host-shim).
-    Serve(serve::ServeArgs),
+    Serve(serve_cmd::ServeArgs),
     /// Query, verify, ingest and prune the tamper-evident audit store.
     Audit {
         #[command(subcommand)]
@@ -67,9 +78,9 @@ enum Command {
     /// Serve bundles to proxies over xDS (ADS, ECDS) and receive their access logs.
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
     /// Copy an McpServer at a version from one environment's bundle to the next.
-    Promote(promote::PromoteArgs),
+    Promote(promote_cmd::PromoteArgs),
     /// Screen a live MCP server's tools and write a `submitted` McpServer entry.
-    Vet(vet::VetArgs),
+    Vet(vet_cmd::VetArgs),
     /// Export or verify a signed compliance evidence pack (docs/evidence.md).
     Evidence {
         #[command(subcommand)]
@@ -78,42 +89,6 @@ enum Command {
     /// Score the 12-question self-assessment and each pillar's maturity from
     /// the live bundles and audit store.
     Assess(assess_cmd::AssessArgs),
-}
-
-#[derive(Subcommand)]
-enum BundleCommand {
-    /// Compile DIR's YAML documents into the filter's JSON configuration.
-    Build {
-        /// Directory of *.yaml / *.yml documents.
-        dir: PathBuf,
-        /// Write the JSON here instead of standard output.
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-        /// Sign the bundle with this Ed25519 key (as `bundle keygen` or
-        /// `audit keygen` writes it).
-        #[arg(long = "sign-key")]
-        sign_key: Option<PathBuf>,
-    },
-    /// Write a new Ed25519 signing key to OUT and its public half to OUT.pub.
-    Keygen {
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Show what changed between two bundles, in reviewer terms.
-    Diff(bundle_diff::DiffArgs),
-    /// Validate DIR without writing anything.
-    Check {
-        /// Directory of *.yaml / *.yml documents.
-        dir: PathBuf,
-    },
-}
-
-/// A failure, and which exit code it earns.
-pub enum Failure {
-    /// Exit 2: the invocation is wrong (one line).
-    Usage(String),
-    /// Exit 1: the input is wrong (one line per problem).
-    Input(Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -137,126 +112,20 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Bundle { command } => run_bundle(command),
-        Command::Serve(args) => serve::run(args),
+        Command::Bundle { command } => bundle_cmd::run(command),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Pin(args) => pin_cmd::run(args),
         Command::Approve(args) => approve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
-        Command::Promote(args) => promote::run(args),
-        Command::Vet(args) => vet::run(args),
-        Command::Audit { command } => return audit_cmd::dispatch(&command),
-        Command::Evidence { command } => return evidence_cmd::dispatch(&command),
-        Command::Assess(args) => return assess_cmd::dispatch(&args),
+        Command::Promote(args) => promote_cmd::run(args),
+        Command::Vet(args) => vet_cmd::run(args),
+        Command::Evidence { command } => evidence_cmd::run(command),
+        Command::Assess(args) => assess_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(line)) => {
-            eprintln!("portcullis: {line}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Input(lines)) => {
-            for line in lines {
-                eprintln!("{line}");
-            }
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Loads and compiles a bundle directory, with errors ready to print.
-pub fn load_bundle(dir: &Path) -> Result<portcullis_core::bundle::BundleJson, Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::Usage(format!(
-            "bundle directory {} does not exist or is not a directory",
-            dir.display()
-        )));
-    }
-    yaml::load_dir(dir).map_err(|errors| Failure::Input(format_errors(dir, &errors)))
-}
-
-fn format_errors(dir: &Path, errors: &[BundleError]) -> Vec<String> {
-    let mut lines: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            if let Some(f) = &e.file
-                && !Path::new(f).is_absolute()
-            {
-                e.file = Some(dir.join(f).display().to_string());
-            }
-            format!("error: {e}")
-        })
-        .collect();
-    lines.push(format!(
-        "portcullis: {} error{} in bundle {}",
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" },
-        dir.display()
-    ));
-    lines
-}
-
-fn run_bundle(command: BundleCommand) -> Result<(), Failure> {
-    match command {
-        BundleCommand::Build {
-            dir,
-            output,
-            sign_key,
-        } => {
-            let mut bundle = load_bundle(&dir)?;
-            if let Some(path) = &sign_key {
-                let key = audit_store::keys::load_signing_key(path).map_err(|e| {
-                    Failure::Usage(format!(
-                        "--sign-key: {e}; make one with `portcullis bundle keygen --out FILE`"
-                    ))
-                })?;
-                bundle.signature = Some(portcullis_core::signing::sign(&bundle.version, &key));
-            }
-            let json = serde_json::to_string_pretty(&bundle)
-                .map_err(|e| Failure::Usage(format!("cannot serialise the bundle: {e}")))?;
-            match output {
-                Some(path) => {
-                    std::fs::write(&path, format!("{json}\n")).map_err(|e| {
-                        Failure::Usage(format!("cannot write {}: {e}", path.display()))
-                    })?;
-                    eprintln!(
-                        "portcullis: wrote {} ({} documents, version {}{})",
-                        path.display(),
-                        bundle.documents.len(),
-                        bundle.version,
-                        bundle
-                            .signature
-                            .as_ref()
-                            .map(|s| format!(", signed by key {}", s.key_id))
-                            .unwrap_or_default()
-                    );
-                }
-                None => println!("{json}"),
-            }
-            Ok(())
-        }
-        BundleCommand::Keygen { out } => {
-            let public = audit_store::keys::generate_key(&out)
-                .map_err(|e| Failure::Usage(format!("bundle keygen: {e}")))?;
-            println!(
-                "secret key: {}\npublic key: {} (key id {})\n{}",
-                out.display(),
-                audit_store::keys::public_path(&out).display(),
-                portcullis_core::signing::key_id(&public),
-                audit_store::keys::public_hex(&public)
-            );
-            Ok(())
-        }
-        BundleCommand::Diff(args) => bundle_diff::run(args),
-        BundleCommand::Check { dir } => {
-            let bundle = load_bundle(&dir)?;
-            println!(
-                "ok: {} documents, version {}",
-                bundle.documents.len(),
-                bundle.version
-            );
-            Ok(())
-        }
+        Err(failure) => failure.report(),
     }
 }

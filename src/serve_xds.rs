@@ -8,7 +8,7 @@
 //! on the VM they started on. The client runs on its own thread and
 //! runtime so loading a plugin never stalls the proxy's workers.
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::Args;
 use control_plane::client::{self, Apply, ClientConfig};
 use host_shim::{FilterHandle, Plugin, PluginConfig};

@@ -12,7 +12,7 @@
 //! empty arguments, and are marked so (`Settings.spec.auditArguments:
 //! redacted` keeps them).
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::{Args, ValueEnum};
 use portcullis_core::Engine;
 use portcullis_core::engine::{RecordedCall, Replayed};
@@ -46,7 +46,7 @@ enum Format {
 }
 
 fn engine_for(dir: &std::path::Path) -> Result<Arc<Engine>, Failure> {
-    let json = crate::load_bundle(dir)?;
+    let json = crate::bundle_cmd::load(dir)?;
     let bundle = portcullis_core::bundle::Bundle::compile(&json)
         .map_err(|errs| Failure::Input(errs.iter().map(|e| format!("error: {e}")).collect()))?;
     Ok(Arc::new(Engine::new(bundle)))

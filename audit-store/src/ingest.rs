@@ -7,9 +7,12 @@
 //! stream (`tail -f log | portcullis audit ingest -`) is committed as it
 //! arrives rather than held back to fill a batch. [`Ingestor`] is group
 //! commit for servers: any number of threads call [`IngestHandle::append`],
-//! which blocks until its record is committed; one writer thread drains
-//! whatever is queued into a single transaction, so concurrent callers share
-//! a sync.
+//! which blocks until its record is committed, or
+//! [`IngestHandle::send_lines`], which does not wait at all (a proxy worker
+//! must never wait on an fsync, as Envoy's access loggers never stall a
+//! stream); one writer thread drains whatever is queued into a single
+//! transaction, so concurrent callers share a sync, and a record is durable
+//! once that transaction commits.
 
 use crate::record::Prepared;
 use crate::store::Store;
@@ -27,6 +30,19 @@ pub struct IngestReport {
     pub lines: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+}
+
+impl std::fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.first_seq, self.last_seq) {
+            (Some(first), Some(last)) => write!(
+                f,
+                "ingested {} records (seq {first}..={last})",
+                self.records
+            ),
+            _ => write!(f, "ingested 0 records"),
+        }
+    }
 }
 
 /// Ingests JSON lines from a file-like `input`, `batch` records per
@@ -109,52 +125,88 @@ fn ingest<R: Read>(
 
 enum Msg {
     Record(Box<Prepared>, mpsc::SyncSender<Result<u64, String>>),
+    /// JSON lines no caller waits for, parsed by the writer.
+    Lines(Vec<u8>),
     Close,
 }
+
+/// What the writer reports about lines sent with
+/// [`IngestHandle::send_lines`], since no caller waits to hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A line that is not a record was skipped. Its content is not given:
+    /// it may hold what redaction was for.
+    BadLine,
+    /// The store refused a batch holding sent lines, and the writer has
+    /// stopped rather than lose records silently; [`Ingestor::shutdown`]
+    /// returns the error.
+    Refused(String),
+}
+
+type OnNotice = Box<dyn Fn(Notice) + Send>;
 
 /// A group-commit writer thread owning a [`Store`].
 #[derive(Debug)]
 pub struct Ingestor {
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     thread: Option<JoinHandle<Result<Store>>>,
 }
 
-/// A cloneable, `Send` handle for appending through an [`Ingestor`].
+/// A cloneable, `Send` and `Sync` handle for appending through an
+/// [`Ingestor`].
 #[derive(Debug, Clone)]
 pub struct IngestHandle {
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Msg::Record(..) => "Record",
+            Msg::Lines(..) => "Lines",
             Msg::Close => "Close",
         })
     }
 }
 
 impl Ingestor {
-    /// Starts the writer; at most `max_batch` records per transaction.
+    /// Starts the writer; at most `max_batch` records per transaction
+    /// (a chunk of lines is never split, so a batch may run over by the
+    /// rest of one chunk).
     pub fn spawn(store: Store, max_batch: usize) -> Result<Ingestor> {
+        Ingestor::spawn_with(store, max_batch, |_| {})
+    }
+
+    /// As [`Ingestor::spawn`], telling `on_notice` (on the writer thread)
+    /// about lines sent with [`IngestHandle::send_lines`].
+    pub fn spawn_with(
+        store: Store,
+        max_batch: usize,
+        on_notice: impl Fn(Notice) + Send + 'static,
+    ) -> Result<Ingestor> {
         let max_batch = max_batch.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Msg>(max_batch * 4);
+        // Unbounded, so that `send_lines` never blocks: a caller that
+        // waits (`append`) has one record queued at a time anyway.
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let on_notice: OnNotice = Box::new(on_notice);
         let thread = std::thread::Builder::new()
             .name("audit-ingest".into())
-            .spawn(move || writer(store, rx, max_batch))?;
+            .spawn(move || writer(store, rx, max_batch, on_notice))?;
         Ok(Ingestor {
             tx,
             thread: Some(thread),
         })
     }
 
+    /// A handle for appending from any thread.
     pub fn handle(&self) -> IngestHandle {
         IngestHandle {
             tx: self.tx.clone(),
         }
     }
 
-    /// Commits what is queued, seals a checkpoint and hands the store back.
+    /// Commits what was queued before it, seals a checkpoint and hands the
+    /// store back; or the error that stopped the writer.
     pub fn shutdown(mut self) -> Result<Store> {
         let _ = self.tx.send(Msg::Close);
         match self.thread.take() {
@@ -186,6 +238,17 @@ impl IngestHandle {
         self.submit(Prepared::from_json(line)?)
     }
 
+    /// Queues JSON lines (one record each; blank lines skipped) without
+    /// waiting: they are parsed and committed by the writer with whatever
+    /// else is queued, so the caller never waits on a commit's sync. What
+    /// becomes of them is told to the ingestor's `on_notice`. `Err` only
+    /// when the writer has stopped.
+    pub fn send_lines(&self, lines: Vec<u8>) -> Result<()> {
+        self.tx
+            .send(Msg::Lines(lines))
+            .map_err(|_| Error::Ingest("the writer has stopped".into()))
+    }
+
     fn submit(&self, p: Prepared) -> Result<u64> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         self.tx
@@ -198,25 +261,56 @@ impl IngestHandle {
     }
 }
 
-fn writer(mut store: Store, rx: mpsc::Receiver<Msg>, max_batch: usize) -> Result<Store> {
+type Ack = Option<mpsc::SyncSender<Result<u64, String>>>;
+
+/// Parses each line of `chunk` into the batch, unacknowledged.
+fn take_lines(chunk: &[u8], batch: &mut Vec<Prepared>, acks: &mut Vec<Ack>, on_notice: &OnNotice) {
+    for line in chunk.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| Prepared::from_json(l).ok())
+        {
+            Some(p) => {
+                batch.push(p);
+                acks.push(None);
+            }
+            None => on_notice(Notice::BadLine),
+        }
+    }
+}
+
+fn writer(
+    mut store: Store,
+    rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    on_notice: OnNotice,
+) -> Result<Store> {
     let mut batch: Vec<Prepared> = Vec::with_capacity(max_batch);
-    let mut acks: Vec<mpsc::SyncSender<Result<u64, String>>> = Vec::with_capacity(max_batch);
+    let mut acks: Vec<Ack> = Vec::with_capacity(max_batch);
     let mut closing = false;
+    let take = |msg: Msg, batch: &mut Vec<Prepared>, acks: &mut Vec<Ack>| match msg {
+        Msg::Record(p, ack) => {
+            batch.push(*p);
+            acks.push(Some(ack));
+            false
+        }
+        Msg::Lines(chunk) => {
+            take_lines(&chunk, batch, acks, &on_notice);
+            false
+        }
+        Msg::Close => true,
+    };
     while !closing {
         match rx.recv() {
-            Ok(Msg::Record(p, ack)) => {
-                batch.push(*p);
-                acks.push(ack);
-            }
-            Ok(Msg::Close) | Err(_) => closing = true,
+            Ok(msg) => closing = take(msg, &mut batch, &mut acks),
+            Err(_) => closing = true,
         }
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(Msg::Record(p, ack)) => {
-                    batch.push(*p);
-                    acks.push(ack);
-                }
-                Ok(Msg::Close) => closing = true,
+                Ok(msg) => closing |= take(msg, &mut batch, &mut acks),
                 Err(_) => break,
             }
         }
@@ -226,13 +320,25 @@ fn writer(mut store: Store, rx: mpsc::Receiver<Msg>, max_batch: usize) -> Result
         match store.append_prepared(&batch) {
             Ok((first, _)) => {
                 for (i, ack) in acks.drain(..).enumerate() {
-                    let _ = ack.send(Ok(first + i as u64));
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(first + i as u64));
+                    }
                 }
             }
             Err(e) => {
                 let msg = e.to_string();
+                let mut unheard = false;
                 for ack in acks.drain(..) {
-                    let _ = ack.send(Err(msg.clone()));
+                    match ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(msg.clone()));
+                        }
+                        None => unheard = true,
+                    }
+                }
+                if unheard {
+                    on_notice(Notice::Refused(msg));
+                    return Err(e);
                 }
             }
         }

@@ -19,11 +19,15 @@
 //!   into indexed columns, with a composite `(subject, tool, time)` index for
 //!   the headline question.
 //!
+//! [`admin`] runs these as whole operations on a store file, the way
+//! `portcullis audit` and `portcullis serve --audit-db` use them.
+//!
 //! Retention ([`store::Store::prune`]) removes a prefix of old records but
 //! first seals a signed checkpoint at the cut and keeps it as the chain's
 //! anchor, so what is left still verifies. `docs/audit-store.md` gives the
 //! design and the durability argument; `docs/audit-schema.md` the record.
 
+pub mod admin;
 pub mod chain;
 pub mod evidence;
 pub mod ingest;
@@ -37,7 +41,7 @@ pub mod time;
 pub mod verify;
 
 pub use chain::Checkpoint;
-pub use ingest::{IngestHandle, IngestReport, Ingestor, ingest_jsonl, ingest_jsonl_stream};
+pub use ingest::{IngestHandle, IngestReport, Ingestor, Notice, ingest_jsonl, ingest_jsonl_stream};
 pub use keys::{generate_key, load_signing_key, load_verifying_key};
 pub use query::{Filter, Format, Order, Row};
 pub use record::Prepared;
@@ -74,6 +78,12 @@ pub enum Error {
     /// The group-commit writer failed or has stopped.
     #[error("ingest: {0}")]
     Ingest(String),
+    /// An existing store could not be opened.
+    #[error("cannot open audit store {}: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

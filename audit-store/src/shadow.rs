@@ -9,6 +9,7 @@
 //! distinct subjects and addresses without SQL string gymnastics.
 
 use crate::Result;
+use crate::time::format_rfc3339_ms;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -126,4 +127,90 @@ pub fn shadow_servers(conn: &Connection, since_ms: Option<i64>) -> Result<Vec<Sh
             acc.server
         })
         .collect())
+}
+
+/// One shadow server as a JSON object, with `first_seen` and `last_seen`
+/// added as RFC 3339 times beside the millisecond fields.
+pub fn to_json(s: &ShadowServer) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(s).map_err(|e| crate::Error::Format(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "first_seen".into(),
+            format_rfc3339_ms(s.first_seen_ms).into(),
+        );
+        o.insert("last_seen".into(), format_rfc3339_ms(s.last_seen_ms).into());
+    }
+    Ok(v)
+}
+
+/// The shadow servers as an aligned table (authority, first and last seen,
+/// count, callers as `subject@address (n)`, paths), with a closing line
+/// saying how many were seen since `since_ms`.
+pub fn table(found: &[ShadowServer], since_ms: i64) -> String {
+    let fmt = format_rfc3339_ms;
+    let header = [
+        "AUTHORITY",
+        "FIRST_SEEN",
+        "LAST_SEEN",
+        "COUNT",
+        "CALLERS",
+        "PATHS",
+    ];
+    let rows: Vec<[String; 6]> = found
+        .iter()
+        .map(|s| {
+            let callers: Vec<String> = s
+                .callers
+                .iter()
+                .map(|c| {
+                    let who = [c.subject.as_deref(), c.address.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("@");
+                    let who = if who.is_empty() {
+                        "(anonymous)".into()
+                    } else {
+                        who
+                    };
+                    format!("{who} ({})", c.count)
+                })
+                .collect();
+            [
+                s.authority.clone(),
+                fmt(s.first_seen_ms),
+                fmt(s.last_seen_ms),
+                s.count.to_string(),
+                callers.join(", "),
+                s.paths.join(", "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header.map(String::from));
+    for r in &rows {
+        line(r);
+    }
+    out.push_str(&format!(
+        "({} shadow server{} since {})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        fmt(since_ms)
+    ));
+    out
 }

@@ -109,6 +109,19 @@ pub struct PruneReport {
     pub anchor_seq: Option<u64>,
 }
 
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.anchor_seq {
+            Some(s) => write!(
+                f,
+                "pruned {} records; the chain now resumes from the signed checkpoint at {s}",
+                self.removed
+            ),
+            None => write!(f, "pruned {} records", self.removed),
+        }
+    }
+}
+
 /// An open audit store. One per thread; SQLite serialises writers.
 #[derive(Debug)]
 pub struct Store {

@@ -126,8 +126,51 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether everything verified.
     pub fn is_ok(&self) -> bool {
         self.finding.is_none()
+    }
+
+    /// The report as `portcullis audit verify` prints it: `OK: ...` or
+    /// `FAILED: <finding>`, then a warning when nothing is sealed and a
+    /// note when signatures were checked against the keys the checkpoints
+    /// name rather than a trusted one. Each line ends in a newline.
+    pub fn summary(&self) -> String {
+        let mut out = match &self.finding {
+            None => format!(
+                "OK: {} records verified (through seq {}), {} signed checkpoints{}{}\n",
+                self.records,
+                self.last_seq,
+                self.checkpoints,
+                match self.anchor_seq {
+                    Some(s) => format!(", resuming from the pruning anchor at {s}"),
+                    None => String::new(),
+                },
+                if self.unsealed > 0 {
+                    format!(
+                        "; {} records after the last checkpoint are not yet sealed",
+                        self.unsealed
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            Some(f) => format!("FAILED: {f}\n"),
+        };
+        if self.is_ok() && self.checkpoints == 0 && self.records > 0 {
+            out.push_str(
+                "warning: no signed checkpoints: the chain is self-consistent, but nothing is \
+                 sealed against a consistent rewrite\n",
+            );
+        }
+        if !self.trusted_key && self.checkpoints > 0 {
+            out.push_str(&format!(
+                "note: signatures were checked against the keys the checkpoints name ({}); \
+                 pass --key PUB to check them against a key you trust\n",
+                self.signers.join(", ")
+            ));
+        }
+        out
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `portcullis audit` subcommands, compiled from `src/audit_cmd.rs`
-//! exactly as the binary compiles them, and driven through clap.
+//! The operations behind the `portcullis audit` subcommands
+//! (`audit_store::admin`), driven as the CLI drives them, with what each
+//! prints checked against the reports' own text.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,36 +8,49 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../../src/audit_cmd.rs"]
-#[allow(dead_code)]
-mod audit_cmd;
+use audit_store::admin::{self, IngestOptions};
+use audit_store::time::{now_ms, parse_time_arg};
+use audit_store::{Filter, Format, Synchronous, sample};
+use std::path::Path;
 
-use audit_cmd::AuditCommand;
-use audit_store::sample;
-use audit_store::time::now_ms;
-use clap::Parser;
-use std::process::ExitCode;
-
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: AuditCommand,
+/// `audit ingest --db DB FILE [--key KEY]`: the key notice, if a key was
+/// made, then the report.
+fn ingest(db: &str, file: &str, key: Option<&str>, every: u64, sync: Synchronous) -> String {
+    let k = admin::store_key(db.as_ref(), key.map(Path::new), true).unwrap();
+    let mut out = k.notice().map(|n| format!("{n}\n")).unwrap_or_default();
+    let opts = IngestOptions {
+        checkpoint_every: every,
+        batch: 1000,
+        synchronous: sync,
+        stream: false,
+    };
+    let report =
+        admin::ingest(db.as_ref(), k.key, std::fs::File::open(file).unwrap(), opts).unwrap();
+    out.push_str(&format!("{report}\n"));
+    out
 }
 
-fn run(args: &[&str]) -> (ExitCode, String) {
-    let cli = Cli::try_parse_from(std::iter::once("audit").chain(args.iter().copied()))
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+/// `audit query --db DB [--subject S] [--tool T] [--since D]`, in `format`.
+fn query(db: &str, filter: Filter, format: Format) -> String {
     let mut out = Vec::new();
-    let code = match &cli.cmd {
-        AuditCommand::Query(a) => audit_cmd::query(a, &mut out),
-        AuditCommand::Verify(a) => audit_cmd::verify(a, &mut out),
-        AuditCommand::Ingest(a) => audit_cmd::ingest(a, &mut out),
-        AuditCommand::Prune(a) => audit_cmd::prune(a, &mut out),
-        AuditCommand::Keygen(a) => audit_cmd::keygen(a, &mut out),
-        AuditCommand::Shadow(a) => audit_cmd::shadow(a, &mut out),
-    }
-    .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    (code, String::from_utf8(out).unwrap())
+    admin::query(db.as_ref(), &filter, format, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// `audit verify --db DB [--key PUB]`: whether it verified, and the text.
+fn verify(db: &str, public: Option<&str>) -> (bool, String) {
+    let trusted = public.map(|p| audit_store::load_verifying_key(p.as_ref()).unwrap());
+    let report = admin::verify(db.as_ref(), trusted.as_ref()).unwrap();
+    (report.is_ok(), report.summary())
+}
+
+/// `audit prune --db DB [--retention D]`.
+fn prune(db: &str, retention: &str) -> String {
+    let k = admin::store_key(db.as_ref(), None, false).unwrap();
+    let ms = audit_store::time::parse_duration_ms(retention).unwrap();
+    admin::prune(db.as_ref(), k.key, ms, now_ms())
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -45,9 +59,13 @@ fn ingest_query_verify_tamper_verify() {
     let d = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (db, log, key) = (d("audit.db"), d("audit.jsonl"), d("signing.key"));
 
-    let (code, out) = run(&["keygen", "--out", &key]);
-    assert_eq!(code, ExitCode::SUCCESS);
-    assert!(out.contains("signing.key.pub"), "{out}");
+    let public = audit_store::generate_key(key.as_ref()).unwrap();
+    let public_file = audit_store::keys::public_path(key.as_ref());
+    assert!(public_file.ends_with("signing.key.pub"), "{public_file:?}");
+    assert_eq!(
+        audit_store::load_verifying_key(&public_file).unwrap(),
+        public
+    );
 
     // A JSONL audit log as `portcullis serve --audit-log` writes it.
     let now = now_ms();
@@ -65,16 +83,7 @@ fn ingest_query_verify_tamper_verify() {
         jsonl.push('\n');
     }
     std::fs::write(&log, jsonl).unwrap();
-    let (_, out) = run(&[
-        "ingest",
-        "--db",
-        &db,
-        &log,
-        "--key",
-        &key,
-        "--checkpoint-every",
-        "8",
-    ]);
+    let out = ingest(&db, &log, Some(&key), 8, Synchronous::Full);
     assert_eq!(out.trim(), "ingested 40 records (seq 1..=40)");
 
     // alice's crm.search calls in the last 30 days: i = 12, 16, ..., 36.
@@ -82,18 +91,13 @@ fn ingest_query_verify_tamper_verify() {
         .step_by(4)
         .map(|i| format!("req-{i:010}"))
         .collect();
-    let base = [
-        "query",
-        "--db",
-        &db,
-        "--subject",
-        "alice",
-        "--tool",
-        "crm.search",
-        "--since",
-        "30d",
-    ];
-    let (_, out) = run(&base);
+    let base = Filter {
+        subject: Some("alice".into()),
+        tool: Some("crm.search".into()),
+        since: parse_time_arg("30d", now_ms()),
+        ..Filter::default()
+    };
+    let out = query(&db, base.clone(), Format::Json);
     let ids: Vec<String> = out
         .lines()
         .map(|l| {
@@ -102,20 +106,24 @@ fn ingest_query_verify_tamper_verify() {
         })
         .collect();
     assert_eq!(ids, expected);
-    let (_, csv) = run(&[&base[..], &["--format", "csv"]].concat());
+    let csv = query(&db, base.clone(), Format::Csv);
     assert_eq!(csv.lines().count(), expected.len() + 1);
     assert!(
         csv.lines().nth(1).unwrap().contains(",alice,agent-"),
         "{csv}"
     );
-    let (_, table) = run(&[&base[..], &["--format", "table"]].concat());
+    let table = query(&db, base, Format::Table);
     assert!(
         table.contains(&format!("({} records)", expected.len())),
         "{table}"
     );
 
     // The export recomputes to the chain head, as docs/audit-store.md says.
-    let (_, export) = run(&["query", "--db", &db, "--by-seq"]);
+    let by_seq = Filter {
+        order: audit_store::Order::Seq,
+        ..Filter::default()
+    };
+    let export = query(&db, by_seq, Format::Json);
     let mut h = [0u8; 32];
     for (n, line) in export.lines().enumerate() {
         h = audit_store::chain::record_hash(&h, line.as_bytes(), n as u64 + 1);
@@ -126,8 +134,8 @@ fn ingest_query_verify_tamper_verify() {
     drop(store);
 
     let public = format!("{key}.pub");
-    let (code, out) = run(&["verify", "--db", &db, "--key", &public]);
-    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    let (ok, out) = verify(&db, Some(&public));
+    assert!(ok, "{out}");
     assert!(out.starts_with("OK: 40 records verified"), "{out}");
 
     // Edit a byte of the database file itself, inside record 23's JSON.
@@ -143,11 +151,11 @@ fn ingest_query_verify_tamper_verify() {
         .unwrap();
     bytes[at + needle.len() - 2] = b'9';
     std::fs::write(&db, bytes).unwrap();
-    let (code, out) = run(&["verify", "--db", &db, "--key", &public]);
-    assert_eq!(code, ExitCode::from(1), "{out}");
+    let (ok, out) = verify(&db, Some(&public));
+    assert!(!ok, "{out}");
     assert!(out.starts_with("FAILED: record 23 was modified"), "{out}");
-    let (_, json) = run(&["verify", "--db", &db, "--json"]);
-    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let report = admin::verify(db.as_ref(), None).unwrap();
+    let v = serde_json::to_value(&report).unwrap();
     assert_eq!(v["finding"]["finding"], "modified");
     assert_eq!(v["finding"]["seq"], 23);
 }
@@ -164,17 +172,17 @@ fn ingest_defaults_a_key_and_prune_applies_retention() {
         .collect();
     std::fs::write(&log, lines.join("\n")).unwrap();
     let (db, log) = (db.to_str().unwrap(), log.to_str().unwrap());
-    let (_, out) = run(&["ingest", "--db", db, log, "--sync", "normal"]);
+    let out = ingest(db, log, None, 1000, Synchronous::Normal);
     assert!(out.contains("generated checkpoint signing key"), "{out}");
     assert!(out.contains("ingested 20 records"), "{out}");
     // Records at -100d, -95d, -90d+1m, ...: two are past 90 days.
-    let (_, out) = run(&["prune", "--db", db]);
+    let out = prune(db, "90d");
     assert!(out.starts_with("pruned 2 records"), "{out}");
     let public = format!("{db}.key.pub");
-    let (code, out) = run(&["verify", "--db", db, "--key", &public]);
-    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    let (ok, out) = verify(db, Some(&public));
+    assert!(ok, "{out}");
     assert!(out.contains("pruning anchor at 2"), "{out}");
-    let (_, out) = run(&["prune", "--db", db, "--retention", "30d"]);
+    let out = prune(db, "30d");
     assert!(out.starts_with("pruned 12 records"), "{out}");
 }
 
@@ -226,12 +234,14 @@ fn shadow_lists_unregistered_servers_by_authority() {
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&log, text).unwrap();
-    run(&["ingest", "--db", &db, &log]);
-    let (_, out) = run(&["shadow", "--db", &db, "--format", "json"]);
-    let rows: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    ingest(&db, &log, None, 1000, Synchronous::Full);
+    let since = |d: &str| parse_time_arg(d, now_ms()).unwrap();
+    let rows: Vec<serde_json::Value> = admin::shadow(db.as_ref(), since("30d"))
+        .unwrap()
+        .iter()
+        .map(|s| audit_store::shadow::to_json(s).unwrap())
         .collect();
+    let out = format!("{rows:?}");
     assert_eq!(rows.len(), 1, "{out}");
     assert_eq!(rows[0]["authority"], "rogue.internal:8080");
     assert_eq!(rows[0]["count"], 3);
@@ -242,7 +252,10 @@ fn shadow_lists_unregistered_servers_by_authority() {
             {"address": "10.0.0.9", "count": 1},
         ])
     );
-    let (_, table) = run(&["shadow", "--db", &db, "--since", "60d"]);
+    let table = audit_store::shadow::table(
+        &admin::shadow(db.as_ref(), since("60d")).unwrap(),
+        since("60d"),
+    );
     assert!(
         table.contains("old.example:1") && table.contains("bob@10.0.0.7 (2)"),
         "{table}"

@@ -453,6 +453,44 @@ fn group_commit_from_many_threads() {
 }
 
 #[test]
+fn lines_sent_without_waiting_are_committed_and_sealed_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), cfg(1000)).unwrap();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heard = notices.clone();
+    let ingestor = Ingestor::spawn_with(store, 16, move |n| heard.lock().unwrap().push(n)).unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let h = ingestor.handle();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    // Two records per chunk, as one stream's audit lines.
+                    let chunk = format!(
+                        "{}\n\n{}\n",
+                        sample::nth(t * 1000 + 2 * i, now_ms(), 0),
+                        sample::nth(t * 1000 + 2 * i + 1, now_ms(), 0)
+                    );
+                    h.send_lines(chunk.into_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    ingestor
+        .handle()
+        .send_lines(b"not a record\n".to_vec())
+        .unwrap();
+    let store = ingestor.shutdown().unwrap();
+    let v = store.verify(Some(&key().verifying_key())).unwrap();
+    assert!(v.is_ok(), "{v:?}");
+    // Everything sent before the shutdown is committed, and sealed.
+    assert_eq!((v.records, v.unsealed), (400, 0));
+    assert_eq!(*notices.lock().unwrap(), [audit_store::Notice::BadLine]);
+}
+
+#[test]
 fn ingest_jsonl_commits_good_lines_and_names_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("audit.db"), cfg(10)).unwrap();

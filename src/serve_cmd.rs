@@ -9,10 +9,15 @@
 //! same audit log; docs/component.md). Audit records are
 //! read from the filter state `wasm.portcullis.audit` at the end of each
 //! stream, as Envoy's access loggers read it, and appended to `--audit-log`
-//! (JSONL), to `--audit-db` (the tamper-evident store, from a writer
-//! thread with group commit), or to both. SIGINT or SIGTERM stops it gracefully.
+//! (JSONL), to `--audit-db` (the tamper-evident store, through
+//! `audit_store::Ingestor`: group commit on a writer thread of its own, so
+//! no proxy worker waits on a commit's fsync), or to both. SIGINT or
+//! SIGTERM stops it gracefully, committing what is queued and sealing a
+//! checkpoint.
 
-use crate::{Failure, load_bundle};
+use crate::bundle_cmd::load as load_bundle;
+use crate::failure::Failure;
+use audit_store::{IngestHandle, Ingestor, Notice};
 use clap::Args;
 use host_shim::{AccessLogEntry, AccessLogSink, FilterHandle, Plugin, PluginConfig, ProxyConfig};
 use std::collections::HashMap;
@@ -287,103 +292,63 @@ struct AuditFile {
     file: Mutex<std::fs::File>,
 }
 
-/// Appends audit lines to the store from a writer thread of its own, so a
-/// commit (an fsync with `synchronous=FULL`) never stalls a proxy worker,
-/// as Envoy's access loggers never stall the stream. Whatever is queued
-/// when the writer wakes goes into one transaction (group commit), and a
-/// record is durable once that transaction commits: a kill -9 loses at
-/// most the records still queued, never a committed one.
-struct AuditDb {
-    tx: Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<Result<(), String>>>>,
-}
-
-/// Parses each audit line of `chunk` for the store. The content of a bad
-/// line is never printed: it may hold what redaction was for.
-fn prepare_lines(chunk: &[u8], batch: &mut Vec<audit_store::Prepared>) {
-    for line in chunk.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match std::str::from_utf8(line)
-            .map_err(|e| e.to_string())
-            .and_then(|l| audit_store::Prepared::from_json(l).map_err(|e| e.to_string()))
-        {
-            Ok(p) => batch.push(p),
-            Err(_) => eprintln!("portcullis: an audit line is not a record; not stored"),
-        }
-    }
-}
-
 /// Records per transaction at most.
 const AUDIT_BATCH: usize = 1000;
 
+/// Appends audit lines to the store through its group-commit writer:
+/// [`IngestHandle::send_lines`] only queues, so a commit (an fsync with
+/// `synchronous=FULL`) never stalls a proxy worker, as Envoy's access
+/// loggers never stall the stream. A record is durable once the
+/// transaction it went into commits: a kill -9 loses at most the records
+/// still queued, never a committed one.
+struct AuditDb {
+    handle: IngestHandle,
+    ingestor: Mutex<Option<Ingestor>>,
+}
+
 impl AuditDb {
     fn open(path: &std::path::Path, key: Option<&std::path::Path>) -> Result<AuditDb, Failure> {
-        let mut note = Vec::new();
-        let key = crate::audit_cmd::signing_key(path, key, true, &mut note)
-            .map_err(|e| Failure::Usage(format!("--audit-db {}: {e:#}", path.display())))?;
-        let _ = std::io::stderr().write_all(&note);
+        let key = crate::audit_cmd::signing_key(path, key, true)
+            .map_err(|e| Failure::Usage(format!("--audit-db {}: {e}", path.display())))?;
+        if let Some(notice) = key.notice() {
+            eprintln!("{notice}");
+        }
         let cfg = audit_store::Config {
-            signing_key: Some(key),
+            signing_key: Some(key.key),
             ..audit_store::Config::default()
         };
-        let mut store = audit_store::Store::open(path, cfg).map_err(|e| {
+        let store = audit_store::Store::open(path, cfg).map_err(|e| {
             Failure::Usage(format!("cannot open --audit-db {}: {e}", path.display()))
         })?;
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let writer = std::thread::Builder::new()
-            .name("audit-store".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = Vec::new();
-                    prepare_lines(&first, &mut batch);
-                    while batch.len() < AUDIT_BATCH {
-                        match rx.try_recv() {
-                            Ok(chunk) => prepare_lines(&chunk, &mut batch),
-                            Err(_) => break,
-                        }
-                    }
-                    if !batch.is_empty()
-                        && let Err(e) = store.append_prepared(&batch)
-                    {
-                        // Fail loudly: records would otherwise be lost
-                        // silently.
-                        eprintln!("portcullis: the audit store refused records: {e}");
-                        return Err(e.to_string());
-                    }
-                }
-                store.close().map_err(|e| e.to_string())
-            })
-            .map_err(|e| Failure::Usage(format!("cannot start the audit writer: {e}")))?;
+        let ingestor = Ingestor::spawn_with(store, AUDIT_BATCH, |notice| match notice {
+            // The content of a bad line is never printed: it may hold what
+            // redaction was for.
+            Notice::BadLine => {
+                eprintln!("portcullis: an audit line is not a record; not stored");
+            }
+            // Loudly: records would otherwise be lost silently.
+            Notice::Refused(e) => {
+                eprintln!("portcullis: the audit store refused records: {e}");
+            }
+        })
+        .map_err(|e| Failure::Usage(format!("cannot start the audit writer: {e}")))?;
         Ok(AuditDb {
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
+            handle: ingestor.handle(),
+            ingestor: Mutex::new(Some(ingestor)),
         })
     }
 
     fn send(&self, lines: &[u8]) {
-        if let Ok(tx) = self.tx.lock()
-            && let Some(tx) = tx.as_ref()
-            && tx.send(lines.to_vec()).is_err()
-        {
+        if self.handle.send_lines(lines.to_vec()).is_err() {
             eprintln!("portcullis: the audit store writer has stopped; records are not stored");
         }
     }
 
     /// Stops taking records, commits the queue and seals a checkpoint.
     fn close(&self) -> Result<(), Failure> {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        match writer.map(|w| w.join()) {
-            Some(Ok(Err(e))) => Err(Failure::Input(vec![format!(
-                "portcullis: the audit store: {e}"
-            )])),
-            Some(Err(_)) => Err(Failure::Input(vec![
-                "portcullis: the audit store writer panicked".into(),
-            ])),
+        let ingestor = self.ingestor.lock().ok().and_then(|mut i| i.take());
+        match ingestor.map(|i| i.shutdown().and_then(audit_store::Store::close)) {
+            Some(Err(e)) => Err(Failure::input(format!("portcullis: the audit store: {e}"))),
             _ => Ok(()),
         }
     }

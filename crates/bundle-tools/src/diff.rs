@@ -1,6 +1,6 @@
-//! `portcullis bundle diff OLD NEW`: what changed between two bundles, in
-//! the terms a reviewer approves: servers added or removed, status changes,
-//! tools newly allowed or dropped, pins, identity, content policy, rules.
+//! What changed between two bundles, in the terms a reviewer approves:
+//! servers added or removed, status changes, tools newly allowed or
+//! dropped, pins, identity, content policy, rules.
 //!
 //! Documents are matched by kind and `metadata.name`, and compared as JSON
 //! trees, so a kind or field added to the schema later diffs without a
@@ -9,38 +9,13 @@
 //! of plain values as sets (a scope added is `+ scope`). Only the wording
 //! knows kinds: a path under `spec.tools` of an McpServer reads as "tool",
 //! under `spec.rules` of a Policy as "rule", and so on.
-//!
-//! Exit status: 0, or with `--exit-code` 1 when there are changes (as
-//! `git diff --exit-code`); 2 when a bundle cannot be read.
 
-use crate::{Failure, load_bundle};
-use clap::Args;
 use portcullis_core::bundle::BundleJson;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-#[derive(Args, Debug)]
-pub struct DiffArgs {
-    /// The old bundle: a directory of YAML documents or a compiled JSON file.
-    old: PathBuf,
-    /// The new bundle, likewise.
-    new: PathBuf,
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
-    /// Exit 1 when the bundles differ.
-    #[arg(long = "exit-code")]
-    exit_code: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
-
-/// One change, as `--format json` prints it.
+/// One change, as `bundle diff --format json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
@@ -62,59 +37,6 @@ pub struct Change {
     pub old: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new: Option<Value>,
-}
-
-pub fn run(args: DiffArgs) -> Result<(), Failure> {
-    let old = load(&args.old)?;
-    let new = load(&args.new)?;
-    let changes = diff(&old, &new);
-    match args.format {
-        Format::Json => {
-            let out = serde_json::json!({
-                "old": old.version,
-                "new": new.version,
-                "changes": changes,
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&out)
-                    .map_err(|e| Failure::Usage(format!("cannot serialise the diff: {e}")))?
-            );
-        }
-        Format::Text => print!("{}", render_text(&changes)),
-    }
-    if args.exit_code && !changes.is_empty() {
-        return Err(Failure::Input(Vec::new()));
-    }
-    Ok(())
-}
-
-/// A bundle directory (compiled) or a compiled JSON file.
-fn load(path: &Path) -> Result<BundleJson, Failure> {
-    if path.is_dir() {
-        // Exit 2, not 1: with --exit-code, 1 means "they differ".
-        return load_bundle(path).map_err(|f| match f {
-            Failure::Input(lines) => {
-                for line in lines {
-                    eprintln!("{line}");
-                }
-                Failure::Usage(format!(
-                    "{} does not compile; nothing was compared",
-                    path.display()
-                ))
-            }
-            usage => usage,
-        });
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Failure::Usage(format!(
-            "{} is not a compiled bundle ({e}); give a bundle directory or the output of \
-             `portcullis bundle build`",
-            path.display()
-        ))
-    })
 }
 
 /// Every change from `old` to `new`, documents in kind and name order.
@@ -556,6 +478,15 @@ fn compact(v: &Value) -> String {
     } else {
         s
     }
+}
+
+/// The JSON report: both versions and every change.
+pub fn to_json(old: &BundleJson, new: &BundleJson, changes: &[Change]) -> Value {
+    serde_json::json!({
+        "old": old.version,
+        "new": new.version,
+        "changes": changes,
+    })
 }
 
 /// The text report: one block per document, `+` added, `-` removed, `~`

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The crosswalk as shipped.
-pub const CROSSWALK_YAML: &str = include_str!("../../compliance/crosswalk.yaml");
+pub const CROSSWALK_YAML: &str = include_str!("../crosswalk.yaml");
 
 /// What `schema` the file must carry.
 pub const SCHEMA: &str = "portcullis.crosswalk/v1";
@@ -41,6 +41,7 @@ pub const PILLARS: &[&str] = &[
     "compliance",
 ];
 
+/// The crosswalk file: frameworks, pillars, saved queries and controls.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crosswalk {
@@ -52,12 +53,14 @@ pub struct Crosswalk {
     pub controls: Vec<Control>,
 }
 
+/// A framework the crosswalk maps to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameworkInfo {
     pub name: String,
 }
 
+/// What a saved query selects, which decides how a pack exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryKind {
@@ -67,6 +70,8 @@ pub enum QueryKind {
     Summary,
 }
 
+/// A read-only SQL query over the audit store, taking `:since` and
+/// `:until`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedQuery {
@@ -76,6 +81,8 @@ pub struct SavedQuery {
     pub sql: String,
 }
 
+/// A Portcullis control: what implements it, which queries evidence it,
+/// and which framework controls it serves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
@@ -94,6 +101,7 @@ pub struct Control {
     pub notes: Option<String>,
 }
 
+/// Where a control is implemented: bundle fields, audit fields, features.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImplementedBy {
@@ -130,6 +138,7 @@ impl Crosswalk {
         serde_json::from_value(doc.value.clone()).map_err(|e| vec![format!("crosswalk.yaml: {e}")])
     }
 
+    /// The saved query of this id.
     pub fn query(&self, id: &str) -> Option<&SavedQuery> {
         self.queries.iter().find(|q| q.id == id)
     }
