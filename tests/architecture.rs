@@ -188,3 +188,37 @@ fn the_spine_is_five_files_or_fewer() {
     // It starts where the proxy hands over the body.
     assert!(table.iter().any(|r| r.contains("on_http_request_body")));
 }
+
+/// Every workspace member has a row in the crate map, under its own name
+/// and directory, so a new crate cannot arrive without its one concern.
+#[test]
+fn every_workspace_crate_is_on_the_crate_map() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let start = manifest.find("members = [").unwrap();
+    let end = start + manifest[start..].find(']').unwrap();
+    let members: Vec<&str> = manifest[start..end]
+        .split('"')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s)
+        .collect();
+    assert!(members.len() > 5, "no members read from Cargo.toml");
+    let map = section("## Crates");
+    let mut missing = Vec::new();
+    for member in members {
+        let crate_toml = std::fs::read_to_string(root().join(member).join("Cargo.toml")).unwrap();
+        let name = crate_toml
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap();
+        let row = format!("| `{name}` | `{member}/` |");
+        if !map.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's crate map lacks rows: {missing:?}"
+    );
+}
