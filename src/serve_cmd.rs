@@ -83,12 +83,106 @@ pub struct ServeArgs {
     #[arg(long)]
     admin: Option<SocketAddr>,
     /// Buffer limit per stream and direction, bytes (Envoy's
-    /// per_connection_buffer_limit_bytes).
-    #[arg(long = "buffer-limit", default_value_t = 2 * 1024 * 1024)]
+    /// per_connection_buffer_limit_bytes, default 1 MiB as in Envoy). Set
+    /// it above the bundle's maxRequestBytes/maxResponseBytes so an
+    /// oversize body streamed without content-length gets the filter's
+    /// JSON-RPC 413 and an audit record rather than the host's bare 413.
+    #[arg(long = "buffer-limit", default_value_t = host_shim::DEFAULT_BUFFER_LIMIT)]
     buffer_limit: usize,
+    /// The least severe log line printed to standard error: the module's
+    /// own (`proxy_log`, in Envoy's `wasm log <plugin> <root> <vm>: ...`
+    /// shape, and its level as `proxy_get_log_level` reports it), VM
+    /// failures and host-shim's. Envoy's default is info. `RUST_LOG`, when
+    /// set, overrides the filter for host-shim's lines.
+    #[arg(long = "log-level", value_enum, default_value_t = LogLevelArg::Info)]
+    log_level: LogLevelArg,
+    /// What happens to streams when the filter's VM fails (Envoy
+    /// `PluginConfig.failure_policy`; its default, FAIL_CLOSED, is ours):
+    /// `fail-closed` answers every stream with a 503, `fail-reload` gives
+    /// the failing stream a 503 and later streams a fresh VM, `fail-open`
+    /// lets streams pass ungoverned (never for Portcullis in production).
+    #[arg(long = "failure-policy", value_enum, default_value_t = FailurePolicyArg::Closed)]
+    failure_policy: FailurePolicyArg,
     /// `--xds URL` and its node flags: the bundle from a control plane.
     #[command(flatten)]
     xds: crate::serve_xds::XdsArgs,
+}
+
+/// Envoy's `FailurePolicy` values, as flags.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicyArg {
+    #[value(name = "fail-closed")]
+    Closed,
+    #[value(name = "fail-reload")]
+    Reload,
+    #[value(name = "fail-open")]
+    Open,
+}
+
+impl FailurePolicyArg {
+    fn policy(self) -> host_shim::FailurePolicy {
+        match self {
+            FailurePolicyArg::Closed => host_shim::FailurePolicy::FailClosed,
+            FailurePolicyArg::Reload => host_shim::FailurePolicy::FailReload,
+            FailurePolicyArg::Open => host_shim::FailurePolicy::FailOpen,
+        }
+    }
+}
+
+/// Envoy's `--log-level` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevelArg {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+    Off,
+}
+
+impl LogLevelArg {
+    /// The module's level (`off` still lets nothing through: critical is
+    /// filtered out below by the subscriber).
+    fn module(self) -> host_shim::LogLevel {
+        match self {
+            LogLevelArg::Trace => host_shim::LogLevel::Trace,
+            LogLevelArg::Debug => host_shim::LogLevel::Debug,
+            LogLevelArg::Info => host_shim::LogLevel::Info,
+            LogLevelArg::Warn => host_shim::LogLevel::Warn,
+            LogLevelArg::Error => host_shim::LogLevel::Error,
+            LogLevelArg::Critical | LogLevelArg::Off => host_shim::LogLevel::Critical,
+        }
+    }
+
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevelArg::Trace => "trace",
+            LogLevelArg::Debug => "debug",
+            LogLevelArg::Info => "info",
+            LogLevelArg::Warn => "warn",
+            LogLevelArg::Error | LogLevelArg::Critical => "error",
+            LogLevelArg::Off => "off",
+        }
+    }
+}
+
+/// Prints the module's log lines and host-shim's own (VM failures, traps,
+/// buffer limits) to standard error; without it they would be invisible
+/// and a crashed filter would show only as 503s.
+fn install_logging(level: LogLevelArg) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() && level != LogLevelArg::Off => {
+            tracing_subscriber::EnvFilter::new(v)
+        }
+        _ => tracing_subscriber::EnvFilter::new(level.directive()),
+    };
+    // A second install (tests calling run twice) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn parse_cluster(s: &str) -> Result<(String, String), String> {
@@ -106,6 +200,7 @@ fn read_file(flag: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    install_logging(args.log_level);
     let upstream: http::Uri = args
         .upstream
         .parse()
@@ -190,6 +285,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         // it can add audit headers and refuse before the upstream sees
         // anything: Envoy (>= 1.35) needs this flag for that.
         allow_on_headers_stop_iteration: true,
+        log_level: args.log_level.module(),
+        failure_policy: args.failure_policy.policy(),
         ..PluginConfig::default()
     };
     let subscription = crate::serve_xds::start(&args.xds, &wasm, &config)?;

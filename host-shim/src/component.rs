@@ -318,7 +318,7 @@ impl logging::Host for ComponentHost {
             logging::Level::Error => LogLevel::Error,
             logging::Level::Critical => LogLevel::Critical,
         };
-        emit_log(&self.config, level, &message);
+        self.config.log(level, &message);
     }
 }
 
@@ -343,27 +343,6 @@ impl properties::Host for ComponentHost {
             stream: stream.as_deref(),
         };
         get_property(&env, &joined).ok()
-    }
-}
-
-/// The proxy-wasm VM's log path: `tracing` target "wasm" and the plugin's
-/// log sink, filtered by the configured level.
-fn emit_log(cfg: &PluginConfig, level: LogLevel, msg: &str) {
-    if level < cfg.log_level {
-        return;
-    }
-    let name = &cfg.name;
-    match level {
-        LogLevel::Trace => tracing::trace!(target: "wasm", plugin = %name, "{msg}"),
-        LogLevel::Debug => tracing::debug!(target: "wasm", plugin = %name, "{msg}"),
-        LogLevel::Info => tracing::info!(target: "wasm", plugin = %name, "{msg}"),
-        LogLevel::Warn => tracing::warn!(target: "wasm", plugin = %name, "{msg}"),
-        LogLevel::Error | LogLevel::Critical => {
-            tracing::error!(target: "wasm", plugin = %name, "{msg}")
-        }
-    }
-    if let Some(sink) = &cfg.log_sink {
-        sink.log(name, level, msg);
     }
 }
 
@@ -434,8 +413,7 @@ impl ComponentVm {
             Ok(v) => Some(v),
             Err(e) => {
                 self.failed.set(true);
-                emit_log(
-                    &self.plugin.config,
+                self.plugin.config.log(
                     LogLevel::Critical,
                     &format!("portcullis component trapped, failing the stream closed: {e:?}"),
                 );
@@ -590,7 +568,7 @@ impl ComponentFilter {
             return;
         }
         for r in records {
-            emit_log(&self.vm.plugin.config, LogLevel::Info, &r.json);
+            self.vm.plugin.config.log(LogLevel::Info, &r.json);
             self.audit_lines.push_str(&r.json);
             self.audit_lines.push('\n');
         }
@@ -605,8 +583,7 @@ impl ComponentFilter {
         let side = d.side_mut(dir);
         if !side.headers_active {
             if !edits.remove.is_empty() || !edits.set.is_empty() {
-                emit_log(
-                    &self.vm.plugin.config,
+                self.vm.plugin.config.log(
                     LogLevel::Warn,
                     "portcullis component: header edits after the headers were forwarded are dropped",
                 );

@@ -458,8 +458,14 @@ fn http_call(
     let headers = decode_pairs(&read(&c, hp, hl)?).ok_or(Status::BadArgument)?;
     let body = read(&c, bp, bl)?;
     let trailers = decode_pairs(&read(&c, tp, tl)?).ok_or(Status::BadArgument)?;
-    // Envoy httpCall: unknown cluster -> BadArgument; :path, :method and
-    // :authority are required -> BadArgument.
+    // Envoy `Context::httpCall` (source/extensions/common/wasm/context.cc)
+    // takes the timeout as an `int`: 2^31 ms or more arrives negative and is
+    // refused (BadArgument) before the cluster is looked up. Then: unknown
+    // cluster -> BadArgument; :path, :method and :authority are required ->
+    // BadArgument.
+    if timeout < 0 {
+        return Err(Status::BadArgument.into());
+    }
     let upstream = c
         .data()
         .clusters
@@ -661,28 +667,11 @@ fn get_metric(mut c: Caller<'_, Host>, id: i32, rp: i32) -> R {
 
 // ---- logging ----
 
-/// Envoy `Context::log`: levels are spdlog's (0 trace .. 5 critical),
-/// filtered by the configured level; the message goes to `tracing` target
-/// "wasm" and to the plugin's log sink.
+/// Envoy `Context::log`: levels are spdlog's (0 trace .. 5 critical);
+/// [`crate::PluginConfig::log`] filters and writes them.
 pub(crate) fn emit_log(c: &Caller<'_, Host>, level: i32, msg: &str) -> Result<(), Status> {
     let lvl = crate::LogLevel::from_i32(level).ok_or(Status::BadArgument)?;
-    let cfg = c.data().plugin.config();
-    if lvl < cfg.log_level {
-        return Ok(());
-    }
-    let name = &cfg.name;
-    match lvl {
-        crate::LogLevel::Trace => tracing::trace!(target: "wasm", plugin = %name, "{msg}"),
-        crate::LogLevel::Debug => tracing::debug!(target: "wasm", plugin = %name, "{msg}"),
-        crate::LogLevel::Info => tracing::info!(target: "wasm", plugin = %name, "{msg}"),
-        crate::LogLevel::Warn => tracing::warn!(target: "wasm", plugin = %name, "{msg}"),
-        crate::LogLevel::Error | crate::LogLevel::Critical => {
-            tracing::error!(target: "wasm", plugin = %name, "{msg}")
-        }
-    }
-    if let Some(sink) = &cfg.log_sink {
-        sink.log(name, lvl, msg);
-    }
+    c.data().plugin.config().log(lvl, msg);
     Ok(())
 }
 

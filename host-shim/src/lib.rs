@@ -38,7 +38,10 @@ pub use component::{ComponentFilter, ComponentPlugin, ComponentVm};
 pub use headers::HeaderMap;
 pub use metrics::{MetricValue, MetricsSnapshot, prometheus_text};
 pub use plugin::Plugin;
-pub use proxy::{AccessLogEntry, AccessLogSink, FilterHandle, ProxyConfig, Server, TestVm, serve};
+pub use proxy::{
+    AccessLogEntry, AccessLogSink, DEFAULT_BUFFER_LIMIT, FilterHandle, ProxyConfig, Server, TestVm,
+    serve,
+};
 pub use stream::{
     Dir, FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus, HttpFilter, LocalReply,
     Output, SharedStream, StreamAction, StreamCore, StreamData, StreamInfo,
@@ -149,6 +152,38 @@ impl std::fmt::Debug for PluginConfig {
             .field("failure_policy", &self.failure_policy)
             .field("log_level", &self.log_level)
             .finish()
+    }
+}
+
+impl PluginConfig {
+    /// A log line of the module: dropped below the configured level, else
+    /// written to `tracing` target "wasm" in Envoy's shape (`Context::log`
+    /// with `PluginBase::makeLogPrefix`, source/extensions/common/wasm:
+    /// `wasm log <plugin> <root_id> <vm_id>: <message>`) and given to the
+    /// log sink as it is.
+    pub fn log(&self, level: LogLevel, msg: &str) {
+        if level < self.log_level {
+            return;
+        }
+        let mut prefix = String::new();
+        for part in [&self.name, &self.root_id, &self.vm_id] {
+            if !part.is_empty() {
+                prefix.push(' ');
+                prefix.push_str(part);
+            }
+        }
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "wasm", "wasm log{prefix}: {msg}"),
+            LogLevel::Debug => tracing::debug!(target: "wasm", "wasm log{prefix}: {msg}"),
+            LogLevel::Info => tracing::info!(target: "wasm", "wasm log{prefix}: {msg}"),
+            LogLevel::Warn => tracing::warn!(target: "wasm", "wasm log{prefix}: {msg}"),
+            LogLevel::Error | LogLevel::Critical => {
+                tracing::error!(target: "wasm", "wasm log{prefix}: {msg}")
+            }
+        }
+        if let Some(sink) = &self.log_sink {
+            sink.log(&self.name, level, msg);
+        }
     }
 }
 

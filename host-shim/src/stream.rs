@@ -868,14 +868,23 @@ impl StreamCore {
             self.reset_stream();
             return;
         }
+        // Envoy `Utility::prepareLocalReply` (source/common/http/utility.cc):
+        // `:status`, then the module's headers (`modify_headers`), then
+        // content-length from the body and `text/plain` only when the module
+        // set no content-type; an empty body drops both.
         let mut h = HeaderMap::new();
         h.add(":status", r.status.to_string().as_bytes());
-        if !r.body.is_empty() {
-            h.add("content-length", r.body.len().to_string().as_bytes());
-            h.add("content-type", b"text/plain");
-        }
         for (k, v) in &r.headers {
             h.add(k, v);
+        }
+        h.remove("content-length");
+        if r.body.is_empty() {
+            h.remove("content-type");
+        } else {
+            h.add("content-length", r.body.len().to_string().as_bytes());
+            if h.get("content-type").is_none() {
+                h.add("content-type", b"text/plain");
+            }
         }
         {
             let mut d = self.data.borrow_mut();

@@ -319,11 +319,16 @@ impl WasmVm {
             },
             Err(e) => {
                 self.failed.set(true);
+                // One line, as Envoy's `Function: <name> failed: <cause>`
+                // (cpp-host's `fail(FailState::RuntimeError, ...)`); the
+                // wasm backtrace follows at debug.
+                let plugin = &self.plugin.config().name;
                 tracing::error!(
                     target: "wasm",
-                    plugin = %self.plugin.config().name,
-                    "wasm VM failed in {name}: {e:?}"
+                    "wasm {plugin}: Function: {name} failed: {}",
+                    e.root_cause()
                 );
+                tracing::debug!(target: "wasm", "wasm {plugin}: {name}: {e:?}");
                 CallResult {
                     trapped: true,
                     stop_next,

@@ -247,6 +247,56 @@ fn local_reply_is_deferred_and_passes_through_response_callbacks() {
     );
 }
 
+/// Envoy `Utility::prepareLocalReply` (source/common/http/utility.cc): the
+/// module's headers are added first, `text/plain` only when it set no
+/// content-type, content-length from the body; an empty body has neither.
+#[test]
+fn local_reply_keeps_the_modules_content_type() {
+    for (ctype, body, want) in [
+        (
+            Some("application/json"),
+            "{}",
+            Some(&b"application/json"[..]),
+        ),
+        (None, "{}", Some(&b"text/plain"[..])),
+        (Some("application/json"), "", None),
+    ] {
+        let w = Wat::new();
+        let pairs: Vec<(&str, &str)> = match ctype {
+            Some(c) => vec![("content-type", c), ("content-length", "99")],
+            None => vec![],
+        };
+        let module = format!(
+            r#"
+  (func (export "proxy_on_request_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
+    (drop (call $proxy_send_local_response (i32.const 400) {details} {rbody} {hdrs} (i32.const -1)))
+    (i32.const 0))
+"#,
+            details = w.s("bad"),
+            rbody = w.s(body),
+            hdrs = w.pairs(&pairs),
+        );
+        let (p, _) = load(&w.module(&module), config("localreply-ctype"));
+        let vm = TestVm::new(&p).unwrap();
+        let mut s = vm.stream();
+        s.decode_headers(req_headers("/"), true);
+        let outs = s.take_outputs();
+        let (h, _) = headers_out(&outs, Dir::Response).unwrap();
+        assert_eq!(h.get("content-type"), want, "{ctype:?} {body:?}");
+        let types = h
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .count();
+        assert!(types <= 1, "one content-type, not the module's and Envoy's");
+        let length = h.get("content-length").map(<[u8]>::to_vec);
+        if body.is_empty() {
+            assert_eq!(length, None);
+        } else {
+            assert_eq!(length.as_deref(), Some(body.len().to_string().as_bytes()));
+        }
+    }
+}
+
 fn http_call_module(w: &Wat) -> String {
     let body = format!(
         r#"
@@ -255,6 +305,8 @@ fn http_call_module(w: &Wat) -> String {
     (global.set $ctx (local.get $c))
     (call $rec {k_unknown} (call $proxy_http_call {nope} {hdrs} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 300)))
     (call $rec {k_nopath} (call $proxy_http_call {authz} {nopath} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 300)))
+    (call $rec {k_huge} (call $proxy_http_call {authz} {hdrs} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0x80000000) (i32.const 300)))
+    (call $rec {k_neg} (call $proxy_http_call {authz} {hdrs} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 300)))
     (call $rec {k_call} (call $proxy_http_call {authz} {hdrs} {cbody} (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 300)))
     (i32.const 1))
   (func (export "proxy_on_http_call_response") (param $root i32) (param $tok i32) (param $nh i32) (param $nb i32) (param $nt i32)
@@ -276,6 +328,8 @@ fn http_call_module(w: &Wat) -> String {
             (":authority", "authz")
         ]),
         k_nopath = w.s("nopath"),
+        k_huge = w.s("huge"),
+        k_neg = w.s("neg"),
         authz = w.s("authz"),
         nopath = w.pairs(&[(":method", "GET"), (":authority", "authz")]),
         k_call = w.s("call"),
@@ -308,6 +362,10 @@ fn http_call_then_continue_stream() {
         "unknown cluster: BadArgument"
     );
     assert_eq!(status(&s, "nopath"), Some(2), "missing :path: BadArgument");
+    // Envoy `Context::httpCall` (context.cc) takes the timeout as an int:
+    // 2^31 ms and above, like -1, is refused and nothing is dispatched.
+    assert_eq!(status(&s, "huge"), Some(2), "timeout 2^31 ms: BadArgument");
+    assert_eq!(status(&s, "neg"), Some(2), "timeout -1: BadArgument");
     assert_eq!(status(&s, "call"), Some(0));
     assert!(s.take_outputs().is_empty(), "stopped while the call is out");
     let calls = vm.vm.take_http_calls();

@@ -112,15 +112,43 @@ pub fn mcp_server(extra: &[&str], record: &Path) -> (Proc, u16) {
     )
 }
 
+/// What a child printed on standard error, line by line, as it arrives.
+pub type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Reads the child's standard error into [`Logs`], echoing each line through
+/// the test harness's capture (shown only when the test fails) rather than
+/// onto the CI log.
+fn drain_stderr(child: &mut Child) -> Logs {
+    let logs = Logs::default();
+    if let Some(stderr) = child.stderr.take() {
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[portcullis serve] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+    }
+    logs
+}
+
 /// Starts `portcullis serve`; returns it and its base URL.
 pub fn portcullis_serve(args: &[&str]) -> (Proc, String) {
+    let (proc, url, _) = portcullis_serve_logged(args);
+    (proc, url)
+}
+
+/// [`portcullis_serve`], with what it prints on standard error.
+pub fn portcullis_serve_logged(args: &[&str]) -> (Proc, String, Logs) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start portcullis serve");
+    let logs = drain_stderr(&mut child);
     let url = wait_line(&mut child, "portcullis: listening on ", "portcullis serve");
     (
         Proc {
@@ -128,6 +156,7 @@ pub fn portcullis_serve(args: &[&str]) -> (Proc, String) {
             name: "portcullis".into(),
         },
         url,
+        logs,
     )
 }
 
@@ -170,8 +199,10 @@ pub fn try_portcullis_serve_at(listen: &str, args: &[&str]) -> Option<(Proc, Str
         .args(["--listen", listen])
         .args(args)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start portcullis serve");
+    drain_stderr(&mut child);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
