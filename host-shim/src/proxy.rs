@@ -704,7 +704,8 @@ async fn handle(
     let core = StreamCore::new(filter, data, state.shared.buffer_limit);
     let (head_tx, head_rx) = oneshot::channel();
     let end = body.is_end_stream();
-    tokio::task::spawn_local(drive(state, core, headers, end, body, head_tx, notify));
+    let h1 = parts.version != http::Version::HTTP_2;
+    tokio::task::spawn_local(drive(state, core, headers, end, h1, body, head_tx, notify));
     match head_rx.await {
         Ok(r) => Ok(r),
         Err(_) => Err(std::io::Error::other("stream reset")),
@@ -712,11 +713,21 @@ async fn handle(
 }
 
 /// Pumps frames between hyper and the [`StreamCore`] until the stream ends.
+///
+/// HTTP/1 framing as Envoy's codec delivers it: the HTTP/1 parser hands the
+/// body over as it arrives with `end_stream = false` (`onBody`) and ends the
+/// message with an empty `end_stream = true` call (`onMessageComplete`,
+/// source/common/http/http1/codec_impl.cc), for requests and responses,
+/// length-delimited or chunked; hyper knows a length-delimited body ended
+/// with its last chunk, so `h1` splits that into the two calls. HTTP/2's
+/// DATA frame carries END_STREAM itself, so there one call is right.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     state: Rc<WorkerState>,
     mut core: StreamCore,
     headers: HeaderMap,
     end: bool,
+    h1: bool,
     mut req_body: Incoming,
     head_tx: oneshot::Sender<http::Response<RespBody>>,
     notify: Rc<Notify>,
@@ -726,6 +737,7 @@ async fn drive(
     let mut up_tx: Option<Sender<Bytes>> = None;
     let mut up_fut: Option<UpstreamFuture> = None;
     let mut up_body: Option<Incoming> = None;
+    let mut up_h1 = true;
     let mut req_done = end;
     core.decode_headers(headers, end);
     loop {
@@ -819,7 +831,12 @@ async fn drive(
                         match frame.into_data() {
                             Ok(d) => {
                                 req_done = eos;
-                                core.decode_data(d.to_vec(), eos);
+                                if eos && h1 && !d.is_empty() {
+                                    core.decode_data(d.to_vec(), false);
+                                    core.decode_data(Vec::new(), true);
+                                } else {
+                                    core.decode_data(d.to_vec(), eos);
+                                }
                             }
                             Err(frame) => {
                                 req_done = true;
@@ -853,6 +870,7 @@ async fn drive(
                             }
                         }
                         let eos = b.is_end_stream();
+                        up_h1 = p.version != http::Version::HTTP_2;
                         if !eos {
                             up_body = Some(b);
                         }
@@ -871,7 +889,12 @@ async fn drive(
                         match frame.into_data() {
                             Ok(d) => {
                                 if eos { up_body = None; }
-                                core.encode_data(d.to_vec(), eos);
+                                if eos && up_h1 && !d.is_empty() {
+                                    core.encode_data(d.to_vec(), false);
+                                    core.encode_data(Vec::new(), true);
+                                } else {
+                                    core.encode_data(d.to_vec(), eos);
+                                }
                             }
                             Err(frame) => {
                                 up_body = None;

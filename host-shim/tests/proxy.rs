@@ -69,16 +69,17 @@ async fn upstream(seen: Seen, gate: Gate) -> std::net::SocketAddr {
                                 .insert("content-type", "text/event-stream".parse().unwrap());
                             return Ok::<_, std::convert::Infallible>(r);
                         }
+                        let echo = format!("echo:{}", String::from_utf8_lossy(&b));
+                        let len = echo.len();
                         tokio::spawn(async move {
-                            let _ = tx
-                                .send_data(Bytes::from(format!(
-                                    "echo:{}",
-                                    String::from_utf8_lossy(&b)
-                                )))
-                                .await;
+                            let _ = tx.send_data(Bytes::from(echo)).await;
                         });
                         let mut r = http::Response::new(rx);
                         r.headers_mut().insert("x-upstream", "1".parse().unwrap());
+                        // `/fixed`: a length-delimited answer (else chunked).
+                        if path == "/fixed" {
+                            r.headers_mut().insert("content-length", len.into());
+                        }
                         Ok(r)
                     }
                 });
@@ -257,6 +258,82 @@ async fn sse_flows_event_by_event() {
     gate_tx.send(()).unwrap();
     let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(second, "data: 2\n\n");
+    server.shutdown().await;
+}
+
+/// Logs one line per body callback: which direction, whether
+/// `end_of_stream`, and whether the call carried bytes.
+fn framing_module(w: &Wat) -> String {
+    let body = format!(
+        r#"
+  (func $say (param $e i32) (param $s i32) (param $chunk i32) (param $chunkl i32) (param $empty i32) (param $emptyl i32) (param $full i32) (param $fulll i32)
+    (if (i32.eqz (local.get $e))
+      (then (call $log (local.get $chunk) (local.get $chunkl)))
+      (else (if (i32.eqz (local.get $s))
+        (then (call $log (local.get $empty) (local.get $emptyl)))
+        (else (call $log (local.get $full) (local.get $fulll)))))))
+  (func (export "proxy_on_request_body") (param $c i32) (param $s i32) (param $e i32) (result i32)
+    (call $say (local.get $e) (local.get $s) {rq_chunk} {rq_empty} {rq_full})
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $c i32) (param $s i32) (param $e i32) (result i32)
+    (call $say (local.get $e) (local.get $s) {rs_chunk} {rs_empty} {rs_full})
+    (i32.const 0))
+"#,
+        rq_chunk = w.s("request data"),
+        rq_empty = w.s("request end (empty)"),
+        rq_full = w.s("request end (with data)"),
+        rs_chunk = w.s("response data"),
+        rs_empty = w.s("response end (empty)"),
+        rs_full = w.s("response end (with data)"),
+    );
+    w.module(&body)
+}
+
+/// Envoy's HTTP/1 codec hands a body over as `(data, end_stream=false)` and
+/// ends the message with `(empty, end_stream=true)` (`onBody`, then
+/// `onMessageComplete`; source/common/http/http1/codec_impl.cc), even when
+/// `content-length` says the data was all of it, for requests and responses.
+/// HTTP/2's DATA frame carries END_STREAM itself: one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_bodies_end_with_an_empty_end_of_stream_call() {
+    let up = upstream(Seen::default(), Gate::default()).await;
+    let w = Wat::new();
+    let (p, sink) = load(&framing_module(&w), config("framing"));
+    let server = serve(proxy_config(up), FilterHandle::new(p)).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let lines = |sink: &host_shim::MemoryLogSink| -> Vec<String> {
+        sink.lines().into_iter().map(|(_, l)| l).collect()
+    };
+
+    let (parts, body) = send(&client(), "POST", format!("{base}/fixed"), b"hello").await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "echo:hello");
+    assert_eq!(
+        lines(&sink),
+        [
+            "request data",
+            "request end (empty)",
+            "response data",
+            "response end (empty)"
+        ],
+        "HTTP/1.1 with content-length both ways"
+    );
+
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let before = lines(&sink).len();
+    let (parts, _) = send(&h2, "POST", format!("{base}/fixed"), b"hello").await;
+    assert_eq!(parts.version, http::Version::HTTP_2);
+    assert_eq!(
+        lines(&sink)[before..],
+        [
+            "request end (with data)",
+            "response data",
+            "response end (empty)"
+        ],
+        "HTTP/2 downstream: END_STREAM on the DATA frame; the upstream is HTTP/1.1"
+    );
     server.shutdown().await;
 }
 
