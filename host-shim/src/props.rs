@@ -314,6 +314,9 @@ fn top_level(env: &PropEnv<'_>, name: &str) -> Option<PVal> {
         }
         "source" => addr_value(info.downstream_remote),
         "destination" => addr_value(info.downstream_local),
+        // Envoy `upstream.address`/`upstream.port`: the host the router
+        // connected to (absent for a local reply that never went upstream).
+        "upstream" => addr_value(info.upstream_address),
         "connection" => Some(PVal::Map(vec![
             ("id".into(), PVal::Uint(info.connection_id)),
             ("mtls".into(), PVal::Bool(false)),

@@ -614,6 +614,11 @@ pub(crate) fn request_header_map(parts: &http::request::Parts) -> HeaderMap {
     if h.get("x-request-id").is_none() {
         h.add("x-request-id", request_id().as_bytes());
     }
+    // Envoy's connection manager (`ConnectionManagerUtility::
+    // mutateRequestHeaders`): with no trusted hops (the default
+    // `xff_num_trusted_hops: 0`) the client's x-forwarded-proto is replaced
+    // by the connection's own scheme; the listener here is plaintext.
+    h.replace("x-forwarded-proto", b"http");
     h
 }
 
@@ -871,6 +876,18 @@ async fn drive(
                         }
                         let eos = b.is_end_stream();
                         up_h1 = p.version != http::Version::HTTP_2;
+                        {
+                            // Envoy's router: `response.code_details` is
+                            // `via_upstream` for a proxied answer, and
+                            // `upstream.address` the host it came from.
+                            let data = core.data().clone();
+                            let mut d = data.borrow_mut();
+                            d.info.response_code_details.get_or_insert_with(|| "via_upstream".into());
+                            d.info.upstream_address = p
+                                .extensions
+                                .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                                .map(|i| i.remote_addr());
+                        }
                         if !eos {
                             up_body = Some(b);
                         }

@@ -100,6 +100,8 @@ pub struct StreamInfo {
     pub protocol: String,
     pub downstream_remote: Option<SocketAddr>,
     pub downstream_local: Option<SocketAddr>,
+    /// The upstream host's address once connected (CEL `upstream.address`).
+    pub upstream_address: Option<SocketAddr>,
     pub connection_id: u64,
     pub request_id: String,
     pub response_code: Option<u16>,
@@ -123,6 +125,7 @@ impl Default for StreamInfo {
             protocol: "HTTP/1.1".into(),
             downstream_remote: None,
             downstream_local: None,
+            upstream_address: None,
             connection_id: 0,
             request_id: String::new(),
             response_code: None,

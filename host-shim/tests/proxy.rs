@@ -148,6 +148,10 @@ fn filter_module(w: &Wat, version: &str) -> String {
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
     (drop (call $proxy_add_header_map_value (i32.const 2) {xr} {ver}))
+    (if (i32.eqz (call $proxy_get_property {up_addr} (i32.const 200) (i32.const 204)))
+      (then (call $out {k_up})))
+    (if (i32.eqz (call $proxy_get_property {details} (i32.const 200) (i32.const 204)))
+      (then (call $out {k_details})))
     (i32.const 0))
 "#,
         xf = w.s("x-filter"),
@@ -161,6 +165,10 @@ fn filter_module(w: &Wat, version: &str) -> String {
         hdrs = w.pairs(&[("x-reason", "policy")]),
         pre = w.s("pre:"),
         xr = w.s("x-resp"),
+        up_addr = w.s("upstream\0address"),
+        k_up = w.s("upstream_address"),
+        details = w.s("response\0code_details"),
+        k_details = w.s("code_details"),
     );
     w.module(&body)
 }
@@ -194,6 +202,10 @@ async fn proxies_modifies_denies_and_logs() {
             "generated like Envoy"
         );
         assert_eq!(rp.headers["host"], server.local_addr().to_string());
+        assert_eq!(
+            rp.headers["x-forwarded-proto"], "http",
+            "set by the connection manager, as Envoy's mutateRequestHeaders"
+        );
         assert_eq!(rb, "pre:{\"a\":1}");
     }
 
@@ -228,7 +240,19 @@ async fn proxies_modifies_denies_and_logs() {
     server.shutdown().await;
     let logs = logs.0.lock().unwrap();
     assert!(logs.len() >= 4, "{}", logs.len());
+    // Envoy's router: a proxied answer's details are `via_upstream`, and
+    // `upstream.address` names the host it came from.
+    let proxied = logs.iter().find(|e| e.path == "/mcp").unwrap();
+    assert_eq!(
+        proxied.filter_state["wasm.upstream_address"],
+        up.to_string().as_bytes()
+    );
+    assert_eq!(proxied.filter_state["wasm.code_details"], b"via_upstream");
     let deny = logs.iter().find(|e| e.path == "/deny").unwrap();
+    assert!(
+        !deny.filter_state.contains_key("wasm.upstream_address"),
+        "a local reply never went upstream"
+    );
     assert_eq!(deny.response_code, 403);
     assert!(deny.local_reply);
     assert_eq!(deny.filter_state["wasm.portcullis.audit"], b"audited");
