@@ -24,6 +24,9 @@
 //!   evidence packs and the self-assessment (`portcullis-compliance`,
 //!   `portcullis-assess`).
 //!
+//! * `portcullis package --out DIR` ([`package_cmd`]): the filter as an
+//!   OCI image for Istio's WasmPlugin (`portcullis-oci`).
+//!
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
@@ -34,6 +37,7 @@ mod bundle_cmd;
 mod control_plane_cmd;
 mod evidence_cmd;
 mod failure;
+mod package_cmd;
 mod pin_cmd;
 mod promote_cmd;
 mod serve_cmd;
@@ -89,6 +93,9 @@ enum Command {
     /// Score the 12-question self-assessment and each pillar's maturity from
     /// the live bundles and audit store.
     Assess(assess_cmd::AssessArgs),
+    /// Write the filter as an OCI image layout (push it with skopeo; Istio's
+    /// WasmPlugin pulls it).
+    Package(package_cmd::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
         Command::Vet(args) => vet_cmd::run(args),
         Command::Evidence { command } => evidence_cmd::run(command),
         Command::Assess(args) => assess_cmd::run(args),
+        Command::Package(args) => package_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
