@@ -109,7 +109,11 @@ impl Plugin {
             metrics: MetricsStore::default(),
         });
         let vm = WasmVm::new(plugin.clone(), Arc::new(clusters))?;
-        // Envoy keeps its base VM; only its start/configure results matter.
+        // Envoy keeps this base VM on the main thread for the configuration's
+        // life; host-shim has no main-thread dispatcher to tick it on, so it
+        // only validates, then gets its teardown as Envoy's does at the end
+        // (`proxy_on_done`, `proxy_on_delete` on the root context).
+        vm.shutdown();
         drop(vm);
         Ok(plugin)
     }

@@ -98,10 +98,13 @@ struct HandleInner {
     /// When set, streams run this component instead of the plugin.
     component: RwLock<Option<Arc<ComponentPlugin>>>,
     metadata: RwLock<Option<MetadataHook>>,
+    /// Bumped on every swap, so workers start the new VM at once.
+    generation: watch::Sender<u64>,
 }
 
 /// The plugin new streams should use. [`FilterHandle::set`] swaps it: new
-/// streams get a VM of the new plugin (made lazily per worker), streams in
+/// streams get a VM of the new plugin (started on every worker at the swap,
+/// as Envoy starts its thread-local VMs), streams in
 /// flight finish on their old VM.
 #[derive(Clone)]
 pub struct FilterHandle {
@@ -115,6 +118,7 @@ impl FilterHandle {
                 plugin: RwLock::new(Some(plugin)),
                 component: RwLock::new(None),
                 metadata: RwLock::new(None),
+                generation: watch::Sender::new(0),
             }),
         }
     }
@@ -126,6 +130,7 @@ impl FilterHandle {
                 plugin: RwLock::new(None),
                 component: RwLock::new(Some(component)),
                 metadata: RwLock::new(None),
+                generation: watch::Sender::new(0),
             }),
         }
     }
@@ -137,6 +142,7 @@ impl FilterHandle {
         if let Ok(mut c) = self.inner.component.write() {
             *c = None;
         }
+        self.inner.generation.send_modify(|g| *g += 1);
     }
 
     /// Swaps in another component (a new bundle) for new streams.
@@ -144,6 +150,13 @@ impl FilterHandle {
         if let Ok(mut c) = self.inner.component.write() {
             *c = Some(component);
         }
+        self.inner.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes whenever [`FilterHandle::set`] or `set_component` swaps the
+    /// filter.
+    fn swaps(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     pub fn current(&self) -> Option<Arc<Plugin>> {
@@ -311,8 +324,16 @@ fn worker_main(
             active: Cell::new(0),
             idle: Notify::new(),
         });
+        // Envoy starts each worker's VM when the configuration loads
+        // (on_vm_start, on_configure, its tick timer), not at the worker's
+        // first request (source/extensions/common/wasm/wasm.cc,
+        // `getOrCreateThreadLocalPlugin` from the filter config's TLS slot),
+        // and again on every swap.
+        let mut swaps = state.shared.filter.swaps();
+        state.warm();
         loop {
             tokio::select! {
+                Ok(()) = swaps.changed() => state.warm(),
                 c = rx.recv() => {
                     let Some((s, peer)) = c else { break };
                     let st = state.clone();
@@ -372,6 +393,19 @@ async fn serve_conn(
 }
 
 impl WorkerState {
+    /// Starts this worker's VM (or component instance) for the current
+    /// filter now, so idle workers tick and a bad configuration shows at
+    /// once.
+    fn warm(self: &Rc<Self>) {
+        let started = match self.shared.filter.current_component() {
+            Some(c) => self.component_for_stream(c).map(|_| ()),
+            None => self.vm_for_stream().map(|_| ()),
+        };
+        if let Err(e) = started {
+            tracing::error!(target: "host_shim", "worker VM failed to start: {e}");
+        }
+    }
+
     /// This worker's component instance for a new stream, when the handle
     /// runs a component: made lazily, replaced for a new component or after
     /// a trap.

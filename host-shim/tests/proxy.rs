@@ -511,3 +511,77 @@ async fn worker_vm_ticks_and_http_call_resumes() {
     assert_eq!(got.unwrap(), "tick");
     server.shutdown().await;
 }
+
+/// Logs its lifecycle: `start` (on_vm_start), `tick`, `done` (on_done).
+fn lifecycle_module(w: &Wat) -> String {
+    let body = format!(
+        r#"
+  (func (export "proxy_on_vm_start") (param $c i32) (param $n i32) (result i32)
+    (call $log {start})
+    (i32.const 1))
+  (func (export "proxy_on_configure") (param $c i32) (param $n i32) (result i32)
+    (drop (call $proxy_set_tick_period_milliseconds (i32.const 10)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param $c i32)
+    (call $log {tick}))
+  (func (export "proxy_on_done") (param $c i32) (result i32)
+    (call $log {done})
+    (i32.const 1))
+"#,
+        start = w.s("start"),
+        tick = w.s("tick"),
+        done = w.s("done"),
+    );
+    w.module(&body)
+}
+
+fn count(sink: &host_shim::MemoryLogSink, line: &str) -> usize {
+    sink.lines().iter().filter(|(_, l)| l == line).count()
+}
+
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Envoy starts a VM per worker when the configuration loads (on_vm_start,
+/// on_configure, the tick timer), not at a worker's first request
+/// (`getOrCreateThreadLocalPlugin` from the filter config's TLS slot,
+/// source/extensions/common/wasm/wasm.cc), and again for a new
+/// configuration. The load-time VM gets its teardown (on_done) as Envoy's
+/// base VM does when the configuration goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_vms_start_and_tick_before_any_request() {
+    let up = upstream(Seen::default(), Gate::default()).await;
+    let w = Wat::new();
+    let (p, sink) = load(&lifecycle_module(&w), config("lifecycle"));
+    assert_eq!(
+        sink.lines().into_iter().map(|(_, l)| l).collect::<Vec<_>>(),
+        ["start", "done"],
+        "the load-time VM starts, configures, and is torn down"
+    );
+    let mut cfg = proxy_config(up);
+    cfg.workers = 2;
+    let handle = FilterHandle::new(p);
+    let server = serve(cfg, handle.clone()).await.unwrap();
+    assert!(
+        eventually(|| count(&sink, "start") == 3 && count(&sink, "tick") >= 2).await,
+        "both idle workers started a VM and tick: {:?}",
+        sink.lines()
+    );
+
+    let w2 = Wat::new();
+    let (p2, sink2) = load(&lifecycle_module(&w2), config("lifecycle-2"));
+    handle.set(p2);
+    assert!(
+        eventually(|| count(&sink2, "start") == 3 && count(&sink2, "tick") >= 1).await,
+        "a swap starts the new VM on every worker at once: {:?}",
+        sink2.lines()
+    );
+    server.shutdown().await;
+}
