@@ -26,69 +26,14 @@
 
 use super::input::{Input, chunks};
 use portcullis_core::Engine;
-use portcullis_core::bundle::{API_VERSION, Document, Metadata, assemble};
+use portcullis_core::bundle::assemble;
 use portcullis_core::driver::{Output, Step, StreamDriver};
-use portcullis_core::engine::{Env, HeaderEdits, RequestHead};
+use portcullis_core::engine::{HeaderEdits, RequestHead};
 use portcullis_core::json::parse_strict;
 use portcullis_core::media;
+use portcullis_core::test_util::{MemoryEnv, doc};
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-
-/// A fixed clock, fixed randomness, and a shared store for this stream.
-#[derive(Default)]
-struct FixedEnv {
-    shared: HashMap<String, (Vec<u8>, u32)>,
-}
-
-impl Env for FixedEnv {
-    fn now_nanos(&self) -> u64 {
-        1_700_000_000_000_000_000
-    }
-    fn random_bytes(&mut self, buf: &mut [u8]) {
-        buf.fill(7);
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.get(key).map(|(v, _)| v.clone())
-    }
-    fn shared_get_cas(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.get(key).cloned()
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8]) -> bool {
-        let cas = self.shared.get(key).map_or(1, |(_, c)| c + 1);
-        self.shared.insert(key.to_owned(), (value.to_vec(), cas));
-        true
-    }
-    fn shared_write(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        cas: Option<u32>,
-    ) -> portcullis_core::engine::SharedWrite {
-        use portcullis_core::engine::SharedWrite;
-        let current = self.shared.get(key).map(|(_, c)| *c);
-        if current != cas {
-            return SharedWrite::Conflict;
-        }
-        let next = current.map_or(1, |c| c + 1);
-        self.shared.insert(key.to_owned(), (value.to_vec(), next));
-        SharedWrite::Written
-    }
-}
-
-fn doc(kind: &str, name: &str, spec: serde_json::Value) -> Document {
-    Document {
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        metadata: Metadata {
-            name: name.into(),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec,
-        source: None,
-    }
-}
 
 fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
@@ -281,7 +226,8 @@ pub fn check(data: &[u8]) {
     let response_trailers = flags & 2 != 0;
     let trailer_names = vec!["x-mcp-subject".to_owned(), "x-other".to_owned()];
 
-    let mut env = FixedEnv::default();
+    // A fixed clock and fixed randomness (core's test host).
+    let mut env = MemoryEnv::at_nanos(1_700_000_000_000_000_000).random_fill(7);
     let mut driver = StreamDriver::new(engine());
     let get = method == "GET";
     let head = RequestHead {

@@ -527,22 +527,9 @@ pub fn render_text(changes: &[Change]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_core::bundle::{Document, Metadata, assemble};
+    use portcullis_core::bundle::assemble;
+    use portcullis_core::test_util::doc;
     use serde_json::json;
-
-    fn doc(kind: &str, name: &str, spec: Value) -> Document {
-        Document {
-            api_version: portcullis_core::bundle::API_VERSION.into(),
-            kind: kind.into(),
-            metadata: Metadata {
-                name: name.into(),
-                labels: Default::default(),
-                annotations: Default::default(),
-            },
-            spec,
-            source: None,
-        }
-    }
 
     // Kinds and fields the compiler may not know yet (status, Policy) are
     // diffed from the JSON alone.
