@@ -563,6 +563,9 @@ fn register_queue(mut c: Caller<'_, Host>, np: i32, nl: i32, tp: i32) -> R {
 fn resolve_queue(mut c: Caller<'_, Host>, vp: i32, vl: i32, np: i32, nl: i32, tp: i32) -> R {
     let vm = str_of(&read(&c, vp, vl)?);
     let name = str_of(&read(&c, np, nl)?);
+    // cpp-host `ContextBase::lookupSharedQueue`: an empty vm_id means this
+    // VM's own.
+    let vm = if vm.is_empty() { vm_id(&c) } else { vm };
     let token = shared::resolve_queue(&vm, &name)?;
     write_u32(&mut c, tp, token)?;
     Ok(())

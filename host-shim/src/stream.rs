@@ -484,6 +484,16 @@ impl StreamCore {
             d.access_log_phase = true;
             d.request.headers_active = false;
             d.response.headers_active = false;
+            // Envoy's access log gets the stream's header maps whether or
+            // not they were ever forwarded (HCM `log()` passes
+            // `filter_manager_.requestHeaders()`), so on_log still reads the
+            // request headers of a request answered by a local reply.
+            let data = &mut *d;
+            for side in [&mut data.request, &mut data.response] {
+                if side.forwarded_headers.is_none() && !side.headers.is_empty() {
+                    side.forwarded_headers = Some(side.headers.clone());
+                }
+            }
         }
         self.filter.on_log();
         self.data.borrow_mut().access_log_phase = false;

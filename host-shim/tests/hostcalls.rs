@@ -297,6 +297,37 @@ fn local_reply_keeps_the_modules_content_type() {
     }
 }
 
+/// Envoy's access-log phase reads the stream's request headers even when a
+/// local reply answered the request before they were forwarded (HCM `log()`
+/// passes `filter_manager_.requestHeaders()`; Envoy `Context::log`).
+#[test]
+fn on_log_reads_request_headers_after_a_headers_phase_local_reply() {
+    let w = Wat::new();
+    let body = format!(
+        r#"
+  (func (export "proxy_on_request_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
+    (drop (call $proxy_send_local_response (i32.const 403) {details} {rbody} {hdrs} (i32.const -1)))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param $c i32)
+    (call $rec {k_st} (call $proxy_get_header_map_value (i32.const 0) {path} (i32.const 200) (i32.const 204)))
+    (call $out {k_path}))
+"#,
+        details = w.s("denied"),
+        rbody = w.s("no"),
+        hdrs = w.pairs(&[]),
+        k_st = w.s("log_status"),
+        path = w.s(":path"),
+        k_path = w.s("log_path"),
+    );
+    let (p, _) = load(&w.module(&body), config("log-after-reply"));
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    s.decode_headers(req_headers("/denied"), true);
+    s.finish();
+    assert_eq!(status(&s, "log_status"), Some(0));
+    assert_eq!(bytes(&s, "log_path").unwrap(), b"/denied");
+}
+
 fn http_call_module(w: &Wat) -> String {
     let body = format!(
         r#"
@@ -533,6 +564,8 @@ fn shared_queue_wakes_the_last_registrant() {
   (func (export "proxy_on_request_headers") (param $c i32) (param $n i32) (param $e i32) (result i32)
     (call $rec {k_res} (call $proxy_resolve_shared_queue {vm} {q} (i32.const 304)))
     (call $rec {k_unk} (call $proxy_resolve_shared_queue {vm} {other} (i32.const 308)))
+    (call $rec {k_own} (call $proxy_resolve_shared_queue (i32.const 0) (i32.const 0) {q} (i32.const 312)))
+    (call $rec {k_same} (i32.eq (i32.load (i32.const 304)) (i32.load (i32.const 312))))
     (call $rec {k_enq} (call $proxy_enqueue_shared_queue (i32.load (i32.const 304)) {msg}))
     (i32.const 0))
 "#,
@@ -541,6 +574,8 @@ fn shared_queue_wakes_the_last_registrant() {
         k_res = w.s("res"),
         vm = w.s("queues-vm"),
         k_unk = w.s("unk"),
+        k_own = w.s("own"),
+        k_same = w.s("same"),
         other = w.s("other"),
         k_enq = w.s("enq"),
         msg = w.s("hello-queue"),
@@ -552,6 +587,9 @@ fn shared_queue_wakes_the_last_registrant() {
     s.decode_headers(req_headers("/"), true);
     assert_eq!(status(&s, "res"), Some(0));
     assert_eq!(status(&s, "unk"), Some(1));
+    // cpp-host `lookupSharedQueue`: an empty vm_id is the caller's own VM.
+    assert_eq!(status(&s, "own"), Some(0));
+    assert_eq!(status(&s, "same"), Some(1), "the same queue's token");
     assert_eq!(status(&s, "enq"), Some(0));
     a.vm.dispatch_pending_events();
     assert!(!sink.lines().iter().any(|(_, l)| l == "hello-queue"));
