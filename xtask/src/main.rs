@@ -8,6 +8,9 @@
 //!   tests, the wasm build, and the end-to-end tests with the Python and
 //!   TypeScript SDKs.
 //!
+//! * `cargo xtask wasm-size [FILE]`: the shipped filter's bytes by section
+//!   and by crate ([`size`]).
+//!
 //! Both start from a machine with only rustup (plus Python and, for `test`,
 //! Node.js with npm): they add the wasm target and create a Python virtual
 //! environment with the pinned SDK under the target directory (reused while
@@ -16,6 +19,8 @@
 //! `tests/e2e/package-lock.json` is unchanged). `cargo xtask venv` and
 //! `cargo xtask node` do only that, and print the Python / the
 //! `node_modules` directory to use.
+
+mod size;
 
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
@@ -31,8 +36,9 @@ fn main() -> Result<()> {
         "demo" => demo(&root),
         "venv" => venv(&root).map(|p| println!("{}", p.display())),
         "node" => node_modules(&root).map(|p| println!("{}", p.display())),
+        "wasm-size" => size::run(&root, std::env::args().nth(2).as_deref()),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|venv|node>");
+            eprintln!("usage: cargo xtask <demo|test|venv|node|wasm-size [FILE]>");
             std::process::exit(2);
         }
     }
