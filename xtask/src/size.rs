@@ -69,7 +69,7 @@ pub fn report(module: &[u8]) -> Result<String> {
         ));
     }
     let mut crates: Vec<(String, usize)> = by_crate.into_iter().collect();
-    crates.sort_by(|a, b| b.1.cmp(&a.1));
+    crates.sort_by_key(|c| std::cmp::Reverse(c.1));
     out.push_str(&format!(
         "\ncode by crate ({} functions, {code} bytes)     bytes  of code\n",
         bodies.len()
