@@ -160,8 +160,22 @@ fn with_map(c: &Caller<'_, Host>, t: i32, f: impl FnOnce(&mut HeaderMap)) -> R {
     let s = c.data().stream().ok_or(Status::BadArgument)?;
     let mut s = s.borrow_mut();
     let log_phase = s.access_log_phase;
+    let end_of_stream = s.end_of_stream;
     let side = s.side_mut(dir);
     if trailers {
+        // Envoy `Context::getMap`: in the last body callback of a stream
+        // without trailers, writing trailers adds them
+        // (`addDecodedTrailers` / `addEncodedTrailers`).
+        if !side.trailers_active
+            && !log_phase
+            && end_of_stream
+            && side.body.is_some()
+            && side.trailers.is_none()
+        {
+            side.trailers = Some(HeaderMap::new());
+            side.trailers_active = true;
+            side.trailers_added = true;
+        }
         if !side.trailers_active || log_phase {
             return Err(Status::BadArgument.into());
         }

@@ -164,6 +164,9 @@ pub struct DirData {
     pub body: Option<Vec<u8>>,
     pub trailers: Option<HeaderMap>,
     pub trailers_active: bool,
+    /// The filter added trailers in the last body callback (Envoy's
+    /// `addDecodedTrailers` from `getMap` at end of stream).
+    pub trailers_added: bool,
 }
 
 /// Stream state shared by [`StreamCore`] and its filter.
@@ -640,16 +643,28 @@ impl StreamCore {
             Dir::Request => self.filter.on_request_body(len, end_stream),
             Dir::Response => self.filter.on_response_body(len, end_stream),
         };
-        let body = self
-            .data
-            .borrow_mut()
-            .side_mut(dir)
-            .body
-            .take()
-            .unwrap_or_default();
+        let (body, added) = {
+            let mut d = self.data.borrow_mut();
+            let s = d.side_mut(dir);
+            let added = std::mem::take(&mut s.trailers_added);
+            if added {
+                s.trailers_active = false;
+            }
+            (
+                s.body.take().unwrap_or_default(),
+                added.then(|| s.trailers.clone()).flatten(),
+            )
+        };
         let side = self.side(dir);
         side.buffer = body;
         side.data_end = end_stream;
+        // Trailers the filter added at end of stream follow the body: the
+        // data goes on without end_stream, then the trailers end it, and
+        // this filter's own trailers callback is not run (FilterManager
+        // `decodeData`: `decodeTrailers` from the next filter).
+        if added.is_some() {
+            side.trailers = added;
+        }
         match st {
             FilterDataStatus::Continue => {
                 side.buffering = false;
@@ -659,6 +674,7 @@ impl StreamCore {
                     self.forward_headers_more(dir, true);
                 }
                 self.forward_data(dir, b, end_stream);
+                self.forward_added_trailers(dir, end_stream);
             }
             // Watermark is treated as Buffer: the Rust SDK never returns it.
             FilterDataStatus::StopIterationAndBuffer
@@ -814,6 +830,7 @@ impl StreamCore {
                     let b = std::mem::take(&mut side.buffer);
                     let end = side.data_end;
                     self.forward_data(dir, b, end);
+                    self.forward_added_trailers(dir, end);
                 }
             }
             HeadersState::NotYet => {}
@@ -826,8 +843,21 @@ impl StreamCore {
                     let b = std::mem::take(&mut side.buffer);
                     let end = side.data_end;
                     self.forward_data(dir, b, end);
+                    self.forward_added_trailers(dir, end);
                 }
             }
+        }
+    }
+
+    /// After the last data went on without end_stream because the filter
+    /// added trailers at the end of the stream: the trailers end it.
+    fn forward_added_trailers(&mut self, dir: Dir, end: bool) {
+        if end
+            && self.side(dir).trailers.is_some()
+            && !self.reset
+            && !(dir == Dir::Request && self.local_reply)
+        {
+            self.forward_trailers(dir);
         }
     }
 

@@ -1223,3 +1223,68 @@ fn trailers_held_behind_stop_all_follow_the_body() {
             .any(|o| matches!(o, Output::Trailers(Dir::Request, _)))
     );
 }
+
+/// Envoy `Context::getMap`: in the last body callback of a stream that has
+/// no trailers, writing to the trailers adds them (`addDecodedTrailers`,
+/// `addEncodedTrailers`); the body then goes on without end_stream and the
+/// added trailers end the stream. Before the last chunk there is nothing to
+/// write to (BadArgument). Both directions, and after a buffered body.
+#[test]
+fn trailers_can_be_added_in_the_last_body_callback() {
+    let w = Wat::new();
+    let body = format!(
+        r#"
+  (func (export "proxy_on_request_body") (param $c i32) (param $s i32) (param $e i32) (result i32)
+    (if (i32.eqz (local.get $e))
+      (then
+        (call $rec {k_early} (call $proxy_add_header_map_value (i32.const 1) {name} {one}))
+        (return (i32.const 1))))
+    (call $rec {k_req} (call $proxy_add_header_map_value (i32.const 1) {name} {one}))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $c i32) (param $s i32) (param $e i32) (result i32)
+    (if (local.get $e)
+      (then (call $rec {k_resp} (call $proxy_add_header_map_value (i32.const 3) {name} {two}))))
+    (i32.const 0))
+"#,
+        k_early = w.s("early"),
+        k_req = w.s("req"),
+        k_resp = w.s("resp"),
+        name = w.s("x-added"),
+        one = w.s("1"),
+        two = w.s("2"),
+    );
+    let (p, _) = load(&w.module(&body), config("add-trailers"));
+    let vm = TestVm::new(&p).unwrap();
+    let mut s = vm.stream();
+    s.decode_headers(req_headers("/"), false);
+    s.decode_data(b"ab".to_vec(), false);
+    assert_eq!(
+        status(&s, "early"),
+        Some(2),
+        "not the last chunk: BadArgument"
+    );
+    s.decode_data(b"cd".to_vec(), true);
+    assert_eq!(status(&s, "req"), Some(0));
+    let outs = s.take_outputs();
+    assert_eq!(data_out(&outs, Dir::Request), b"abcd");
+    assert!(
+        outs.iter()
+            .all(|o| !matches!(o, Output::Data(Dir::Request, _, true))),
+        "the data no longer ends the request"
+    );
+    match outs.last() {
+        Some(Output::Trailers(Dir::Request, t)) => assert_eq!(t.get("x-added").unwrap(), b"1"),
+        other => panic!("the added trailers end the request: {other:?}"),
+    }
+
+    s.encode_headers(hm(&[(":status", "200")]), false);
+    s.encode_data(b"ok".to_vec(), true);
+    assert_eq!(status(&s, "resp"), Some(0));
+    let outs = s.take_outputs();
+    assert_eq!(data_out(&outs, Dir::Response), b"ok");
+    match outs.last() {
+        Some(Output::Trailers(Dir::Response, t)) => assert_eq!(t.get("x-added").unwrap(), b"2"),
+        other => panic!("the added trailers end the response: {other:?}"),
+    }
+    s.finish();
+}
