@@ -281,10 +281,17 @@ fn buffer_of(c: &Caller<'_, Host>, t: i32) -> Result<Buf, Status> {
     })
 }
 
+/// The body a callback sees: the chunk or buffer of a body or trailers
+/// callback, else what is held while the filter buffers (Envoy `getBuffer`:
+/// `modifyDecodingBuffer` while `buffering_request_body_`), else nothing.
 fn body_bytes(c: &Caller<'_, Host>, dir: Dir) -> Vec<u8> {
     c.data()
         .stream()
-        .and_then(|s| s.borrow().side(dir).body.clone())
+        .and_then(|s| {
+            let s = s.borrow();
+            let side = s.side(dir);
+            side.body.clone().or_else(|| side.held.clone())
+        })
         .unwrap_or_default()
 }
 
@@ -330,7 +337,11 @@ fn set_buffer_bytes(c: Caller<'_, Host>, t: i32, start: i32, len: i32, dp: i32, 
     };
     let s = c.data().stream().ok_or(Status::BadArgument)?;
     let mut s = s.borrow_mut();
-    let body = s.side_mut(dir).body.as_mut().ok_or(Status::BadArgument)?;
+    let side = s.side_mut(dir);
+    let body = match side.body.as_mut() {
+        Some(b) => b,
+        None => side.held.as_mut().ok_or(Status::BadArgument)?,
+    };
     let (start, len) = (start as u32 as usize, len as u32 as usize);
     if start == 0 && len == 0 {
         let mut v = data;

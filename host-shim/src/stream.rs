@@ -167,6 +167,12 @@ pub struct DirData {
     /// The filter added trailers in the last body callback (Envoy's
     /// `addDecodedTrailers` from `getMap` at end of stream).
     pub trailers_added: bool,
+    /// The body held for this filter while it buffers
+    /// (`StopIterationAndBuffer`): readable and writable from callbacks
+    /// outside the body callbacks, an http_call's answer above all, as
+    /// Envoy's `getBuffer` reaches the filter manager's buffered data
+    /// through `modifyDecodingBuffer` while `buffering_request_body_`.
+    pub held: Option<Vec<u8>>,
 }
 
 /// Stream state shared by [`StreamCore`] and its filter.
@@ -616,7 +622,24 @@ impl StreamCore {
         }
     }
 
+    /// Moves the buffered body where the filter's hostcalls see it between
+    /// callbacks ([`DirData::held`]).
+    fn lend(&mut self, dir: Dir) {
+        let b = std::mem::take(&mut self.side(dir).buffer);
+        self.data.borrow_mut().side_mut(dir).held = Some(b);
+    }
+
+    /// Takes the buffered body back (with the filter's edits) before the
+    /// host uses it.
+    fn reclaim(&mut self, dir: Dir) {
+        let held = self.data.borrow_mut().side_mut(dir).held.take();
+        if let Some(b) = held {
+            self.side(dir).buffer = b;
+        }
+    }
+
     fn body_to_filter(&mut self, dir: Dir, chunk: Vec<u8>, end_stream: bool) {
+        self.reclaim(dir);
         let limit = self.buffer_limit;
         let side = self.side(dir);
         // Envoy context.cc decodeData: while buffering, the new chunk is added
@@ -683,6 +706,8 @@ impl StreamCore {
                 side.data_stopped = true;
                 if side.buffer.len() > limit {
                     self.overflow(dir);
+                } else {
+                    self.lend(dir);
                 }
             }
             // Envoy does not keep the chunk: the filter dropped it.
@@ -757,6 +782,7 @@ impl StreamCore {
     }
 
     fn trailers_to_filter(&mut self, dir: Dir, trailers: HeaderMap) {
+        self.reclaim(dir);
         // Envoy context.cc `getBuffer(HttpRequestBody)`: while the last body
         // callback buffered (`buffering_request_body_`), the body buffer is
         // the filter manager's whole buffered body (`modifyDecodingBuffer`),
@@ -786,6 +812,7 @@ impl StreamCore {
     }
 
     fn forward_trailers(&mut self, dir: Dir) {
+        self.reclaim(dir);
         if self.side(dir).headers == HeadersState::StoppedSingle {
             self.forward_headers_more(dir, true);
         }
@@ -817,6 +844,7 @@ impl StreamCore {
         if self.blocked(dir) {
             return;
         }
+        self.reclaim(dir);
         let side = self.side(dir);
         match side.headers {
             HeadersState::Stopped { .. } => self.forward_headers(dir),

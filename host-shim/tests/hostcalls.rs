@@ -1288,3 +1288,80 @@ fn trailers_can_be_added_in_the_last_body_callback() {
     }
     s.finish();
 }
+
+/// Envoy `getBuffer(HttpRequestBody)`: while the filter buffers the body
+/// (`buffering_request_body_`), the buffered data is reachable from any
+/// callback through `modifyDecodingBuffer`, so a filter that paused on the
+/// body and asked another service (`http_call`) reads and rewrites the
+/// body in the answer's callback, then continues with the rewritten body.
+#[test]
+fn the_buffered_body_is_readable_and_writable_from_an_http_call_callback() {
+    let w = Wat::new();
+    let body = format!(
+        r#"
+  (global $ctx (mut i32) (i32.const 0))
+  (func (export "proxy_on_request_body") (param $c i32) (param $s i32) (param $e i32) (result i32)
+    (global.set $ctx (local.get $c))
+    (if (local.get $e)
+      (then (call $rec {k_call} (call $proxy_http_call {authz} {hdrs} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 300)))))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param $root i32) (param $tok i32) (param $nh i32) (param $nb i32) (param $nt i32)
+    (drop (call $proxy_set_effective_context (global.get $ctx)))
+    (call $rec {k_get} (call $proxy_get_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 200) (i32.const 204)))
+    (call $out {k_seen})
+    (call $rec {k_set} (call $proxy_set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 1000) {new}))
+    (call $rec {k_cont} (call $proxy_continue_stream (i32.const 0))))
+"#,
+        k_call = w.s("call"),
+        authz = w.s("authz"),
+        hdrs = w.pairs(&[
+            (":method", "POST"),
+            (":path", "/check"),
+            (":authority", "authz")
+        ]),
+        k_get = w.s("get"),
+        k_seen = w.s("seen"),
+        k_set = w.s("set"),
+        new = w.s("rewritten"),
+        k_cont = w.s("cont"),
+    );
+    let (p, _) = load(&w.module(&body), config("held-body"));
+    let clusters = HashMap::from([("authz".to_string(), "http://127.0.0.1:9".parse().unwrap())]);
+    let vm = TestVm::with_clusters(&p, clusters).unwrap();
+    let mut s = vm.stream();
+    s.decode_headers(req_headers("/"), false);
+    s.decode_data(b"abc".to_vec(), false);
+    s.decode_data(b"def".to_vec(), true);
+    assert_eq!(status(&s, "call"), Some(0));
+    assert_eq!(
+        data_out(&s.take_outputs(), Dir::Request),
+        b"",
+        "held while the call is out"
+    );
+    let calls = vm.vm.take_http_calls();
+    assert_eq!(calls.len(), 1);
+    vm.vm.complete_http_call(
+        calls[0].token,
+        Some(HttpCallResponse {
+            headers: hm(&[(":status", "200")]),
+            body: Vec::new(),
+            trailers: Default::default(),
+        }),
+    );
+    assert_eq!(status(&s, "get"), Some(0));
+    assert_eq!(
+        bytes(&s, "seen").unwrap(),
+        b"abcdef",
+        "the whole buffered body"
+    );
+    assert_eq!(status(&s, "set"), Some(0));
+    assert_eq!(status(&s, "cont"), Some(0));
+    s.process_actions();
+    let outs = s.take_outputs();
+    assert_eq!(data_out(&outs, Dir::Request), b"rewritten");
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Data(Dir::Request, _, true))),
+        "the rewritten body ends the request"
+    );
+}
