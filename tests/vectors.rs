@@ -315,8 +315,8 @@ impl NativeFilter {
         self.stream
             .borrow()
             .side(dir)
-            .body
-            .clone()
+            .visible_body()
+            .cloned()
             .unwrap_or_default()
     }
 

@@ -647,8 +647,8 @@ impl ComponentFilter {
         self.stream
             .borrow()
             .side(dir)
-            .body
-            .clone()
+            .visible_body()
+            .cloned()
             .unwrap_or_default()
     }
 

@@ -287,11 +287,7 @@ fn buffer_of(c: &Caller<'_, Host>, t: i32) -> Result<Buf, Status> {
 fn body_bytes(c: &Caller<'_, Host>, dir: Dir) -> Vec<u8> {
     c.data()
         .stream()
-        .and_then(|s| {
-            let s = s.borrow();
-            let side = s.side(dir);
-            side.body.clone().or_else(|| side.held.clone())
-        })
+        .and_then(|s| s.borrow().side(dir).visible_body().cloned())
         .unwrap_or_default()
 }
 
@@ -337,11 +333,10 @@ fn set_buffer_bytes(c: Caller<'_, Host>, t: i32, start: i32, len: i32, dp: i32, 
     };
     let s = c.data().stream().ok_or(Status::BadArgument)?;
     let mut s = s.borrow_mut();
-    let side = s.side_mut(dir);
-    let body = match side.body.as_mut() {
-        Some(b) => b,
-        None => side.held.as_mut().ok_or(Status::BadArgument)?,
-    };
+    let body = s
+        .side_mut(dir)
+        .visible_body_mut()
+        .ok_or(Status::BadArgument)?;
     let (start, len) = (start as u32 as usize, len as u32 as usize);
     if start == 0 && len == 0 {
         let mut v = data;

@@ -165,13 +165,9 @@ impl PluginConfig {
         if level < self.log_level {
             return;
         }
-        let mut prefix = String::new();
-        for part in [&self.name, &self.root_id, &self.vm_id] {
-            if !part.is_empty() {
-                prefix.push(' ');
-                prefix.push_str(part);
-            }
-        }
+        // Formatted only when the event is enabled: the filter logs every
+        // audit record, so no allocation per line otherwise.
+        let prefix = LogPrefix(self);
         match level {
             LogLevel::Trace => tracing::trace!(target: "wasm", "wasm log{prefix}: {msg}"),
             LogLevel::Debug => tracing::debug!(target: "wasm", "wasm log{prefix}: {msg}"),
@@ -184,6 +180,21 @@ impl PluginConfig {
         if let Some(sink) = &self.log_sink {
             sink.log(&self.name, level, msg);
         }
+    }
+}
+
+/// Envoy's `PluginBase::makeLogPrefix`: ` <name> <root_id> <vm_id>`,
+/// empty parts left out.
+struct LogPrefix<'a>(&'a PluginConfig);
+
+impl std::fmt::Display for LogPrefix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in [&self.0.name, &self.0.root_id, &self.0.vm_id] {
+            if !part.is_empty() {
+                write!(f, " {part}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -914,8 +914,7 @@ async fn drive(
                             // Envoy's router: `response.code_details` is
                             // `via_upstream` for a proxied answer, and
                             // `upstream.address` the host it came from.
-                            let data = core.data().clone();
-                            let mut d = data.borrow_mut();
+                            let mut d = core.data().borrow_mut();
                             d.info.response_code_details.get_or_insert_with(|| "via_upstream".into());
                             d.info.upstream_address = p
                                 .extensions

@@ -175,6 +175,21 @@ pub struct DirData {
     pub held: Option<Vec<u8>>,
 }
 
+impl DirData {
+    /// The body a hostcall reaches now: the chunk or buffer of a body or
+    /// trailers callback, else what is held while the filter buffers.
+    pub fn visible_body(&self) -> Option<&Vec<u8>> {
+        self.body.as_ref().or(self.held.as_ref())
+    }
+
+    pub fn visible_body_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self.body {
+            Some(ref mut b) => Some(b),
+            None => self.held.as_mut(),
+        }
+    }
+}
+
 /// Stream state shared by [`StreamCore`] and its filter.
 #[derive(Debug, Default)]
 pub struct StreamData {
