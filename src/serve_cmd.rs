@@ -103,6 +103,13 @@ pub struct ServeArgs {
     /// lets streams pass ungoverned (never for Portcullis in production).
     #[arg(long = "failure-policy", value_enum, default_value_t = FailurePolicyArg::Closed)]
     failure_policy: FailurePolicyArg,
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy 1.35+;
+    /// default false, as in Envoy, and Istio's WasmPlugin cannot set it):
+    /// when off, a module that returns StopIteration from a headers
+    /// callback gets no body callback until it resumes. Portcullis needs it
+    /// only for `Settings.spec.requestHeaders: hold` (docs/filter.md).
+    #[arg(long = "allow-on-headers-stop-iteration")]
+    allow_on_headers_stop_iteration: bool,
     /// `--xds URL` and its node flags: the bundle from a control plane.
     #[command(flatten)]
     xds: crate::serve_xds::XdsArgs,
@@ -284,7 +291,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         // The filter holds request headers until it has read the body, so
         // it can add audit headers and refuse before the upstream sees
         // anything: Envoy (>= 1.35) needs this flag for that.
-        allow_on_headers_stop_iteration: true,
+        allow_on_headers_stop_iteration: args.allow_on_headers_stop_iteration,
         log_level: args.log_level.module(),
         failure_policy: args.failure_policy.policy(),
         ..PluginConfig::default()

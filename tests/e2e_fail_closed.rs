@@ -250,7 +250,7 @@ fn trailers_decide_the_request_through_serve() {
         .iter()
         .find(|r| r["body"].as_str().unwrap_or("").contains("trailed"))
         .expect("the allowed call arrived");
-    assert_eq!(echo["headers"]["x-mcp-decision"], "allow", "{echo}");
+    assert_decision_header(&echo["headers"], "allow");
     assert!(echo["headers"].get("x_mcp_subject").is_none(), "{echo}");
     let records = rig.audit(2);
     assert_eq!(

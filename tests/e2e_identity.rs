@@ -58,6 +58,18 @@ struct Rig {
 
 impl Rig {
     fn start(name: &str) -> Rig {
+        Rig::start_with(name, false)
+    }
+
+    /// With `Settings.spec.requestHeaders: hold` (and Envoy's
+    /// `allow_on_headers_stop_iteration`), whatever the run's mode: a token
+    /// minted for exactly the body's calls, for clients older than
+    /// 2026-07-28 that do not announce their calls in `Mcp-Method`.
+    fn start_held(name: &str) -> Rig {
+        Rig::start_with(name, true)
+    }
+
+    fn start_with(name: &str, held: bool) -> Rig {
         let dir = temp_dir(&format!("identity-{name}"));
         let record = dir.join("upstream.jsonl");
         let audit = dir.join("audit.jsonl");
@@ -84,17 +96,20 @@ impl Rig {
                 &record,
             );
             let upstream = format!("http://127.0.0.1:{upstream_port}");
-            let Some((proxy, url)) = try_portcullis_serve_at(
-                &format!("127.0.0.1:{port}"),
-                &[
-                    "--bundle",
-                    bundle.to_str().unwrap(),
-                    "--upstream",
-                    &upstream,
-                    "--audit-log",
-                    audit.to_str().unwrap(),
-                ],
-            ) else {
+            let bundle = if held { hold_bundle(&bundle) } else { bundle };
+            let mut args = vec![
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--upstream",
+                &upstream,
+                "--audit-log",
+                audit.to_str().unwrap(),
+            ];
+            if held {
+                args.push("--allow-on-headers-stop-iteration");
+            }
+            let Some((proxy, url)) = try_portcullis_serve_at(&format!("127.0.0.1:{port}"), &args)
+            else {
                 continue; // the port was taken in between: try another
             };
             assert_eq!(url, base);
@@ -230,6 +245,16 @@ fn assert_minted(record: &[Value], client_sha256: &str, resource: &str) -> Vec<S
     let mut jtis = HashSet::new();
     let mut tokens = Vec::new();
     for r in record {
+        if r["method"] == "POST"
+            && r["body"].as_str().unwrap_or("").is_empty()
+            && !holds_request_headers()
+        {
+            // A call refused under `requestHeaders: forward`: its headers
+            // went on before its body was decided, without a token (the
+            // call was outside the client's scopes), and its body never.
+            assert!(r["headers"].get("authorization").is_none(), "{r:#}");
+            continue;
+        }
         let auth = &r["auth"];
         assert_eq!(auth["valid"], true, "upstream got a bad token: {r:#}");
         assert_ne!(r["status"], 401, "{r:#}");
@@ -319,7 +344,9 @@ fn initialize_body(id: u32) -> Vec<u8> {
 
 #[test]
 fn discovery_then_authorised_session_with_minted_upstream_tokens() {
-    let rig = Rig::start("session");
+    // A 2025-11-25 client announces no call in its headers: a token for
+    // exactly each call needs the headers held.
+    let rig = Rig::start_held("session");
     let resource = rig.resource();
     let metadata_url = rig.metadata_url();
     let script = json!([
@@ -759,4 +786,40 @@ fn bad_tokens_are_refused_with_their_challenge_and_never_reach_upstream() {
     .collect();
     tokens.extend(minted.iter().map(String::as_str));
     assert_no_tokens(&text, &tokens);
+}
+
+/// `requestHeaders: forward` (the default) with a minted upstream token: a
+/// 2025-11-25 client announces no call in its headers, so the token that
+/// went with them is scoped for no tool, and its tools/call is refused with
+/// a clear error (-32020, naming `Mcp-Method`/`Mcp-Name` and `hold`) rather
+/// than forwarded under a token for another call. Connecting and listing
+/// still work. With the headers held, the call passes.
+#[test]
+fn an_unannounced_call_cannot_get_a_minted_token_once_headers_left() {
+    let rig = Rig::start("unannounced");
+    let script = json!([
+        {"op": "list_tools"},
+        {"op": "call_tool", "name": "echo", "arguments": {"text": "old client"}}
+    ]);
+    let lines = rig.client("2025-11-25", "mcp tools:echo", &script);
+    assert_eq!(step(&lines, "connect", 0)["ok"], true, "{lines:#?}");
+    assert_eq!(step(&lines, "list_tools", 0)["ok"], true, "{lines:#?}");
+    let echo = step(&lines, "call_tool", 0);
+    if holds_request_headers() {
+        assert_eq!(echo["ok"], true, "{echo:#}");
+        return;
+    }
+    assert_eq!(echo["ok"], false, "{echo:#}");
+    assert_eq!(echo["error"]["code"], -32020, "{echo:#}");
+    let text = echo.to_string();
+    assert!(
+        text.contains("Mcp-Method") && text.contains("requestHeaders: hold"),
+        "{echo:#}"
+    );
+    let record = rig.upstream_records(2);
+    let calls: Vec<Option<String>> = record.iter().flat_map(messages).map(|m| m.1).collect();
+    assert!(
+        !calls.contains(&Some("echo".into())),
+        "the refused call's body reached the upstream: {calls:?}"
+    );
 }

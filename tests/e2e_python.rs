@@ -160,7 +160,7 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
     );
     for r in record.iter().filter(|r| r["method"] == "POST") {
         let h = &r["headers"];
-        assert_eq!(h["x-mcp-decision"], "allow", "{r}");
+        assert_decision_header(h, "allow");
         assert_eq!(h["x-mcp-server"], "everything");
         assert!(
             h["x-mcp-bundle-version"]

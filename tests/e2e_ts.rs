@@ -401,7 +401,8 @@ fn raw_http_through_serve_to_server_everything() {
 /// scenario through `portcullis serve` (tests/fixtures/evil): echo works,
 /// `rm` is refused by the filter and absent from the upstream's record of
 /// every request it received, the requests that did arrive carry the
-/// filter's `x-mcp-decision: allow`, and the refusal is audited.
+/// filter's `x-mcp-server` (and `x-mcp-decision: allow` when the request
+/// headers are held), and the refusal is audited.
 fn through_serve_to_benign_evil_upstream(client: &str) {
     let (_upstream, port, record) = evil_upstream(&json!([]));
     let (proxy, url, audit) = serve_bundle(&fixture("evil"), port);
@@ -448,9 +449,20 @@ fn through_serve_to_benign_evil_upstream(client: &str) {
         "rm reached the upstream"
     );
     for r in &records {
+        if r["complete"] != true && !holds_request_headers() {
+            // `requestHeaders: forward`: the refused call's headers went on
+            // before its body was decided; not a byte of the body followed.
+            assert_eq!(r["body"].as_str().unwrap_or(""), "", "{r}");
+            continue;
+        }
         assert_eq!(r["complete"], true, "{r}");
         if r["method"] == "POST" {
-            assert_eq!(record_header(r, "x-mcp-decision"), ["allow"], "{r}");
+            let decision: &[&str] = if holds_request_headers() {
+                &["allow"]
+            } else {
+                &[]
+            };
+            assert_eq!(record_header(r, "x-mcp-decision"), decision, "{r}");
             assert_eq!(record_header(r, "x-mcp-server"), ["evil"], "{r}");
         }
     }

@@ -12,6 +12,13 @@
 //! adapters', not the harness's. Request ids are the filter's own (random);
 //! each exchange's id is replaced by `<request-id>` wherever it appears.
 //!
+//! Every vector runs in both of the filter's request-header modes
+//! (`Settings.spec.requestHeaders`): `forward`, the default, against
+//! `NAME.expected.json`, with the proxy-wasm filter under Envoy's default
+//! (`allow_on_headers_stop_iteration: false`) and with the flag set; and
+//! `hold` against `NAME.hold.expected.json`, with the flag set (which that
+//! mode needs).
+//!
 //! `PORTCULLIS_VECTORS_REGENERATE=1 cargo test --test vectors native` writes
 //! the expected files from the native core; read the diff before keeping it.
 
@@ -30,9 +37,10 @@ use host_shim::{
     StreamAction, StreamData,
 };
 use portcullis_core::Engine;
+use portcullis_core::bundle::{BundleJson, assemble};
 use portcullis_core::driver::{Output as Out, Step, StreamDriver};
 use portcullis_core::engine::{HeaderEdits, RequestHead};
-use portcullis_core::test_util::{MemoryEnv, SharedData, yaml_dir_bundle_json};
+use portcullis_core::test_util::{MemoryEnv, SharedData, doc, yaml_dir_bundle_json};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -66,12 +74,31 @@ fn vectors() -> Vec<(String, Value)> {
     out
 }
 
-fn bundle_json(vector: &Value) -> Vec<u8> {
-    yaml_dir_bundle_json(
+/// `Settings.spec.requestHeaders`, which the vectors run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forward,
+    Hold,
+}
+
+fn bundle_json(vector: &Value, mode: Mode) -> Vec<u8> {
+    let bytes = yaml_dir_bundle_json(
         &vectors_dir()
             .join("bundles")
             .join(vector["bundle"].as_str().unwrap()),
-    )
+    );
+    if mode == Mode::Forward {
+        return bytes;
+    }
+    let bundle: BundleJson = serde_json::from_slice(&bytes).unwrap();
+    let mut documents = bundle.documents;
+    match documents.iter_mut().find(|d| d.kind == "Settings") {
+        Some(d) => {
+            d.spec["requestHeaders"] = json!("hold");
+        }
+        None => documents.push(doc("Settings", "hold", json!({"requestHeaders": "hold"}))),
+    }
+    serde_json::to_vec(&assemble(documents)).unwrap()
 }
 
 struct Request {
@@ -440,8 +467,8 @@ fn wall_clock_nanos() -> u64 {
         .as_nanos() as u64
 }
 
-fn run_native(name: &str, vector: &Value) -> Value {
-    let engine = Arc::new(Engine::from_config(&bundle_json(vector)).unwrap());
+fn run_native(name: &str, vector: &Value, mode: Mode) -> Value {
+    let engine = Arc::new(Engine::from_config(&bundle_json(vector, mode)).unwrap());
     // One shared store for the vector, as host-shim's shared data is.
     let shared = SharedData::new();
     let exchanges = vector["exchanges"].as_array().unwrap();
@@ -528,6 +555,13 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
     }
     collect(&mut s, &mut up, &mut client);
     let forwarded = up.headers.is_some() && client.headers.is_none();
+    // Under `requestHeaders: forward` a refused request's headers went
+    // upstream; not one byte of its body may follow them.
+    assert!(
+        forwarded || up.body.is_empty(),
+        "a refused request's body reached the upstream: {:?}",
+        String::from_utf8_lossy(&up.body)
+    );
     if forwarded {
         let mut rh = HeaderMap::new();
         rh.add(":status", resp.status.to_string().as_bytes());
@@ -578,22 +612,27 @@ fn shim_exchange(mut s: StreamCore, req: &Request, resp: &Response) -> Value {
     )
 }
 
-fn plugin_config(vm_id: String, vector: &Value) -> PluginConfig {
+fn plugin_config(vm_id: String, vector: &Value, mode: Mode, allow: bool) -> PluginConfig {
     PluginConfig {
         name: "portcullis".into(),
         root_id: "portcullis".into(),
         vm_id,
-        configuration: bundle_json(vector),
-        allow_on_headers_stop_iteration: true,
+        configuration: bundle_json(vector, mode),
+        allow_on_headers_stop_iteration: allow,
         ..PluginConfig::default()
     }
 }
 
-fn run_filter(name: &str, vector: &Value) -> Value {
+fn run_filter(name: &str, vector: &Value, mode: Mode, allow: bool) -> Value {
     // One VM per vector, and its own shared data (vm_id), as a fresh proxy.
     let plugin = Plugin::load(
         FILTER,
-        plugin_config(format!("vectors-filter-{name}"), vector),
+        plugin_config(
+            format!("vectors-filter-{name}-{mode:?}-{allow}"),
+            vector,
+            mode,
+            allow,
+        ),
     )
     .unwrap_or_else(|e| panic!("{name}: the filter refused the bundle: {e}"));
     let vm = TestVm::new(&plugin).unwrap();
@@ -620,10 +659,15 @@ fn component_wasm() -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn run_component(name: &str, vector: &Value) -> Value {
+fn run_component(name: &str, vector: &Value, mode: Mode) -> Value {
     let plugin = ComponentPlugin::load(
         &component_wasm(),
-        plugin_config(format!("vectors-component-{name}"), vector),
+        plugin_config(
+            format!("vectors-component-{name}-{mode:?}"),
+            vector,
+            mode,
+            mode == Mode::Hold,
+        ),
     )
     .unwrap_or_else(|e| panic!("{name}: the component refused the bundle: {e}"));
     let vm = ComponentVm::new(plugin).unwrap();
@@ -643,12 +687,15 @@ fn run_component(name: &str, vector: &Value) -> Value {
 
 // ------------------------------------------------------------------- tests
 
-fn expected_path(name: &str) -> PathBuf {
-    vectors_dir().join(format!("{name}.expected.json"))
+fn expected_path(name: &str, mode: Mode) -> PathBuf {
+    match mode {
+        Mode::Forward => vectors_dir().join(format!("{name}.expected.json")),
+        Mode::Hold => vectors_dir().join(format!("{name}.hold.expected.json")),
+    }
 }
 
-fn expected(name: &str) -> Value {
-    let path = expected_path(name);
+fn expected(name: &str, mode: Mode) -> Value {
+    let path = expected_path(name, mode);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; write it with PORTCULLIS_VECTORS_REGENERATE=1 cargo test --test vectors native",
@@ -660,14 +707,14 @@ fn expected(name: &str) -> Value {
 
 /// Runs every vector through one build and compares with the expected
 /// files, reporting every mismatch, not only the first.
-fn check(build: &str, run: impl Fn(&str, &Value) -> Value) {
+fn check(build: &str, mode: Mode, run: impl Fn(&str, &Value) -> Value) {
     let mut failures = Vec::new();
     for (name, vector) in vectors() {
         let got = run(&name, &vector);
-        let want = expected(&name);
+        let want = expected(&name, mode);
         if got != want {
             failures.push(format!(
-                "{name} ({build}):\n--- expected\n{}\n--- got\n{}",
+                "{name} ({build}, requestHeaders: {mode:?}):\n--- expected\n{}\n--- got\n{}",
                 serde_json::to_string_pretty(&want).unwrap(),
                 serde_json::to_string_pretty(&got).unwrap()
             ));
@@ -678,22 +725,80 @@ fn check(build: &str, run: impl Fn(&str, &Value) -> Value) {
 
 #[test]
 fn native_core_matches_the_vectors() {
-    if std::env::var_os("PORTCULLIS_VECTORS_REGENERATE").is_some() {
-        for (name, vector) in vectors() {
-            let got = run_native(&name, &vector);
-            let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
-            std::fs::write(expected_path(&name), text).unwrap();
+    for mode in [Mode::Forward, Mode::Hold] {
+        if std::env::var_os("PORTCULLIS_VECTORS_REGENERATE").is_some() {
+            for (name, vector) in vectors() {
+                let got = run_native(&name, &vector, mode);
+                let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+                std::fs::write(expected_path(&name, mode), text).unwrap();
+            }
         }
+        check("native core", mode, |n, v| run_native(n, v, mode));
     }
-    check("native core", run_native);
 }
 
+/// The filter under Envoy's and Istio's default
+/// (`allow_on_headers_stop_iteration: false`, Envoy
+/// `convertVmCallResultToFilterHeadersStatus`): the default mode needs
+/// nothing more.
 #[test]
-fn proxy_wasm_filter_matches_the_vectors() {
-    check("proxy-wasm filter in host-shim", run_filter);
+fn proxy_wasm_filter_matches_the_vectors_under_envoys_default() {
+    check("proxy-wasm filter in host-shim", Mode::Forward, |n, v| {
+        run_filter(n, v, Mode::Forward, false)
+    });
+}
+
+/// With `allow_on_headers_stop_iteration: true` (Envoy 1.35+): both modes.
+#[test]
+fn proxy_wasm_filter_matches_the_vectors_with_stop_iteration_allowed() {
+    for mode in [Mode::Forward, Mode::Hold] {
+        check("proxy-wasm filter in host-shim", mode, |n, v| {
+            run_filter(n, v, mode, true)
+        });
+    }
 }
 
 #[test]
 fn component_matches_the_vectors() {
-    check("component in host-shim", run_component);
+    for mode in [Mode::Forward, Mode::Hold] {
+        check("component in host-shim", mode, |n, v| {
+            run_component(n, v, mode)
+        });
+    }
+}
+
+/// `requestHeaders: hold` under Envoy's default is the stall docs/filter.md
+/// warns of: Envoy turns the filter's `StopIteration` into
+/// `StopAllIterationAndWatermark` and gives it no body, so nothing reaches
+/// the upstream and nothing answers (until a timeout). Shown so the docs'
+/// pairing of mode and flag stays true.
+#[test]
+fn hold_mode_without_the_flag_stalls_as_envoy_would() {
+    let (name, vector) = vectors()
+        .into_iter()
+        .find(|(n, _)| n == "allowed-call")
+        .unwrap();
+    let plugin = Plugin::load(
+        FILTER,
+        plugin_config(format!("vectors-stall-{name}"), &vector, Mode::Hold, false),
+    )
+    .unwrap();
+    let vm = TestVm::new(&plugin).unwrap();
+    let mut s = vm.stream();
+    let req = request(&name, 0, &vector["exchanges"][0]["request"]);
+    let mut h = HeaderMap::new();
+    h.add(":method", req.method.as_bytes());
+    h.add(":path", req.path.as_bytes());
+    h.add(":authority", req.authority.as_bytes());
+    for (k, v) in &req.headers {
+        h.add(k, v.as_bytes());
+    }
+    s.decode_headers(h, false);
+    for c in &req.chunks {
+        s.decode_data(c.clone(), true);
+    }
+    assert!(
+        s.take_outputs().is_empty(),
+        "stop-all: no headers, body or reply went anywhere"
+    );
 }

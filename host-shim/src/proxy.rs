@@ -608,19 +608,18 @@ const HOP_BY_HOP: [&str; 6] = [
     "te",
 ];
 
-/// Downstream request head as Envoy's codec presents it: pseudo-headers
-/// `:method :path :authority :scheme` first (Host becomes `:authority`),
-/// lowercase names, hop-by-hop headers gone, `x-request-id` added if absent
-/// (HCM `generate_request_id`).
+/// Downstream request head as Envoy presents it to filters: pseudo-headers
+/// first, in the order an HTTP/1.1 request gets them (`:authority` from
+/// Host, `:path`, `:method`, `:scheme`: what the proxy-wasm SDK's
+/// http_headers example logs under Envoy), then the client's headers in
+/// their order (lowercase, hop-by-hop gone), then what the connection
+/// manager adds (`ConnectionManagerUtility::mutateRequestHeaders`):
+/// `x-forwarded-proto`, then `x-request-id` if absent (`generate_request_id`).
+/// Both are inline headers in Envoy, set in place when the client sent
+/// them. HTTP/2 keeps the client's pseudo-header order in Envoy; hyper does
+/// not expose it, so host-shim uses the HTTP/1.1 order for both.
 pub(crate) fn request_header_map(parts: &http::request::Parts) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.add(":method", parts.method.as_str().as_bytes());
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    h.add(":path", pq.as_bytes());
     let authority = parts
         .uri
         .authority()
@@ -634,6 +633,13 @@ pub(crate) fn request_header_map(parts: &http::request::Parts) -> HeaderMap {
         })
         .unwrap_or_default();
     h.add(":authority", authority.as_bytes());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    h.add(":path", pq.as_bytes());
+    h.add(":method", parts.method.as_str().as_bytes());
     h.add(
         ":scheme",
         parts.uri.scheme_str().unwrap_or("http").as_bytes(),
@@ -645,14 +651,13 @@ pub(crate) fn request_header_map(parts: &http::request::Parts) -> HeaderMap {
         }
         h.add(k, v.as_bytes());
     }
+    // With no trusted hops (the default `xff_num_trusted_hops: 0`) the
+    // client's x-forwarded-proto is replaced by the connection's own
+    // scheme; the listener here is plaintext.
+    h.replace("x-forwarded-proto", b"http");
     if h.get("x-request-id").is_none() {
         h.add("x-request-id", request_id().as_bytes());
     }
-    // Envoy's connection manager (`ConnectionManagerUtility::
-    // mutateRequestHeaders`): with no trusted hops (the default
-    // `xff_num_trusted_hops: 0`) the client's x-forwarded-proto is replaced
-    // by the connection's own scheme; the listener here is plaintext.
-    h.replace("x-forwarded-proto", b"http");
     h
 }
 
@@ -1110,5 +1115,77 @@ impl TestVm {
             let r = perform_http_call(client.clone(), call).await;
             self.vm.complete_http_call(token, r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The order a filter reads request headers in, as Envoy gives them for
+    /// an HTTP/1.1 request (the proxy-wasm SDK's http_headers example under
+    /// Envoy logs `:authority :path :method :scheme`, the client's headers,
+    /// then `x-forwarded-proto` and `x-request-id`): Envoy's HTTP/1 codec
+    /// turns Host into `:authority`, and `mutateRequestHeaders` sets the
+    /// connection manager's two after the client's.
+    #[test]
+    fn request_headers_come_in_envoys_order() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/mcp?x=1")
+            .header("host", "mcp.test")
+            .header("user-agent", "curl/8")
+            .header("accept", "*/*")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let h = request_header_map(&parts);
+        let names: Vec<&str> = h.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [
+                ":authority",
+                ":path",
+                ":method",
+                ":scheme",
+                "user-agent",
+                "accept",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(h.get_str(":authority"), Some("mcp.test"));
+        assert_eq!(h.get_str(":path"), Some("/mcp?x=1"));
+
+        // A client's own x-forwarded-proto and x-request-id keep their
+        // place (inline headers, set in place); the scheme is the
+        // listener's.
+        let req = http::Request::builder()
+            .uri("/")
+            .header("host", "h")
+            .header("x-request-id", "abc")
+            .header("x-forwarded-proto", "https")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let h = request_header_map(&parts);
+        let names: Vec<&str> = h.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [
+                ":authority",
+                ":path",
+                ":method",
+                ":scheme",
+                "x-request-id",
+                "x-forwarded-proto",
+                "accept"
+            ]
+        );
+        assert_eq!(h.get_str("x-forwarded-proto"), Some("http"));
+        assert_eq!(h.get_str("x-request-id"), Some("abc"));
     }
 }

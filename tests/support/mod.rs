@@ -140,10 +140,11 @@ pub fn portcullis_serve(args: &[&str]) -> (Proc, String) {
 
 /// [`portcullis_serve`], with what it prints on standard error.
 pub fn portcullis_serve_logged(args: &[&str]) -> (Proc, String, Logs) {
+    let args = request_headers_args(args);
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -194,10 +195,11 @@ pub fn free_port() -> u16 {
 /// without listening (the port was taken meanwhile), so the caller can pick
 /// another port.
 pub fn try_portcullis_serve_at(listen: &str, args: &[&str]) -> Option<(Proc, String)> {
+    let args = request_headers_args(args);
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("serve")
         .args(["--listen", listen])
-        .args(args)
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -827,4 +829,80 @@ pub fn tool_names(v: &Value) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Whether this run holds request headers: `PORTCULLIS_E2E_REQUEST_HEADERS=hold`
+/// (`cargo xtask test` runs the end-to-end suites a second time so) gives
+/// every `portcullis serve` a bundle with `Settings.spec.requestHeaders:
+/// hold` and Envoy's `allow_on_headers_stop_iteration`; otherwise the
+/// bundle's own mode, by default `forward`, under Envoy's default.
+pub fn holds_request_headers() -> bool {
+    std::env::var("PORTCULLIS_E2E_REQUEST_HEADERS").as_deref() == Ok("hold")
+}
+
+/// `args` for `portcullis serve`, with the bundle held to
+/// `requestHeaders: hold` (and the flag that mode needs) when this run
+/// holds request headers.
+fn request_headers_args(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if !holds_request_headers() {
+        return out;
+    }
+    if let Some(i) = out.iter().position(|a| a == "--bundle")
+        && let Some(path) = out.get(i + 1)
+        && !path.ends_with(HELD)
+    {
+        let held = hold_bundle(Path::new(path));
+        out[i + 1] = held.display().to_string();
+    }
+    if !out.iter().any(|a| a == "--allow-on-headers-stop-iteration") {
+        out.push("--allow-on-headers-stop-iteration".into());
+    }
+    out
+}
+
+/// The directory name [`hold_bundle`] writes.
+const HELD: &str = "held-bundle";
+
+/// The bundle at `path` (a directory or a compiled file) with
+/// `Settings.spec.requestHeaders: hold`, written as a bundle directory (one
+/// document per file; JSON is YAML).
+pub fn hold_bundle(path: &Path) -> PathBuf {
+    let bundle =
+        bundle_tools::source::load_any(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut documents = bundle.documents;
+    match documents.iter_mut().find(|d| d.kind == "Settings") {
+        Some(d) => d.spec["requestHeaders"] = serde_json::json!("hold"),
+        None => documents.push(portcullis_core::test_util::doc(
+            "Settings",
+            "request-headers",
+            serde_json::json!({"requestHeaders": "hold"}),
+        )),
+    }
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = temp_dir(&format!("hold-bundle-{n}")).join(HELD);
+    std::fs::create_dir_all(&out).unwrap();
+    for (i, d) in documents.iter().enumerate() {
+        let text = serde_json::json!({
+            "apiVersion": d.api_version,
+            "kind": d.kind,
+            "metadata": d.metadata,
+            "spec": d.spec,
+        });
+        std::fs::write(out.join(format!("{i:02}.yaml")), text.to_string()).unwrap();
+    }
+    out
+}
+
+/// What the upstream's copy of a forwarded request says of the decision:
+/// `x-mcp-decision: want` when the request headers were held for it, none
+/// under `requestHeaders: forward` (they left before the decision; a
+/// client's spoofed one is stripped either way).
+pub fn assert_decision_header(headers: &Value, want: &str) {
+    if holds_request_headers() {
+        assert_eq!(headers["x-mcp-decision"], want, "{headers}");
+    } else {
+        assert!(headers.get("x-mcp-decision").is_none(), "{headers}");
+    }
 }

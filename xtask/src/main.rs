@@ -190,6 +190,19 @@ fn node_modules(root: &Path) -> Result<PathBuf> {
     Ok(modules)
 }
 
+/// The suites that drive `portcullis serve` with SDK clients and raw bytes,
+/// run a second time with the request headers held.
+const HELD_SUITES: &[&str] = &[
+    "bad_input",
+    "e2e_component",
+    "e2e_content",
+    "e2e_fail_closed",
+    "e2e_identity",
+    "e2e_policy",
+    "e2e_python",
+    "e2e_ts",
+];
+
 fn test(root: &Path) -> Result<()> {
     ensure_wasm_target();
     let python = venv(root)?;
@@ -207,6 +220,20 @@ fn test(root: &Path) -> Result<()> {
             "--examples",
             "--no-fail-fast",
         ])
+        .env("PORTCULLIS_E2E_PYTHON", &python)
+        .env("PORTCULLIS_E2E_NODE_MODULES", &node_modules))?;
+    // The end-to-end suites again with the request headers held
+    // (`Settings.spec.requestHeaders: hold`, and `portcullis serve` given
+    // Envoy's `allow_on_headers_stop_iteration`): the filter's two modes,
+    // through real SDKs, both ways (docs/filter.md).
+    let mut held = cargo();
+    held.current_dir(root)
+        .args(["test", "--workspace", "--no-fail-fast"]);
+    for suite in HELD_SUITES {
+        held.args(["--test", suite]);
+    }
+    run(held
+        .env("PORTCULLIS_E2E_REQUEST_HEADERS", "hold")
         .env("PORTCULLIS_E2E_PYTHON", &python)
         .env("PORTCULLIS_E2E_NODE_MODULES", &node_modules))?;
     // Doc tests (not covered by the target selection above).

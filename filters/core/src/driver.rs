@@ -14,7 +14,11 @@
 //!
 //! The rules, each from Envoy's `source/extensions/common/wasm/context.cc`:
 //! * a request the engine must read is held at its headers
-//!   (`StopIteration`), its body chunks are buffered
+//!   (`StopIteration`) under `requestHeaders: hold`, or under `forward` (the
+//!   default, for Envoy's `allow_on_headers_stop_iteration: false`) its
+//!   headers go on at once with what they alone decide, and an answer that
+//!   comes before the body is decided is refused; either way its body chunks
+//!   are buffered
 //!   (`StopIterationAndBuffer`), and it is decided when the body is complete:
 //!   at the chunk with `end_of_stream`, or at the **trailers**, where
 //!   `getBuffer(HttpRequestBody)` returns the whole buffered body because the
@@ -136,6 +140,9 @@ pub struct StreamDriver {
     request_decided: bool,
     /// The response body is being buffered for inspection (a JSON answer).
     response_buffered: bool,
+    /// The request headers went on before the body was decided
+    /// (`requestHeaders: forward`): later header edits cannot reach them.
+    headers_gone: bool,
 }
 
 impl StreamDriver {
@@ -145,6 +152,7 @@ impl StreamDriver {
             replied: false,
             request_decided: false,
             response_buffered: false,
+            headers_gone: false,
         }
     }
 
@@ -196,6 +204,18 @@ impl StreamDriver {
                     all.set.append(&mut out.headers.set);
                     out.headers = all;
                     return out;
+                }
+                if self.exchange.forwards_headers_early() {
+                    return match self.exchange.forward_headers(env) {
+                        Ok(mut more) => {
+                            self.headers_gone = true;
+                            let mut all = edits;
+                            all.remove.append(&mut more.remove);
+                            all.set.append(&mut more.set);
+                            Output::edits(Step::Continue, all)
+                        }
+                        Err(reply) => self.reply(reply),
+                    };
                 }
                 Output::edits(Step::Pause, edits)
             }
@@ -251,7 +271,17 @@ impl StreamDriver {
             Err(fault) => return self.fail(env, &fault.0).unwrap_or_else(Output::proceed),
         };
         self.request_decided = true;
-        match self.exchange.on_request_body(env, &bytes, true) {
+        let mut out = self.decided_request(env, &bytes);
+        if self.headers_gone {
+            // They went on with what could be decided from them; the rest of
+            // the decision's header edits have nothing left to edit.
+            out.headers = HeaderEdits::default();
+        }
+        out
+    }
+
+    fn decided_request(&mut self, env: &mut dyn Env, bytes: &[u8]) -> Output {
+        match self.exchange.on_request_body(env, bytes, true) {
             RequestBodyAction::Wait => {
                 // The engine asked for more of a body that is complete: a
                 // broken invariant, so refuse rather than forward.
@@ -275,7 +305,13 @@ impl StreamDriver {
         headers: &[(String, String)],
         end_of_stream: bool,
     ) -> Output {
-        let edits = self.exchange.on_response_headers(env, status, headers);
+        let edits = if self.headers_gone && !self.request_decided && !self.replied {
+            // The upstream answered a request the filter has not decided:
+            // its body is still held here.
+            self.exchange.refuse_early_answer(env, headers)
+        } else {
+            self.exchange.on_response_headers(env, status, headers)
+        };
         self.response_buffered = self.exchange.buffers_response();
         if end_of_stream {
             self.exchange.on_stream_end(env);

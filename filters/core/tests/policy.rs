@@ -936,8 +936,18 @@ fn daily_budgets_charge_per_tool_and_reset_at_midnight() {
 
 #[test]
 fn global_limits_are_named_for_envoys_rate_limit_filter() {
-    let engine = limits_engine(json!({"id": "fleet", "global": true, "key": ["tenant"],
-        "rate": {"requests": 1, "per": "1s"}}));
+    // The header is set once the body is decided, so only while the
+    // request headers are held (`requestHeaders: hold`).
+    let engine = test_util::engine(vec![
+        provider(),
+        server("files", "/mcp", &["read_file", "search", "pay"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "fleet", "global": true, "key": ["tenant"],
+                "rate": {"requests": 1, "per": "1s"}}]}),
+        ),
+        test_util::doc("Settings", "s", json!({"requestHeaders": "hold"})),
+    ]);
     let mut e = env();
     for _ in 0..3 {
         let sent = send(
@@ -953,6 +963,27 @@ fn global_limits_are_named_for_envoys_rate_limit_filter() {
         );
         assert_eq!(sent.header("x-mcp-tenant").as_deref(), Some("acme"));
     }
+}
+
+/// Under `requestHeaders: forward` (the default) the headers leave before a
+/// global limit could be named in them, so such a bundle is refused, with
+/// the field and what to do.
+#[test]
+fn global_limits_need_the_request_headers_held() {
+    let json = assemble(vec![
+        provider(),
+        server("files", "/mcp", &["read_file"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "fleet", "global": true,
+                "rate": {"requests": 1, "per": "1s"}}]}),
+        ),
+    ]);
+    let errors = Bundle::compile(&json).unwrap_err();
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{text:?}");
+    assert_eq!(errors[0].pointer, "/spec/limits/0/global");
+    assert!(text[0].contains("requestHeaders: hold"), "{text:?}");
 }
 
 #[test]

@@ -133,7 +133,18 @@ impl Host for MockHost {
     }
 }
 
+/// `requestHeaders: hold`: the headers wait for the body's decision (Envoy
+/// with `allow_on_headers_stop_iteration: true`).
+fn hold() -> portcullis_core::bundle::Document {
+    doc("Settings", "s", json!({"requestHeaders": "hold"}))
+}
+
 fn engine() -> Arc<Engine> {
+    test_util::engine(vec![server("everything", "/mcp", &["echo"]), hold()])
+}
+
+/// The default, `requestHeaders: forward`.
+fn forward_engine() -> Arc<Engine> {
     test_util::engine(vec![server("everything", "/mcp", &["echo"])])
 }
 
@@ -257,6 +268,7 @@ fn content_engine() -> Arc<Engine> {
             "default",
             json!({"pii": {"actions": {"EMAIL": {"request": "redact"}}}}),
         ),
+        hold(),
     ])
 }
 
@@ -349,5 +361,129 @@ fn a_body_ending_in_trailers_is_decided_at_the_trailers() {
         host.request_trailers,
         vec![("x-checksum".to_string(), "1".to_string())]
     );
+    assert!(host.replies.is_empty());
+}
+
+fn with_header(mut host: MockHost, name: &str, value: &str) -> MockHost {
+    host.request_headers.push((name.into(), value.into()));
+    host
+}
+
+/// `requestHeaders: forward` (the default, for Envoy's
+/// `allow_on_headers_stop_iteration: false`): the headers go on at once with
+/// what they alone decide (spoofed `x-mcp-*` and `content-length` removed,
+/// the server and request id, the calls `Mcp-Method`/`Mcp-Name` announce);
+/// the body is held (Pause: StopIterationAndBuffer) and decided whole, and
+/// the decision's own header edits, with nothing left to edit, are not made.
+#[test]
+fn forward_mode_lets_the_headers_go_and_holds_the_body() {
+    let body = call("echo");
+    let host = host_with(&body);
+    let host = with_header(host, "content-length", &body.len().to_string());
+    let host = with_header(host, "mcp-method", "tools/call");
+    let mut host = with_header(host, "mcp-name", "echo");
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Continue);
+    assert_eq!(
+        host.header("x-mcp-decision"),
+        None,
+        "spoofed header removed"
+    );
+    assert_eq!(host.header("content-length"), None, "the body may change");
+    assert_eq!(host.header("x-mcp-server"), Some("everything"));
+    assert_eq!(host.header("x-mcp-method"), Some("tools/call"));
+    assert_eq!(host.header("x-mcp-tool"), Some("echo"));
+    let sent = host.request_headers.clone();
+    assert_eq!(s.on_request_body(&mut host, 5, false), Step::Pause);
+    assert_eq!(
+        s.on_request_body(&mut host, body.len(), true),
+        Step::Continue
+    );
+    assert_eq!(host.request_headers, sent, "no edit after the headers left");
+    assert!(host.replies.is_empty());
+}
+
+/// A refusal in forward mode is a local reply while the body is held: the
+/// upstream got headers and never a byte of the body (Envoy resets it).
+#[test]
+fn forward_mode_refuses_at_the_end_of_the_body() {
+    let body = call("rm");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Continue);
+    assert_eq!(s.on_request_body(&mut host, body.len(), true), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(reply["error"]["code"], -32090);
+}
+
+/// Headers that announced one call and a body that makes another: the
+/// forwarded `x-mcp-method`/`x-mcp-tool` would lie, so the body is refused.
+#[test]
+fn forward_mode_refuses_a_body_that_is_not_the_call_its_headers_announced() {
+    let body = call("rm");
+    let host = with_header(host_with(&body), "mcp-method", "tools/call");
+    let mut host = with_header(host, "mcp-name", "echo");
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Continue);
+    assert_eq!(s.on_request_body(&mut host, body.len(), true), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert!(
+        reply["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("announce tools/call echo but the body makes tools/call rm"),
+        "{reply}"
+    );
+}
+
+/// An answer that comes before the request was decided answers a request
+/// the filter never allowed: the client gets a 502 and a JSON-RPC error.
+#[test]
+fn forward_mode_refuses_an_answer_that_comes_before_the_decision() {
+    let body = call("echo");
+    let mut host = host_with(&body);
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Continue);
+    host.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+        ("x-mcp-decision".into(), "allow".into()),
+    ];
+    assert_eq!(s.on_response_headers(&mut host, false), Step::Continue);
+    let status = host
+        .response_headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .map(|(_, v)| v.clone());
+    assert_eq!(status.as_deref(), Some("502"));
+    assert!(
+        host.response_headers
+            .iter()
+            .all(|(k, _)| k != "x-mcp-decision")
+    );
+    host.response_body = br#"{"jsonrpc":"2.0","id":1,"result":{"x":1}}"#.to_vec();
+    let n = host.response_body.len();
+    assert_eq!(s.on_response_body(&mut host, n, true), Step::Continue);
+    let answer: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(answer["error"]["code"], -32094, "{answer}");
+    assert!(answer.get("result").is_none());
+}
+
+/// A GET or DELETE acts on its headers alone, so in forward mode one that
+/// has a body to follow is refused before its headers leave.
+#[test]
+fn forward_mode_refuses_a_bodied_get_at_its_headers() {
+    let mut host = host_with("x");
+    host.request_headers[0].1 = "GET".into();
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, false), Step::Pause);
+    assert_eq!(host.replies.len(), 1);
+    assert_eq!(host.replies[0].status, 400);
+    let mut host = host_with("");
+    host.request_headers[0].1 = "GET".into();
+    let mut s = Stream::new(forward_engine());
+    assert_eq!(s.on_request_headers(&mut host, true), Step::Continue);
     assert!(host.replies.is_empty());
 }

@@ -284,6 +284,39 @@ pub struct SettingsSpec {
     /// (the default), or recorded and passed (`record`, an explicit opt-out).
     #[serde(default)]
     pub shadow_mcp: ShadowMcp,
+    /// When the request headers go on: `forward` (the default) lets them go
+    /// at once and holds the body until it is decided, which works under
+    /// every Envoy and Istio; `hold` keeps them until the body is decided,
+    /// which needs Envoy's `allow_on_headers_stop_iteration` (docs/filter.md,
+    /// "Request headers").
+    #[serde(default)]
+    pub request_headers: RequestHeaders,
+}
+
+/// `Settings.spec.requestHeaders`: what the filter does with a request's
+/// headers while it waits for the body it must read.
+///
+/// Envoy turns a filter's `StopIteration` from a headers callback into
+/// `StopAllIterationAndWatermark` unless the filter config sets
+/// `allow_on_headers_stop_iteration` (Envoy 1.35 and later; Istio's
+/// WasmPlugin cannot set it), and then the filter never sees the body. So
+/// the default must not stop the headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RequestHeaders {
+    /// The headers go upstream at once, with everything the filter can
+    /// decide from them (the client's token replaced or removed, the
+    /// identity's `x-mcp-*` headers, `content-length` removed so the body
+    /// can be rewritten); the body is held and decided whole, and a refusal
+    /// resets the upstream request before any byte of the body reaches it.
+    /// Requests that carry no MCP message must come without a body.
+    #[default]
+    Forward,
+    /// The headers wait for the body's decision, so the upstream also gets
+    /// the decision's headers (`x-mcp-decision`, `x-mcp-rules`,
+    /// `x-mcp-rate-limit`, a token minted for exactly the body's calls).
+    /// Needs `allow_on_headers_stop_iteration: true` (Envoy 1.35+).
+    Hold,
 }
 
 fn default_true() -> bool {
@@ -367,6 +400,7 @@ impl Default for SettingsSpec {
             approvals: None,
             audit_arguments: AuditArguments::default(),
             shadow_mcp: ShadowMcp::default(),
+            request_headers: RequestHeaders::default(),
         }
     }
 }
@@ -735,6 +769,26 @@ impl Bundle {
                 crate::policy::PolicySet::default()
             }
         };
+        // A global limit is named to Envoy's rate-limit filter in a request
+        // header, which must be set before the headers go on: only `hold`
+        // can.
+        let forward = settings
+            .as_ref()
+            .is_none_or(|(s, _)| s.request_headers == RequestHeaders::Forward);
+        if forward {
+            for (doc, spec) in &policy_docs {
+                for (i, limit) in spec.limits.iter().enumerate() {
+                    if limit.global {
+                        errors.push(BundleError::at(
+                            doc,
+                            format!("/spec/limits/{i}/global"),
+                            "a global limit is named to Envoy's rate-limit filter in a request header, set only once the body is decided; \
+                             set Settings.spec.requestHeaders: hold (with Envoy's allow_on_headers_stop_iteration: true), or drop `global`",
+                        ));
+                    }
+                }
+            }
+        }
         let mut approval_keys = Vec::new();
         let mut approval_max_ttl = 3600;
         if let Some((spec, doc)) = &settings

@@ -442,6 +442,10 @@ pub struct Exchange {
     /// The legacy transport's session, as a GET stream's `endpoint` event
     /// named it (hashed).
     stream_session: Option<String>,
+    /// `requestHeaders: forward`: the request headers went upstream before
+    /// the body was decided, announcing these calls (from `Mcp-Method` and
+    /// `Mcp-Name`; empty when the client sent none). The body must match.
+    early: Option<Vec<(String, Option<String>)>>,
 }
 
 impl Exchange {
@@ -472,6 +476,7 @@ impl Exchange {
             replay: false,
             http_error: false,
             stream_session: None,
+            early: None,
         }
     }
 

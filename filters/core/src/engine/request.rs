@@ -169,6 +169,145 @@ impl Exchange {
         }
     }
 
+    /// Whether the bundle lets request headers go on before the body is
+    /// decided (`Settings.spec.requestHeaders: forward`).
+    pub fn forwards_headers_early(&self) -> bool {
+        self.bundle().settings.request_headers == crate::bundle::RequestHeaders::Forward
+    }
+
+    /// `requestHeaders: forward`, for a request whose body follows: the
+    /// edits the headers take before they go on, ahead of the body's
+    /// decision, or the refusal of a request that cannot be governed so.
+    ///
+    /// What needs the body (the decision's `x-mcp-decision`, `x-mcp-rules`,
+    /// `x-mcp-shadow-decision` and `x-mcp-rate-limit`) is not sent; what the
+    /// headers show is: the identity's headers and token edits, and the
+    /// calls `Mcp-Method` and `Mcp-Name` announce, which the body must then
+    /// match ([`Self::check_announced`]). `content-length` goes, so the body
+    /// can still be rewritten (redacted arguments).
+    pub fn forward_headers(&mut self, env: &mut dyn Env) -> Result<HeaderEdits, LocalReply> {
+        let mut edits = HeaderEdits::default();
+        match self.route {
+            Route::Post => {}
+            // A server acts on these from their headers alone (a GET opens
+            // the stream, a DELETE ends the session), so a body the filter
+            // would refuse must not follow headers already gone.
+            Route::Stream | Route::Other => {
+                let reason = format!(
+                    "a {} request on an MCP route carries no body, and its headers cannot wait for one (Settings.spec.requestHeaders: forward)",
+                    truncate(&self.head.method, 16)
+                );
+                return Err(self.refuse_request(DenyCause::Ambiguous, reason));
+            }
+            Route::Shadow | Route::Unmatched => return Ok(edits),
+        }
+        let method = self
+            .head
+            .header("mcp-method")
+            .map(|m| truncate(m, 128).to_owned());
+        let name = self
+            .head
+            .header("mcp-name")
+            .map(|n| truncate(n, 256).to_owned());
+        let announced: Vec<(String, Option<String>)> = match method {
+            Some(m) => {
+                let tool = (m == "tools/call").then_some(name).flatten();
+                vec![(m, tool)]
+            }
+            None => Vec::new(),
+        };
+        edits.remove.push("content-length".into());
+        let refs: Vec<(&str, Option<&str>)> = announced
+            .iter()
+            .map(|(m, t)| (m.as_str(), t.as_deref()))
+            .collect();
+        // A token is minted only for a call the client's own token covers:
+        // one it does not is refused once its body shows, so the upstream
+        // gets these headers with no token at all, and never the body.
+        let covered = match (
+            self.server().and_then(|s| s.identity.as_ref()),
+            self.identity.as_ref(),
+        ) {
+            (Some(sid), Some(identity)) => refs
+                .iter()
+                .all(|(m, t)| sid.authorize(identity, m, *t).is_ok()),
+            _ => true,
+        };
+        if covered {
+            self.upstream_token_edits(env, &refs, &mut edits);
+        } else if let Some(identity) = self.identity.clone() {
+            for (name, value) in identity.audit_headers() {
+                edits.set.push((name.to_owned(), value));
+            }
+            edits.remove.push("authorization".into());
+            self.upstream_token = Some("stripped");
+        }
+        let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
+        edits.set.extend([
+            (headers::SERVER.to_owned(), server),
+            (
+                headers::BUNDLE_VERSION.to_owned(),
+                self.engine.version().to_owned(),
+            ),
+            (headers::REQUEST_ID.to_owned(), self.request_id.clone()),
+        ]);
+        if let Some((m, tool)) = announced.first() {
+            edits.set.push((headers::METHOD.to_owned(), m.clone()));
+            if let Some(t) = tool {
+                edits.set.push((headers::TOOL.to_owned(), t.clone()));
+            }
+        }
+        self.early = Some(announced);
+        Ok(edits)
+    }
+
+    /// Under `requestHeaders: forward`, once the body is read: the calls it
+    /// makes must be the ones the forwarded headers announced (their
+    /// `x-mcp-method` and `x-mcp-tool` already went upstream), and a token
+    /// minted then must carry exactly the scopes these calls need. Either
+    /// differing is refused, never forwarded under the wrong headers.
+    pub(super) fn check_announced(&self, envelope: &Envelope) -> Result<(), mcp::Invalid> {
+        let Some(announced) = &self.early else {
+            return Ok(());
+        };
+        let calls: Vec<(&str, Option<&str>)> = envelope
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let tool = match &m.target {
+                    Target::Tool(t) => Some(t.as_str()),
+                    _ => None,
+                };
+                m.method.as_deref().map(|method| (method, tool))
+            })
+            .collect();
+        let early: Vec<(&str, Option<&str>)> = announced
+            .iter()
+            .map(|(m, t)| (m.as_str(), t.as_deref()))
+            .collect();
+        let mismatch = |reason: String| mcp::Invalid {
+            code: codes::HEADER_MISMATCH,
+            reason,
+        };
+        if !early.is_empty() && early != calls {
+            return Err(mismatch(format!(
+                "the Mcp-Method and Mcp-Name headers, already forwarded (Settings.spec.requestHeaders: forward), announce {} but the body makes {}",
+                describe_calls(&early),
+                describe_calls(&calls)
+            )));
+        }
+        if let Some(sid) = self.server().and_then(|s| s.identity.as_ref())
+            && sid.mints()
+            && sid.minted_scopes(&early) != sid.minted_scopes(&calls)
+        {
+            return Err(mismatch(format!(
+                "the token minted for the upstream went with the headers (Settings.spec.requestHeaders: forward), before the body showed {}; send Mcp-Method and Mcp-Name headers naming the call, or set requestHeaders: hold",
+                describe_calls(&calls)
+            )));
+        }
+        Ok(())
+    }
+
     /// Headers that two readers could take differently: a repeated header
     /// the filter decides on (the filter reads one value, a server may read
     /// another, or both joined), and method overrides (a server that honours
@@ -351,6 +490,11 @@ impl Exchange {
         let Some(identity) = self.identity.clone() else {
             return;
         };
+        // Under `requestHeaders: forward` the headers already went with the
+        // token edits (Self::forward_headers).
+        if self.early.is_some() {
+            return;
+        }
         for (name, value) in identity.audit_headers() {
             edits.set.push((name.to_owned(), value));
         }
@@ -449,6 +593,9 @@ impl Exchange {
             name: self.head.header("mcp-name"),
         };
         if let Err(inv) = mcp::check_framing(&revision, &envelope, routing) {
+            return RequestBodyAction::Reply(self.refuse_framing(&envelope, inv));
+        }
+        if let Err(inv) = self.check_announced(&envelope) {
             return RequestBodyAction::Reply(self.refuse_framing(&envelope, inv));
         }
         let mut value = value;
@@ -555,4 +702,19 @@ impl Exchange {
         }
         RequestBodyAction::Forward(HeaderEdits::default())
     }
+}
+
+/// `tools/call add, ping`: the calls of a request, for an error.
+fn describe_calls(calls: &[(&str, Option<&str>)]) -> String {
+    if calls.is_empty() {
+        return "no call".into();
+    }
+    calls
+        .iter()
+        .map(|(m, t)| match t {
+            Some(t) => format!("{} {}", truncate(m, 64), truncate(t, 64)),
+            None => truncate(m, 64).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -222,6 +222,35 @@ impl Exchange {
         edits
     }
 
+    /// `requestHeaders: forward`: the upstream answered before the filter
+    /// decided the request (its headers went on, its body is still held). An
+    /// answer to a request the filter has not allowed is not passed: the
+    /// client gets a 502 with a JSON-RPC error, and a record says why.
+    pub fn refuse_early_answer(
+        &mut self,
+        env: &mut dyn Env,
+        headers: &[(String, String)],
+    ) -> HeaderEdits {
+        let mut edits = HeaderEdits::default();
+        for (name, _) in headers {
+            if is_owned_field(name) && !edits.remove.contains(name) {
+                edits.remove.push(name.clone());
+            }
+        }
+        edits.remove.push("content-length".into());
+        let reason =
+            "the upstream answered before the filter decided the request (its body was still held)";
+        self.refuse_response(env, &mut edits, reason);
+        let body = mcp::error_response(
+            None,
+            codes::UPSTREAM_REJECTED,
+            "Upstream answer refused",
+            Some(json!({"reason": reason, "requestId": self.request_id})),
+        );
+        self.replacement = Some(body.to_string().into_bytes());
+        edits
+    }
+
     /// Refuses a response the clients could read differently from the
     /// filter: the client gets a 502 with a JSON-RPC error for each open
     /// request (or one without an id), and a record says why.

@@ -361,28 +361,7 @@ impl ServerIdentity {
             Upstream::Strip => UpstreamAuth::Remove,
             Upstream::Passthrough => UpstreamAuth::Passthrough,
             Upstream::Mint { minter, audience } => {
-                let mut scopes: Vec<String> = Vec::new();
-                let mut add = |s: String| {
-                    if !scopes.contains(&s) {
-                        scopes.push(s);
-                    }
-                };
-                if calls.is_empty() {
-                    self.scopes
-                        .required("", None)
-                        .into_iter()
-                        .for_each(&mut add);
-                }
-                for (method, tool) in calls {
-                    let required = self.scopes.required(method, *tool);
-                    if required.is_empty()
-                        && let Some(t) = tool
-                        && super::scopes::is_scope_token(t)
-                    {
-                        add(format!("tools:{t}"));
-                    }
-                    required.into_iter().for_each(&mut add);
-                }
+                let scopes = self.minted_scopes(calls);
                 UpstreamAuth::Replace(minter.mint(
                     &MintRequest {
                         audience,
@@ -395,6 +374,41 @@ impl ServerIdentity {
                 ))
             }
         }
+    }
+
+    /// Whether the upstream gets a token minted per request, whose scopes
+    /// depend on the request's calls ([`Self::minted_scopes`]).
+    pub fn mints(&self) -> bool {
+        matches!(self.upstream, Upstream::Mint { .. })
+    }
+
+    /// The `scope` a token minted for `calls` carries: the union of what
+    /// each call needs (a tool without a scope rule gets `tools:NAME`), or
+    /// the server's own scopes for a request with no call.
+    pub fn minted_scopes(&self, calls: &[(&str, Option<&str>)]) -> Vec<String> {
+        let mut scopes: Vec<String> = Vec::new();
+        let mut add = |s: String| {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        };
+        if calls.is_empty() {
+            self.scopes
+                .required("", None)
+                .into_iter()
+                .for_each(&mut add);
+        }
+        for (method, tool) in calls {
+            let required = self.scopes.required(method, *tool);
+            if required.is_empty()
+                && let Some(t) = tool
+                && super::scopes::is_scope_token(t)
+            {
+                add(format!("tools:{t}"));
+            }
+            required.into_iter().for_each(&mut add);
+        }
+        scopes
     }
 
     /// The `WWW-Authenticate` value for `error`, pointing at this server's
