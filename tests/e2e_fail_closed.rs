@@ -1102,3 +1102,92 @@ fn server_everything_is_governed_whatever_the_spelling() {
         "a record per refusal: {records:#?}"
     );
 }
+
+/// Class 11 (docs/threat-model.md): an upstream that answers as soon as it
+/// has a request's head, before the body (which the filter holds until it
+/// decides). Under `requestHeaders: forward` the head has already left, so
+/// that answer would answer a call the filter never allowed: it is refused
+/// (502, JSON-RPC -32094) and what the upstream planted never reaches the
+/// client; the upstream got the head and not a byte of the body. With the
+/// headers held, the upstream gets nothing until the call is allowed, and
+/// its (early-written) answer is then an answer like any other.
+#[test]
+fn an_answer_before_the_decision_is_refused() {
+    let rules = json!([{
+        "name": "early", "before_body": true,
+        "match": {"http_method": "POST", "header": {"x-early": ""}},
+        "headers": [["Content-Type", "application/json"]],
+        "body": [{"json": {"jsonrpc": "2.0", "id": 1,
+            "result": {"content": [{"type": "text", "text": "planted before the decision"}]}}}]
+    }]);
+    let (_upstream, port, record) = evil_upstream(&rules);
+    let (proxy, url, audit) = serve_bundle(&fixture("evil"), port);
+    let body = call(1, "echo", json!({"text": "hi"}));
+    let bytes = request(
+        "POST",
+        "/mcp",
+        &[
+            JSON,
+            ACCEPT,
+            ("x-early", "1"),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+        &body,
+    );
+    // The head first; the body only once the upstream has had time to
+    // answer the head (an ordering aid, not a timed assertion).
+    let split = bytes.len() - body.len();
+    let raw = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr(&url)).unwrap();
+        conn.write_all(&bytes[..split]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The proxy may have answered and closed already.
+        let _ = conn.write_all(&bytes[split..]);
+        let mut raw = Vec::new();
+        let _ = conn.read_to_end(&mut raw);
+        raw
+    };
+    let resp = parse_response(&raw)
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&raw)))
+        .0;
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    if holds_request_headers() {
+        assert_eq!(resp.status, 200, "{text}");
+        assert!(text.contains("planted before the decision"), "{text}");
+        drop(proxy);
+        return;
+    }
+    assert_eq!(resp.status, 502, "{text}");
+    assert!(!text.contains("planted"), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["error"]["code"], -32094, "{answer}");
+    assert!(
+        answer["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before the filter decided"),
+        "{answer}"
+    );
+    let mut records = Vec::new();
+    assert!(
+        eventually(|| {
+            records = jsonl(&audit);
+            records.iter().any(|r| {
+                r["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("before the filter decided")
+            })
+        }),
+        "{records:#?}"
+    );
+    drop(proxy);
+    let up = evil_records(&record);
+    let early = up
+        .iter()
+        .find(|r| r["rule"] == "early")
+        .expect("the head arrived");
+    assert_eq!(early["before_body"], true, "{early}");
+    assert_eq!(early["body"], "", "{early}");
+}

@@ -56,6 +56,11 @@ A rule (every key optional):
         "body_contains": "secret"        the raw body contains this text
      },
      "times": 1,                         answer at most this many requests, then stop matching
+     "before_body": false,               true: answer as soon as the request head is read,
+                                         without reading the body (match on http_method, path
+                                         and header only); the record has "before_body": true
+                                         and the body read so far (none), and the connection
+                                         closes after the answer
      "action": "respond",                respond (default) | default (let the built-in
                                          answer, after "delay_ms") | close (close the
                                          connection without answering) | hang (never
@@ -234,6 +239,8 @@ class Request:
         self.body = b""
         self.framing = "none"
         self.trailers: list[tuple[str, str]] = []
+        # Answered from its head alone (a rule with "before_body").
+        self.before_body = False
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -250,8 +257,11 @@ class Request:
         return self.target.split("?", 1)[1] if "?" in self.target else ""
 
 
-async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
-    """Reads one request; None on a clean end of connection before any byte."""
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, early: Any = None
+) -> Request | None:
+    """Reads one request; None on a clean end of connection before any byte. `early(req)`,
+    asked once the head is read, True to stop there (the body is left unread)."""
     raw = bytearray()
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -276,6 +286,9 @@ async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             raise Incomplete(f"bad header line {latin1(line)!r}", bytes(raw), partial_of(req))
         k, v = line.split(b":", 1)
         req.headers.append((latin1(k), latin1(v.strip(b" \t"))))
+    if early is not None and early(req):
+        req.before_body = True
+        return req
     te = ",".join(v for k, v in req.headers if k.lower() == "transfer-encoding").lower()
     cl = req.header("content-length")
     if (req.header("expect") or "").lower() == "100-continue":
@@ -469,10 +482,24 @@ class Server:
                 f.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
                 f.flush()
 
+    def before_body(self, req: Request) -> bool:
+        """Whether a "before_body" rule that can still answer matches this head."""
+        ctx = Context(req)
+        for i, rule in enumerate(self.rules):
+            times = rule.get("times")
+            if not rule.get("before_body") or (times is not None and self.used[i] >= times):
+                continue
+            if matches(rule, ctx):
+                return True
+        return False
+
     def pick(self, ctx: Context) -> tuple[Any, dict[str, Any] | None]:
         for i, rule in enumerate(self.rules):
             times = rule.get("times")
             if times is not None and self.used[i] >= times:
+                continue
+            # A head-only request is answered by a before_body rule, a whole one by the others.
+            if bool(rule.get("before_body")) != ctx.req.before_body:
                 continue
             if matches(rule, ctx):
                 self.used[i] += 1
@@ -486,7 +513,7 @@ class Server:
         try:
             while True:
                 try:
-                    req = await read_request(reader, writer)
+                    req = await read_request(reader, writer, self.before_body)
                 except Incomplete as e:
                     n += 1
                     line: dict[str, Any] = {"conn": conn, "conn_seq": n, "complete": False, "error": str(e)}
@@ -519,6 +546,7 @@ class Server:
                         "json": ctx.parsed,
                         "rpc": ctx.rpc,
                         "rule": name,
+                        "before_body": req.before_body,
                     }
                 )
                 if rule is None:
@@ -528,7 +556,9 @@ class Server:
                         await asyncio.sleep(rule["delay_ms"] / 1000)
                     rule = default_response(ctx)
                 keep = await self.respond(reader, writer, ctx, rule)
-                client_close = (req.header("connection") or "").lower() == "close" or req.version == "HTTP/1.0"
+                client_close = (
+                    (req.header("connection") or "").lower() == "close" or req.version == "HTTP/1.0" or req.before_body
+                )
                 if not keep or client_close:
                     return
         except (ConnectionError, asyncio.CancelledError):
@@ -726,6 +756,7 @@ def default_response(ctx: Context) -> dict[str, Any]:
 RULE_KEYS = {
     "name", "match", "times", "action", "delay_ms", "status", "reason", "version", "headers",
     "body", "framing", "trailers", "chunk_delay_ms", "then", "hold_ms", "raw", "comment",
+    "before_body",
 }
 MATCH_KEYS = {"http_method", "path", "rpc_method", "tool", "header", "body_contains"}
 CHOICES = {
@@ -756,6 +787,8 @@ def check_rules(rules: list[Any]) -> None:
             raise SystemExit(f"--scenario {where}: unknown keys {sorted(set(rule) - RULE_KEYS)}")
         if set(rule.get("match") or {}) - MATCH_KEYS:
             raise SystemExit(f"--scenario {where}: unknown match keys {sorted(set(rule['match']) - MATCH_KEYS)}")
+        if rule.get("before_body") and set(rule.get("match") or {}) - {"http_method", "path", "header"}:
+            raise SystemExit(f"--scenario {where}: a before_body rule matches on http_method, path and header only")
         for key, allowed in CHOICES.items():
             if key in rule and rule[key] not in allowed:
                 raise SystemExit(f"--scenario {where}: {key} must be one of {allowed}, got {rule[key]!r}")
