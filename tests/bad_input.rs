@@ -100,7 +100,7 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     );
     let resp = rig.post(&[], big.as_bytes());
     assert_eq!(resp.status, 413);
-    assert_eq!(error_code(&resp), -32091);
+    assert_eq!(error_code(&resp), -31091);
     assert!(
         resp.json()["error"]["data"]["reason"]
             .as_str()
@@ -141,7 +141,7 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
         &[("content-type", "text/plain"), ACCEPT],
         b"{}",
     );
-    assert_eq!((resp.status, error_code(&resp)), (415, -32092));
+    assert_eq!((resp.status, error_code(&resp)), (415, -31092));
     expected_records += 1;
 
     // A batch mixing allowed and denied calls is refused whole (2025-03-26
@@ -156,8 +156,8 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
     );
     assert_eq!(resp.status, 200);
     let items = resp.json();
-    assert_eq!(items[0]["error"]["code"], -32090);
-    assert_eq!(items[1]["error"]["code"], -32090);
+    assert_eq!(items[0]["error"]["code"], -31090);
+    assert_eq!(items[1]["error"]["code"], -31090);
     expected_records += 2;
 
     // 2026-07-28: a routing header that disagrees with the body.
@@ -176,7 +176,7 @@ fn each_bad_input_gets_a_clear_error_and_an_audit_record() {
 
     // Escaped names are decided on what they decode to.
     let resp = rig.post(&[], br#"{"jsonrpc":"2.0","id":4,"method":"tools\/call","params":{"name":"delete\u002dfile","arguments":{}}}"#);
-    assert_eq!(error_code(&resp), -32090);
+    assert_eq!(error_code(&resp), -31090);
     expected_records += 1;
 
     // Spoofed audit headers are stripped; the escaped allowed call goes on

@@ -192,7 +192,7 @@ fn run_scenario(name: &str, revision: &str, server_flags: &[&str]) {
 
     let denied = step(&proxied, "call_tool", 2);
     assert_eq!(denied["ok"], false, "{denied}");
-    assert_eq!(denied["error"]["code"], -32090, "{denied}");
+    assert_eq!(denied["error"]["code"], -31090, "{denied}");
     assert_eq!(
         denied["error"]["data"]["rule"],
         "McpServer/everything#tools"

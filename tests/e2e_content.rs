@@ -6,7 +6,7 @@
 //!   directly and pinning each with `pins::tool_pin`; then, through the
 //!   proxy, the first list shows `add`, the server swaps its description for
 //!   a poisoned one, the next list no longer shows it, a call to it is
-//!   refused (`-32090`, rule `McpServer/crm#pins`) and never reaches the
+//!   refused (`-31090`, rule `McpServer/crm#pins`) and never reaches the
 //!   server, and the audit record names both hashes.
 //! * PII: a tool result with an email, a card and a phone number reaches
 //!   the client redacted, in SSE and in JSON answers; the audit has counts,

@@ -215,7 +215,7 @@ fn trailers_decide_the_request_through_serve() {
     assert_eq!(denied.status, 200);
     assert_eq!(
         denied.json()["error"]["code"],
-        -32090,
+        -31090,
         "{:?}",
         denied.json()
     );
@@ -280,7 +280,7 @@ fn trailers_decide_the_request_through_serve_to_server_everything() {
         ),
     );
     let msgs = denied.messages();
-    assert_eq!(msgs[0]["error"]["code"], -32090, "{msgs:?}");
+    assert_eq!(msgs[0]["error"]["code"], -31090, "{msgs:?}");
     let allowed = send(
         &url,
         &chunked(
@@ -364,7 +364,7 @@ fn route_spellings_are_governed_as_the_server_routes_them() {
         let status = r.status;
         let body = r.json();
         assert!(
-            (status == 200 && body["error"]["code"] == -32090)
+            (status == 200 && body["error"]["code"] == -31090)
                 || (status == 400 && body["error"]["code"] == -32600),
             "{target}: {status} {body}"
         );
@@ -380,7 +380,7 @@ fn route_spellings_are_governed_as_the_server_routes_them() {
         ),
     );
     assert_eq!(r.status, 403);
-    assert_eq!(r.json()["error"]["code"], -32095);
+    assert_eq!(r.json()["error"]["code"], -31095);
     // Double encoding: refused before anything is routed.
     let r = send(
         &rig.url,
@@ -1045,7 +1045,7 @@ fn server_everything_is_governed_whatever_the_spelling() {
         );
         let code = r.messages().first().map(|m| m["error"]["code"].clone());
         assert!(
-            code == Some(json!(-32090)) || r.status == 400,
+            code == Some(json!(-31090)) || r.status == 400,
             "{target}: {} {text}",
             r.status
         );
@@ -1107,7 +1107,7 @@ fn server_everything_is_governed_whatever_the_spelling() {
 /// has a request's head, before the body (which the filter holds until it
 /// decides). Under `requestHeaders: forward` the head has already left, so
 /// that answer would answer a call the filter never allowed: it is refused
-/// (502, JSON-RPC -32094) and what the upstream planted never reaches the
+/// (502, JSON-RPC -31094) and what the upstream planted never reaches the
 /// client; the upstream got the head and not a byte of the body. With the
 /// headers held, the upstream gets nothing until the call is allowed, and
 /// its (early-written) answer is then an answer like any other.
@@ -1161,7 +1161,7 @@ fn an_answer_before_the_decision_is_refused() {
     assert_eq!(resp.status, 502, "{text}");
     assert!(!text.contains("planted"), "{text}");
     let answer: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(answer["error"]["code"], -32094, "{answer}");
+    assert_eq!(answer["error"]["code"], -31094, "{answer}");
     assert!(
         answer["error"]["data"]["reason"]
             .as_str()

@@ -212,7 +212,7 @@ fn file_reads_only_under_data_public_and_traversal_never_reaches_the_server() {
     assert!(ok.to_string().contains("quarterly report"), "{ok}");
     for (line, path) in lines[2..].iter().zip(attempts) {
         assert_eq!(line["ok"], false, "{path} was allowed: {line}");
-        assert_eq!(line["error"]["code"], -32090, "{path}: {line}");
+        assert_eq!(line["error"]["code"], -31090, "{path}: {line}");
         assert_eq!(
             line["error"]["data"]["rule"], "Policy#default-deny",
             "{path}: {line}"
@@ -262,7 +262,7 @@ fn a_big_payment_needs_one_approval_that_works_once() {
     assert_eq!(lines[1]["ok"], true, "{:#?}", lines[1]);
     let refused = &lines[2];
     assert_eq!(refused["ok"], false, "{refused:#?}");
-    assert_eq!(refused["error"]["code"], -32099, "{refused:#?}");
+    assert_eq!(refused["error"]["code"], -31099, "{refused:#?}");
     let approval = &refused["error"]["data"]["approval"];
     let id = approval["id"].as_str().unwrap().to_owned();
     assert_eq!(approval["covers"]["tool"], "pay");
@@ -421,7 +421,7 @@ fn parallel_calls_over_several_workers_never_exceed_the_bucket() {
                             if r.status == 429 {
                                 let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
                                 assert!(retry > 0 && retry <= 3600, "{retry}");
-                                assert_eq!(r.json()["error"]["code"], -32089);
+                                assert_eq!(r.json()["error"]["code"], -31089);
                                 assert_eq!(r.json()["error"]["data"]["limit"]["id"], "Policy/docs#echo-bucket");
                             }
                             r.status

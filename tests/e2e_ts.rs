@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use support::*;
 
 /// The filter's JSON-RPC code for a request the bundle denies.
-const DENIED: i64 = -32090;
+const DENIED: i64 = -31090;
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)

@@ -176,6 +176,16 @@ pub struct AuditRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub protocol_version: Option<String>,
+    /// The client's own name and version, as it gave them (2026-07-28's
+    /// `_meta` clientInfo, or `initialize`'s), bounded; a label, not proof.
+    #[serde(rename = "mcp.client.name", skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(rename = "mcp.client.version", skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// SHA-256 (first 16 hex digits) of the task handle a task request names
+    /// (the handle is a capability: never recorded in the clear).
+    #[serde(rename = "mcp.task.id", skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// SHA-256 (first 16 hex digits) of the `Mcp-Session-Id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -316,6 +326,9 @@ impl AuditRecord {
             resource: None,
             prompt: None,
             protocol_version: None,
+            client_name: None,
+            client_version: None,
+            task: None,
             session: None,
             subject: None,
             agent: None,

@@ -69,6 +69,7 @@ pub mod bundle;
 // 5. pillars
 pub mod content;
 pub mod registry;
+pub mod tasks;
 
 // 6. and 7. the engine and its driver
 pub mod driver;

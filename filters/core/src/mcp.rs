@@ -34,38 +34,56 @@ pub const STATELESS_REVISION: &str = "2026-07-28";
 /// Where the 2026-07-28 revision carries the protocol version in a body.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
-/// JSON-RPC and MCP error codes this filter answers with. Portcullis's own
-/// codes sit in -32090..=-32099 of the implementation-defined server range,
-/// clear of the codes MCP itself assigns (-32002, -32020, -32042).
+/// JSON-RPC and MCP error codes this filter answers with.
+///
+/// MCP 2026-07-28 (basic/index, "Error codes") reserves `-32020..=-32099`
+/// for codes the specification defines, and says implementations "MUST NOT
+/// emit any code from this sub-range that is not defined by this
+/// specification"; new application codes "SHOULD be allocated outside the
+/// JSON-RPC reserved range (`-32768` to `-32000`)". Portcullis's own codes
+/// are therefore `-31089..=-31099` (they were `-320NN` before that revision:
+/// the last two digits are unchanged), and the codes MCP defines are used
+/// only with their meaning (`-32020` header mismatch, `-32022` unsupported
+/// protocol version). One numbering for every revision, so an operator's
+/// alerts and a client's handling do not depend on what the client speaks.
 pub mod codes {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
     pub const METHOD_NOT_FOUND: i64 = -32601;
-    /// MCP 2026-07-28: HTTP headers mirrored from the body disagree with it.
+    /// MCP 2026-07-28 `HeaderMismatch`: HTTP headers mirrored from the body
+    /// disagree with it.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28 `UnsupportedProtocolVersion`: the request names a
+    /// protocol revision this filter does not know; `data` carries
+    /// `{supported, requested}` as the schema requires.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// Refused by the bundle: the call's server, tool, resource or prompt is
     /// not allowed. `data` carries `{reason, rule, requestId}`.
-    pub const DENIED: i64 = -32090;
+    pub const DENIED: i64 = -31090;
     /// The request body exceeds the configured limit.
-    pub const TOO_LARGE: i64 = -32091;
+    pub const TOO_LARGE: i64 = -31091;
     /// An MCP route received a body that is not `application/json`.
-    pub const UNSUPPORTED_MEDIA_TYPE: i64 = -32092;
+    pub const UNSUPPORTED_MEDIA_TYPE: i64 = -31092;
     /// The filter failed internally; it refuses rather than pass uninspected.
-    pub const INTERNAL: i64 = -32093;
+    pub const INTERNAL: i64 = -31093;
     /// The upstream's answer could not be inspected (unparseable, oversize).
-    pub const UPSTREAM_REJECTED: i64 = -32094;
+    pub const UPSTREAM_REJECTED: i64 = -31094;
     /// No registered MCP server matches the request's route.
-    pub const UNKNOWN_SERVER: i64 = -32095;
-    /// The request names a protocol revision this filter does not know.
-    pub const UNSUPPORTED_REVISION: i64 = -32096;
+    pub const UNKNOWN_SERVER: i64 = -31095;
     /// No valid token for a server with identity settings (HTTP 401/400).
-    pub const UNAUTHENTICATED: i64 = -32097;
+    pub const UNAUTHENTICATED: i64 = -31097;
     /// The token's scopes do not cover the call (HTTP 403).
-    pub const INSUFFICIENT_SCOPE: i64 = -32098;
+    pub const INSUFFICIENT_SCOPE: i64 = -31098;
     /// A Policy rule asks for a person's approval (`data.approval`).
-    pub const APPROVAL_REQUIRED: i64 = -32099;
+    pub const APPROVAL_REQUIRED: i64 = -31099;
     /// A rate, concurrency or budget limit was reached (HTTP 429).
-    pub const LIMITED: i64 = -32089;
+    pub const LIMITED: i64 = -31089;
+
+    /// Whether `code` lies in the sub-range MCP 2026-07-28 reserves for
+    /// codes its specification defines.
+    pub fn is_mcp_reserved(code: i64) -> bool {
+        (-32099..=-32020).contains(&code)
+    }
 }
 
 /// The kind of a JSON-RPC message.
@@ -93,6 +111,9 @@ pub enum Target {
     Tool(String),
     Resource(String),
     Prompt(String),
+    /// A task handle (`params.taskId` of `tasks/get`, `tasks/update`,
+    /// `tasks/cancel` and 2025-11-25's `tasks/result`).
+    Task(String),
 }
 
 impl Target {
@@ -100,7 +121,7 @@ impl Target {
     pub fn name(&self) -> Option<&str> {
         match self {
             Target::None => None,
-            Target::Tool(n) | Target::Resource(n) | Target::Prompt(n) => Some(n),
+            Target::Tool(n) | Target::Resource(n) | Target::Prompt(n) | Target::Task(n) => Some(n),
         }
     }
 }
@@ -128,11 +149,22 @@ pub const KNOWN_METHODS: &[&str] = &[
     "tasks/result",
     "tasks/list",
     "tasks/cancel",
+    // The 2026-07-28 tasks extension (`io.modelcontextprotocol/tasks`).
+    "tasks/update",
     // Server-to-client requests, seen on response streams.
     "sampling/createMessage",
     "elicitation/create",
     "roots/list",
 ];
+
+/// The methods that name a task by `params.taskId`: a task handle is bound
+/// to the principal whose call created it.
+pub fn is_task_method(method: &str) -> bool {
+    matches!(
+        method,
+        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result"
+    )
+}
 
 /// Whether `method` is one this filter can classify.
 pub fn is_known_method(method: &str) -> bool {
@@ -152,8 +184,40 @@ pub struct Message {
     pub arguments: Option<Value>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]`, if given.
     pub meta_revision: Option<String>,
+    /// Who the client says it is: `params._meta["io.modelcontextprotocol/
+    /// clientInfo"]` (2026-07-28), or `initialize`'s `params.clientInfo`.
+    pub client: Option<ClientInfo>,
     /// For responses: `Some(code)` when the response is an error.
     pub error_code: Option<i64>,
+}
+
+/// Where the 2026-07-28 revision carries the client's identity in a body.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// The longest client name or version a record keeps (the client chooses
+/// them, so they are bounded like any other client text).
+pub const CLIENT_INFO_MAX: usize = 128;
+
+/// A client's self-description (`Implementation` in the schema): a label
+/// for the audit trail, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl ClientInfo {
+    /// Reads an `Implementation` object; `None` without a string `name`.
+    fn from_value(v: &Value) -> Option<ClientInfo> {
+        let name = v.get("name").and_then(Value::as_str)?;
+        Some(ClientInfo {
+            name: crate::spec::truncate(name, CLIENT_INFO_MAX).to_owned(),
+            version: v
+                .get("version")
+                .and_then(Value::as_str)
+                .map(|s| crate::spec::truncate(s, CLIENT_INFO_MAX).to_owned()),
+        })
+    }
 }
 
 /// A body: one message or a batch of them.
@@ -253,6 +317,15 @@ fn classify_one(value: &Value) -> Result<Message, Invalid> {
                 .and_then(|m| m.get(META_PROTOCOL_VERSION))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            let client = params
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get(META_CLIENT_INFO))
+                .or_else(|| {
+                    params
+                        .filter(|_| method == "initialize")
+                        .and_then(|p| p.get("clientInfo"))
+                })
+                .and_then(ClientInfo::from_value);
             Ok(Message {
                 kind: if id.is_some() {
                     Kind::Request
@@ -264,6 +337,7 @@ fn classify_one(value: &Value) -> Result<Message, Invalid> {
                 target,
                 arguments,
                 meta_revision,
+                client,
                 error_code: None,
             })
         }
@@ -292,6 +366,7 @@ fn classify_one(value: &Value) -> Result<Message, Invalid> {
                 target: Target::None,
                 arguments: None,
                 meta_revision: None,
+                client: None,
                 error_code,
             })
         }
@@ -328,7 +403,11 @@ fn extract_target(
             code: codes::INVALID_REQUEST,
             reason: format!("{method} needs params"),
         })?;
-        refuse_lookalike_keys(params, &["name", "uri", "arguments", "_meta"], "params")?;
+        refuse_lookalike_keys(
+            params,
+            &["name", "uri", "arguments", "taskId", "_meta"],
+            "params",
+        )?;
         match params.get(key) {
             Some(Value::String(s)) => Ok(s.clone()),
             _ => Err(Invalid::request(format!(
@@ -349,6 +428,7 @@ fn extract_target(
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             (Target::Resource(string_param("uri")?), None)
         }
+        m if is_task_method(m) => (Target::Task(string_param("taskId")?), None),
         _ => (Target::None, None),
     })
 }
@@ -437,7 +517,7 @@ pub fn check_framing(
 ) -> Result<(), Invalid> {
     if !KNOWN_REVISIONS.contains(&revision) {
         return Err(Invalid {
-            code: codes::UNSUPPORTED_REVISION,
+            code: codes::UNSUPPORTED_PROTOCOL_VERSION,
             reason: format!(
                 "protocol revision {revision:?} is not one this filter can inspect ({})",
                 KNOWN_REVISIONS.join(", ")
@@ -921,7 +1001,37 @@ mod tests {
     fn unknown_revisions_are_refused() {
         let e = env(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         let err = check_framing("2099-01-01", &e, RoutingHeaders::default()).unwrap_err();
-        assert_eq!(err.code, codes::UNSUPPORTED_REVISION);
+        assert_eq!(err.code, codes::UNSUPPORTED_PROTOCOL_VERSION);
+    }
+
+    /// MCP 2026-07-28, basic/index, "Error codes": the sub-range `-32020` to
+    /// `-32099` is "reserved for the MCP specification. [...]
+    /// Implementations **MUST NOT** emit any code from this sub-range that is
+    /// not defined by this specification and **MUST** use defined codes only
+    /// with their specified meanings", and "New error codes for purposes not
+    /// defined by this specification **SHOULD** be allocated outside the
+    /// JSON-RPC reserved range (`-32768` to `-32000`)".
+    #[test]
+    fn own_codes_stay_out_of_the_reserved_ranges() {
+        use codes::*;
+        for own in [
+            DENIED,
+            TOO_LARGE,
+            UNSUPPORTED_MEDIA_TYPE,
+            INTERNAL,
+            UPSTREAM_REJECTED,
+            UNKNOWN_SERVER,
+            UNAUTHENTICATED,
+            INSUFFICIENT_SCOPE,
+            APPROVAL_REQUIRED,
+            LIMITED,
+        ] {
+            assert!(!(-32768..=-32000).contains(&own), "{own}");
+        }
+        // The two MCP defines, used with their meaning.
+        assert_eq!(HEADER_MISMATCH, -32020);
+        assert_eq!(UNSUPPORTED_PROTOCOL_VERSION, -32022);
+        assert!(is_mcp_reserved(HEADER_MISMATCH) && is_mcp_reserved(UNSUPPORTED_PROTOCOL_VERSION));
     }
 
     /// The TS client matches with `Number(response.id)` against numeric

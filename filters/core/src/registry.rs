@@ -130,7 +130,8 @@ pub fn lists(server: &Server, settings: &SettingsSpec, msg: &Message) -> Verdict
         Target::Tool(n) => (&server.tools, "tools", "tool", n),
         Target::Resource(n) => (&server.resources, "resources", "resource", n),
         Target::Prompt(n) => (&server.prompts, "prompts", "prompt", n),
-        Target::None => {
+        // A task is judged by whose it is (crate::tasks), not by a list.
+        Target::None | Target::Task(_) => {
             return Verdict::allow(
                 format!("{method} is allowed on every registered server"),
                 None,

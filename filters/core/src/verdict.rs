@@ -96,6 +96,9 @@ pub enum DenyCause {
     Content,
     /// A Policy rule forbids it, or none permits it (policy).
     Policy,
+    /// A task request names a task bound to another principal, or one this
+    /// proxy never saw created (tasks extension).
+    Task,
     /// A `requireApproval` rule asks for a person's approval (policy).
     ApprovalRequired,
     /// A rate, concurrency or budget limit (policy).
@@ -146,7 +149,7 @@ impl DenyCause {
     pub fn shape(&self) -> Shape {
         use DenyCause::*;
         let (status, code, title, outcome) = match self {
-            Registry | Lifecycle | Quarantine | InputSchema | Content | Policy | Batch => {
+            Registry | Lifecycle | Quarantine | InputSchema | Content | Policy | Batch | Task => {
                 (200, codes::DENIED, "Denied by Portcullis", Outcome::Denied)
             }
             Scope(_) => (
@@ -186,6 +189,7 @@ impl DenyCause {
                 match *code {
                     codes::PARSE_ERROR => "Parse error",
                     codes::HEADER_MISMATCH => "Header mismatch",
+                    codes::UNSUPPORTED_PROTOCOL_VERSION => "Unsupported protocol version",
                     _ => "Invalid Request",
                 },
                 Outcome::Invalid,

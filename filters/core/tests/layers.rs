@@ -55,6 +55,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 5. pillars
     ("registry", 5),
     ("content", 5),
+    ("tasks", 5),
     // 6. the engine
     ("engine", 6),
     // 7. the driver, and helpers for tests of everything below

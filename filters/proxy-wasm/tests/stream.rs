@@ -220,7 +220,7 @@ fn denied_call_is_answered_locally_and_its_reply_passes_back_untouched() {
     assert_eq!(s.on_request_body(&mut host, body.len(), true), Step::Pause);
     assert_eq!(host.replies.len(), 1);
     let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
-    assert_eq!(reply["error"]["code"], -32090);
+    assert_eq!(reply["error"]["code"], -31090);
     // Envoy runs the local reply through this filter's encode path.
     host.response_headers = vec![
         (":status".into(), "200".into()),
@@ -244,7 +244,7 @@ fn a_failed_hostcall_fails_the_stream_closed_with_a_record() {
     assert_eq!(host.replies.len(), 1);
     assert_eq!(host.replies[0].status, 500);
     let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
-    assert_eq!(reply["error"]["code"], -32093);
+    assert_eq!(reply["error"]["code"], -31093);
     let audit = host.audit();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["decision"], "deny");
@@ -344,7 +344,7 @@ fn a_body_ending_in_trailers_is_decided_at_the_trailers() {
     );
     assert_eq!(host.replies.len(), 1);
     let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
-    assert_eq!(reply["error"]["code"], -32090);
+    assert_eq!(reply["error"]["code"], -31090);
 
     let body = call("echo");
     let mut host = host_with(&body);
@@ -414,7 +414,7 @@ fn forward_mode_refuses_at_the_end_of_the_body() {
     assert_eq!(s.on_request_body(&mut host, body.len(), true), Step::Pause);
     assert_eq!(host.replies.len(), 1);
     let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
-    assert_eq!(reply["error"]["code"], -32090);
+    assert_eq!(reply["error"]["code"], -31090);
 }
 
 /// Headers that announced one call and a body that makes another: the
@@ -467,7 +467,7 @@ fn forward_mode_refuses_an_answer_that_comes_before_the_decision() {
     let n = host.response_body.len();
     assert_eq!(s.on_response_body(&mut host, n, true), Step::Continue);
     let answer: Value = serde_json::from_slice(&host.response_body).unwrap();
-    assert_eq!(answer["error"]["code"], -32094, "{answer}");
+    assert_eq!(answer["error"]["code"], -31094, "{answer}");
     assert!(answer.get("result").is_none());
 }
 

@@ -88,6 +88,18 @@ impl Exchange {
         if let Some(refusal) = self.scope_refusal(server, msg) {
             return refusal;
         }
+        if let Target::Task(task_id) = &msg.target
+            && !self.replay
+        {
+            let principal = crate::tasks::principal(self.identity.as_deref());
+            if let Err(why) = crate::tasks::check(env, &server.name, task_id, &principal) {
+                return Verdict::deny(
+                    DenyCause::Task,
+                    format!("{} refused: {why}", msg.method.as_deref().unwrap_or("")),
+                    Some(format!("McpServer/{}#tasks", server.name)),
+                );
+            }
+        }
         let tool = match (&msg.target, msg.method.as_deref()) {
             (Target::Tool(t), Some("tools/call")) => Some(t.as_str()),
             _ => None,
@@ -189,7 +201,7 @@ impl Exchange {
             Target::Tool(t) => Some((TargetKind::Tool, t.as_str())),
             Target::Resource(r) => Some((TargetKind::Resource, r.as_str())),
             Target::Prompt(p) => Some((TargetKind::Prompt, p.as_str())),
-            Target::None => None,
+            Target::None | Target::Task(_) => None,
         };
         // A call that validated against the tool's advertised schema carries
         // the types the server reads; without one, restricting rules also
@@ -267,27 +279,43 @@ impl Exchange {
             let allowed = decisions
                 .get(i)
                 .is_some_and(|d| d.decision == Decision::Allow);
-            if !allowed || msg.method.as_deref() != Some("tools/call") {
+            if !allowed {
                 continue;
             }
-            let element = if envelope.batch {
-                value.get_mut(i)
+            // The arguments of a call, and (2026-07-28) the answers a client
+            // sends back on a retry (`inputResponses`, multi round-trip
+            // requests, or `tasks/update`): both are what the user or agent
+            // hands the server, so both meet the same content policy.
+            let fields: &[&str] = if msg.method.as_deref() == Some("tools/call") {
+                &["arguments", "inputResponses"]
             } else {
-                Some(&mut *value)
+                &["inputResponses"]
             };
-            let Some(args) = element
-                .and_then(|v| v.get_mut("params"))
-                .and_then(|p| p.get_mut("arguments"))
-            else {
-                continue;
-            };
-            let review = crate::content::review_arguments(env, server, args);
-            rewritten |= review.modified;
-            if let (Some(refusal), Some(d)) = (review.refusal, decisions.get_mut(i)) {
-                *d = refusal;
-            }
-            if let Some(f) = findings.get_mut(i) {
-                *f = review.findings;
+            for field in fields {
+                let element = if envelope.batch {
+                    value.get_mut(i)
+                } else {
+                    Some(&mut *value)
+                };
+                let Some(args) = element
+                    .and_then(|v| v.get_mut("params"))
+                    .and_then(|p| p.get_mut(*field))
+                else {
+                    continue;
+                };
+                let review = crate::content::review_arguments(env, server, args);
+                rewritten |= review.modified;
+                if let (Some(refusal), Some(d)) = (review.refusal, decisions.get_mut(i))
+                    && d.decision == Decision::Allow
+                {
+                    *d = refusal;
+                }
+                if let (Some(slot), Some(found)) = (findings.get_mut(i), review.findings) {
+                    match slot {
+                        Some(existing) => existing.merge(found),
+                        None => *slot = Some(found),
+                    }
+                }
             }
         }
         (findings, rewritten)

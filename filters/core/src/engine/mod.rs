@@ -330,6 +330,7 @@ impl Engine {
             target,
             arguments: call.arguments.clone(),
             meta_revision: None,
+            client: None,
             error_code: None,
         };
         let env = ReplayEnv(call.time_nanos);
@@ -442,6 +443,9 @@ pub struct Exchange {
     /// The legacy transport's session, as a GET stream's `endpoint` event
     /// named it (hashed).
     stream_session: Option<String>,
+    /// The client's self-description, from the body (see
+    /// [`mcp::ClientInfo`]).
+    client: Option<mcp::ClientInfo>,
     /// `requestHeaders: forward`: the request headers went upstream before
     /// the body was decided, announcing these calls (from `Mcp-Method` and
     /// `Mcp-Name`; empty when the client sent none). The body must match.
@@ -476,6 +480,7 @@ impl Exchange {
             replay: false,
             http_error: false,
             stream_session: None,
+            client: None,
             early: None,
         }
     }

@@ -587,6 +587,7 @@ impl Exchange {
         let revision =
             mcp::effective_revision(self.head.header("mcp-protocol-version"), &envelope, &value);
         self.revision = Some(revision.clone());
+        self.client = envelope.messages.iter().find_map(|m| m.client.clone());
         let routing = RoutingHeaders {
             protocol_version: self.head.header("mcp-protocol-version"),
             method: self.head.header("mcp-method"),

@@ -4,6 +4,7 @@
 //! message becomes one audit record.
 
 use super::*;
+use serde_json::Map;
 
 impl Exchange {
     /// Forwards a request every message of which was allowed: the open
@@ -319,11 +320,25 @@ impl Exchange {
     pub(super) fn refuse_framing(&mut self, envelope: &Envelope, inv: mcp::Invalid) -> LocalReply {
         let first_id = envelope.messages.first().and_then(|m| m.id.clone());
         self.record_messages_invalid(envelope, &inv.reason, inv.code);
-        self.reply(
+        let mut extra = Map::new();
+        if inv.code == mcp::codes::UNSUPPORTED_PROTOCOL_VERSION {
+            // 2026-07-28 schema, UnsupportedProtocolVersionError: `data`
+            // names what the client may retry with and what it asked for.
+            extra.insert(
+                "supported".into(),
+                Value::from(mcp::KNOWN_REVISIONS.to_vec()),
+            );
+            extra.insert(
+                "requested".into(),
+                Value::from(self.revision.clone().unwrap_or_default()),
+            );
+        }
+        self.reply_with(
             DenyCause::Malformed(inv.code),
             first_id.as_ref(),
             inv.reason,
             None,
+            extra,
         )
     }
 
@@ -336,13 +351,28 @@ impl Exchange {
         reason: String,
         rule: Option<String>,
     ) -> LocalReply {
+        self.reply_with(cause, id, reason, rule, Map::new())
+    }
+
+    /// [`Exchange::reply`] with more members in the error's `data`.
+    pub(super) fn reply_with(
+        &mut self,
+        cause: DenyCause,
+        id: Option<&Value>,
+        reason: String,
+        rule: Option<String>,
+        extra: Map<String, Value>,
+    ) -> LocalReply {
         let shape = cause.shape();
         self.replied_locally = true;
-        let mut data = json!({"reason": reason, "requestId": self.request_id});
-        if let (Some(r), Some(obj)) = (rule, data.as_object_mut()) {
-            obj.insert("rule".into(), Value::from(r));
+        let mut data = Map::new();
+        data.insert("reason".into(), Value::from(reason));
+        data.insert("requestId".into(), Value::from(self.request_id.clone()));
+        if let Some(r) = rule {
+            data.insert("rule".into(), Value::from(r));
         }
-        let body = mcp::error_response(id, shape.code, shape.title, Some(data));
+        data.extend(extra);
+        let body = mcp::error_response(id, shape.code, shape.title, Some(Value::Object(data)));
         LocalReply {
             status: shape.status,
             headers: json_headers(),
@@ -401,7 +431,11 @@ impl Exchange {
             Target::Tool(t) => (Some(t.clone()), None, None),
             Target::Resource(r) => (None, Some(r.clone()), None),
             Target::Prompt(p) => (None, None, Some(p.clone())),
-            Target::None => (None, None, None),
+            Target::None | Target::Task(_) => (None, None, None),
+        };
+        let task = match &msg.target {
+            Target::Task(t) => Some(short_hash(t.as_bytes())),
+            _ => None,
         };
         AuditRecord {
             message_index: index,
@@ -412,6 +446,7 @@ impl Exchange {
             tool,
             resource,
             prompt,
+            task,
             decision: verdict.decision,
             reason: verdict.reason.clone(),
             rule: verdict.rule.clone(),
@@ -461,6 +496,8 @@ impl Exchange {
         AuditRecord {
             server: self.server().map(|s| s.name.clone()),
             protocol_version: self.revision.clone(),
+            client_name: self.client.as_ref().map(|c| c.name.clone()),
+            client_version: self.client.as_ref().and_then(|c| c.version.clone()),
             session: self.session.clone(),
             subject: id.map(|i| i.subject.clone()),
             agent: id.and_then(|i| i.agent.clone()),

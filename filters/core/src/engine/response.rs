@@ -99,6 +99,21 @@ pub(super) fn response_kind(
     Ok(kind)
 }
 
+/// Turns a result's `cacheScope: "public"` into `"private"`; whether it did.
+fn privatise_cache_scope(value: &mut Value) -> bool {
+    match value
+        .get_mut("result")
+        .and_then(Value::as_object_mut)
+        .and_then(|r| r.get_mut("cacheScope"))
+    {
+        Some(scope) if scope.as_str() == Some("public") => {
+            *scope = Value::from("private");
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The legacy transport's session id in a URL or path's query
 /// (`?session_id=` in the Python SDK, `?sessionId=` in the TypeScript one).
 pub(super) fn legacy_session_param(url: &str) -> Option<&str> {
@@ -744,6 +759,17 @@ impl Exchange {
         if removed > 0 {
             record.filtered_out = Some(removed);
         }
+        // MCP 2026-07-28 caching: `cacheScope: "public"` lets a cache serve
+        // one result to every caller. A result this filter changed for its
+        // caller (filtered, redacted), or one an identity governs, is this
+        // caller's alone.
+        let per_caller = removed > 0 || review.changed || self.identity.is_some();
+        if per_caller && privatise_cache_scope(value) {
+            changed = true;
+        }
+        if let Some(refusal) = self.bind_created_task(env, &mut record, value) {
+            return Fate::Replace(vec![refusal]);
+        }
         self.finish_record(env, record);
         changed |= removed > 0 || review.changed;
         if changed {
@@ -751,6 +777,35 @@ impl Exchange {
         } else {
             Fate::Unchanged
         }
+    }
+
+    /// Binds the task a `CreateTaskResult` creates to the caller
+    /// ([`crate::tasks`]). A task that cannot be bound (no shared store, or
+    /// the server handed out a handle bound to someone else) could never be
+    /// used through this proxy: the answer is withheld with the reason.
+    fn bind_created_task(
+        &mut self,
+        env: &mut dyn Env,
+        record: &mut AuditRecord,
+        value: &Value,
+    ) -> Option<Value> {
+        let (task_id, ttl) = crate::tasks::created(value)?;
+        let server = self.server()?.name.clone();
+        record.task = Some(short_hash(task_id.as_bytes()));
+        let principal = crate::tasks::principal(self.identity.as_deref());
+        if crate::tasks::bind(
+            env,
+            &server,
+            task_id,
+            &principal,
+            record.tool.as_deref(),
+            ttl,
+        ) {
+            return None;
+        }
+        let reason = "the task this answer creates cannot be bound to the caller (no shared store, or its handle belongs to another principal)";
+        let id = value.get("id").cloned();
+        Some(self.withhold(env, record.clone(), id.as_ref(), reason))
     }
 
     /// A request or notification from the server (progress, log messages,

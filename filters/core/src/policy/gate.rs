@@ -156,7 +156,7 @@ pub fn limits(
             Target::Tool(t) => Some(t.as_str()),
             Target::Resource(r) => Some(r.as_str()),
             Target::Prompt(p) => Some(p.as_str()),
-            Target::None => None,
+            Target::None | Target::Task(_) => None,
         };
         let keys = limits::Keys {
             tenant: identity.and_then(|i| i.tenant.as_deref()),
