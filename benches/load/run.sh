@@ -17,6 +17,7 @@
 #   benches/load/run.sh                    # 1 and 16 connections, 10 s each
 #   CONNECTIONS="1 4 16" DURATION=30s WORKERS=2 benches/load/run.sh
 #
+# PORTCULLIS=path HELPER=path use binaries already built (no cargo build).
 # WORKERS is serve's --workers (one VM each, as Envoy's --concurrency). The
 # upstream runs on one thread and wrk on one thread, on the same machine.
 set -euo pipefail
@@ -33,10 +34,12 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }
 command -v curl >/dev/null || { echo "curl is missing" >&2; exit 2; }
 
-echo "building (release): portcullis and the load helper" >&2
-(cd "$ROOT" && cargo build --quiet --release --locked --bin portcullis --example load-helper)
-PORTCULLIS=$TARGET/release/portcullis
-HELPER=$TARGET/release/examples/load-helper
+if [ -z "${PORTCULLIS:-}" ] || [ -z "${HELPER:-}" ]; then
+    echo "building (release): portcullis and the load helper" >&2
+    (cd "$ROOT" && cargo build --quiet --release --locked --bin portcullis --example load-helper)
+    PORTCULLIS=$TARGET/release/portcullis
+    HELPER=$TARGET/release/examples/load-helper
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
