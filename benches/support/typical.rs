@@ -10,8 +10,15 @@
 //! scanned, the answer screened and scanned), and a 4 KiB answer of clean
 //! prose, as JSON or as one SSE event.
 
-// Each includer uses its own part of this.
-#![allow(dead_code)]
+// Each includer uses its own part of this. Bench support: a broken
+// fixture fails loudly, as the benches themselves do.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis_core::pins::tool_pin;
