@@ -20,13 +20,14 @@ use crate::audit::{ContentFindings, PinFinding};
 use crate::bundle::{PinFailure, Server};
 use crate::env::{Env, metrics};
 use crate::json::parse_strict;
-use crate::pins::PinStatus;
+use crate::pins::{PinCache, PinStatus};
 use crate::scan::injection::Surface;
 use crate::scan::{ContentPolicy, Inspection};
 use crate::spec::truncate;
 use crate::verdict::{DenyCause, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What each server's last tools/list showed this VM.
@@ -35,6 +36,8 @@ pub struct ToolMemory {
     /// The bundle version: shared keys are per bundle.
     version: String,
     tools: Mutex<BTreeMap<String, ToolState>>,
+    /// Tools canonicalised and hashed so far (the others reused a pin).
+    pins_hashed: AtomicU64,
 }
 
 /// What the last tools/list of a server showed.
@@ -49,6 +52,9 @@ struct ToolState {
     /// Each tool's `inputSchema` as last served, compiled: a call's
     /// arguments must validate against it strictly.
     schemas: BTreeMap<String, ToolSchema>,
+    /// The pins of the last list's tools, so an unchanged tool is not
+    /// canonicalised and hashed again.
+    pins: PinCache,
 }
 
 /// A tool's advertised `inputSchema`, compiled once per definition.
@@ -182,7 +188,15 @@ impl ToolMemory {
         ToolMemory {
             version: version.to_owned(),
             tools: Mutex::new(BTreeMap::new()),
+            pins_hashed: AtomicU64::new(0),
         }
+    }
+
+    /// How many tool definitions this VM has canonicalised and hashed to
+    /// check their pins: unchanged tools of a repeated tools/list reuse
+    /// their pins and do not count.
+    pub fn pins_hashed(&self) -> u64 {
+        self.pins_hashed.load(Ordering::Relaxed)
     }
 
     /// Tools of `server` that calls are refused for, as this VM saw them.
@@ -217,7 +231,18 @@ impl ToolMemory {
             .collect();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
         let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-        let report = server.pins.check(tools);
+        // The cache is taken out while the list is checked and put back
+        // below; a list checked meanwhile by the same VM only misses it.
+        let mut pin_cache = {
+            let mut state = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+            state
+                .get_mut(&server.name)
+                .map(|st| std::mem::take(&mut st.pins))
+                .unwrap_or_default()
+        };
+        let report = server.pins.check_cached(tools, &mut pin_cache);
+        self.pins_hashed
+            .fetch_add(report.hashed as u64, Ordering::Relaxed);
         for t in &report.tools {
             if !t.name.is_empty() && !t.actual.is_empty() {
                 hashes.insert(t.name.clone(), t.actual.clone());
@@ -345,6 +370,7 @@ impl ToolMemory {
                 st.failed.insert(name.clone(), why.clone());
             }
             st.hashes.extend(hashes);
+            st.pins = pin_cache;
             for (name, schema) in compiled {
                 st.schemas.insert(name, schema);
             }

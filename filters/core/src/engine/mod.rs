@@ -219,6 +219,12 @@ impl Engine {
             .stats()
     }
 
+    /// Tool definitions this VM canonicalised and hashed to check pins; a
+    /// repeated tools/list's unchanged tools reuse their pins.
+    pub fn pins_hashed(&self) -> u64 {
+        self.tools.pins_hashed()
+    }
+
     /// Tools of `server` that calls are refused for, after their last
     /// definitions failed a pin or screening (as this VM saw them).
     pub fn quarantined_tools(&self, server: &str) -> Vec<String> {

@@ -24,6 +24,13 @@
 //! Schemas become validators and `when` expressions CEL programs at
 //! configure time too; a bad one is a bundle error with its document's file
 //! and line and the field.
+//!
+//! A CEL evaluation pays only for what its expression reads: the attribute
+//! roots it references (`args`, `subject`, ...) are found once at configure
+//! time and only those are built per call, straight into CEL values, in a
+//! scope over one standard-library environment shared by every rule (built
+//! per call, it cost more than the evaluation). Rules without `when` never
+//! touch CEL.
 
 pub mod approval;
 pub mod gate;
@@ -159,13 +166,21 @@ pub struct Rule {
     sources: Vec<Cidr>,
     headers: Vec<(String, GlobSet)>,
     time: Option<CompiledTime>,
-    when: Option<cel::Program>,
+    when: Option<CelCondition>,
     /// Whether the rule names any tool, resource or prompt (a rule that does
     /// not applies to every target on its servers).
     has_targets: bool,
     /// Whether only the call's identity and request decide it (no argument
     /// schema, no CEL): what list filtering can judge.
     static_only: bool,
+}
+
+/// A compiled `when`: the program, the attribute roots it reads (bits of
+/// [`CEL_ROOTS`]), and the environment it runs in.
+struct CelCondition {
+    program: cel::Program,
+    roots: u8,
+    env: std::sync::Arc<cel::Env>,
 }
 
 impl std::fmt::Debug for Rule {
@@ -597,8 +612,8 @@ impl Rule {
         {
             return Match::No;
         }
-        if let Some(program) = &self.when {
-            return match run_cel(program, call, ctx, args) {
+        if let Some(condition) = &self.when {
+            return match run_cel(condition, call, ctx, args) {
                 Ok(true) => Match::Yes,
                 Ok(false) => Match::No,
                 Err(()) => Match::Error,
@@ -608,67 +623,118 @@ impl Rule {
     }
 }
 
-/// The CEL attribute set (docs/policy.md): `request`, `args`, `subject`,
-/// `source`, `headers`, `time`.
-fn cel_attributes(call: &Call, ctx: &Context, args: &Value) -> Value {
-    let (tool, resource, prompt) = match call.target {
-        Some((TargetKind::Tool, n)) => (Some(n), None, None),
-        Some((TargetKind::Resource, n)) => (None, Some(n), None),
-        Some((TargetKind::Prompt, n)) => (None, None, Some(n)),
-        None => (None, None, None),
-    };
+/// The names a `when` expression may use; anything else is a configure-time
+/// error, so a typo cannot silently never match. A root's bit in
+/// [`CelCondition::roots`] is its position here.
+const CEL_ROOTS: &[&str] = &["request", "args", "subject", "source", "headers", "time"];
+
+/// The standard library environment every `when` runs in: built once, as
+/// building it registers every standard function.
+fn cel_env() -> std::sync::Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<std::sync::Arc<cel::Env>> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(ENV.get_or_init(|| std::sync::Arc::new(cel::Env::stdlib())))
+}
+
+/// One attribute root of the CEL attribute set (docs/policy.md):
+/// `request`, `args`, `subject`, `source`, `headers`, `time`.
+fn cel_attribute(root: &str, call: &Call, ctx: &Context, args: &Value) -> Option<cel::Value> {
+    use cel::objects::{Key, Map as CelMap};
+    use std::sync::Arc;
+    fn map<const N: usize>(entries: [(&str, cel::Value); N]) -> cel::Value {
+        let m: HashMap<Key, cel::Value> = entries
+            .into_iter()
+            .map(|(k, v)| (Key::String(Arc::new(k.to_owned())), v))
+            .collect();
+        cel::Value::Map(CelMap { map: Arc::new(m) })
+    }
+    fn string(s: &str) -> cel::Value {
+        cel::Value::String(Arc::new(s.to_owned()))
+    }
+    fn strings(list: Option<&Vec<String>>) -> cel::Value {
+        cel::Value::List(Arc::new(
+            list.map(|l| l.iter().map(|s| string(s)).collect())
+                .unwrap_or_default(),
+        ))
+    }
+    fn int(n: u64) -> cel::Value {
+        // Integers are CEL `int`, as `to_cel` makes them.
+        i64::try_from(n).map_or(cel::Value::UInt(n), cel::Value::Int)
+    }
     let id = ctx.identity;
-    let (hour, minute, weekday) = clock(ctx.now_unix);
-    let headers: Map<String, Value> = ctx
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(v.as_str())))
-        .collect();
-    serde_json::json!({
-        "request": {
-            "server": call.server,
-            "method": call.method,
-            "tool": tool.unwrap_or(""),
-            "resource": resource.unwrap_or(""),
-            "prompt": prompt.unwrap_or(""),
-        },
-        "args": args,
-        "subject": {
-            "authenticated": id.is_some(),
-            "id": id.map(|i| i.subject.as_str()).unwrap_or(""),
-            "agent": id.and_then(|i| i.agent.as_deref()).unwrap_or(""),
-            "tenant": id.and_then(|i| i.tenant.as_deref()).unwrap_or(""),
-            "roles": id.map(|i| i.roles.clone()).unwrap_or_default(),
-            "groups": id.map(|i| i.groups.clone()).unwrap_or_default(),
-            "scopes": id.map(|i| i.scopes.clone()).unwrap_or_default(),
-            "claims": id.map(|i| Value::Object(i.claims.clone())).unwrap_or(Value::Object(Map::new())),
-        },
-        "source": {
-            "address": ctx.source.map(|s| s.to_string()).unwrap_or_default(),
-        },
-        "headers": headers,
-        "time": {
-            "unix": ctx.now_unix,
-            "hour": hour,
-            "minute": minute,
-            "weekday": weekday,
-        },
+    Some(match root {
+        "request" => {
+            let (tool, resource, prompt) = match call.target {
+                Some((TargetKind::Tool, n)) => (n, "", ""),
+                Some((TargetKind::Resource, n)) => ("", n, ""),
+                Some((TargetKind::Prompt, n)) => ("", "", n),
+                None => ("", "", ""),
+            };
+            map([
+                ("server", string(call.server)),
+                ("method", string(call.method)),
+                ("tool", string(tool)),
+                ("resource", string(resource)),
+                ("prompt", string(prompt)),
+            ])
+        }
+        "args" => to_cel(args),
+        "subject" => map([
+            ("authenticated", cel::Value::Bool(id.is_some())),
+            ("id", string(id.map(|i| i.subject.as_str()).unwrap_or(""))),
+            (
+                "agent",
+                string(id.and_then(|i| i.agent.as_deref()).unwrap_or("")),
+            ),
+            (
+                "tenant",
+                string(id.and_then(|i| i.tenant.as_deref()).unwrap_or("")),
+            ),
+            ("roles", strings(id.map(|i| &i.roles))),
+            ("groups", strings(id.map(|i| &i.groups))),
+            ("scopes", strings(id.map(|i| &i.scopes))),
+            (
+                "claims",
+                id.map(|i| object_to_cel(&i.claims))
+                    .unwrap_or_else(|| object_to_cel(&Map::new())),
+            ),
+        ]),
+        "source" => map([(
+            "address",
+            cel::Value::String(Arc::new(
+                ctx.source.map(|s| s.to_string()).unwrap_or_default(),
+            )),
+        )]),
+        "headers" => {
+            // Lower-cased names; a repeated header keeps its last value.
+            let m: HashMap<Key, cel::Value> = ctx
+                .headers
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.to_ascii_lowercase())), string(v)))
+                .collect();
+            cel::Value::Map(CelMap { map: Arc::new(m) })
+        }
+        "time" => {
+            let (hour, minute, weekday) = clock(ctx.now_unix);
+            map([
+                ("unix", int(ctx.now_unix)),
+                ("hour", int(hour)),
+                ("minute", int(minute)),
+                ("weekday", int(weekday)),
+            ])
+        }
+        _ => return None,
     })
 }
 
-/// The names a `when` expression may use; anything else is a configure-time
-/// error, so a typo cannot silently never match.
-const CEL_ROOTS: &[&str] = &["request", "args", "subject", "source", "headers", "time"];
-
-fn run_cel(program: &cel::Program, call: &Call, ctx: &Context, args: &Value) -> Result<bool, ()> {
-    let attrs = cel_attributes(call, ctx, args);
-    let mut context = cel::Context::default();
-    if let Value::Object(map) = attrs {
-        for (k, v) in map {
-            context.add_variable(k, to_cel(&v)).map_err(|_| ())?;
+fn run_cel(condition: &CelCondition, call: &Call, ctx: &Context, args: &Value) -> Result<bool, ()> {
+    let mut context = cel::Context::with_env(std::sync::Arc::clone(&condition.env));
+    for (bit, root) in CEL_ROOTS.iter().enumerate() {
+        if condition.roots & (1 << bit) != 0 {
+            let value = cel_attribute(root, call, ctx, args).ok_or(())?;
+            context.add_variable(*root, value).map_err(|_| ())?;
         }
     }
-    match program.execute(&context) {
+    match condition.program.execute(&context) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         _ => Err(()),
     }
@@ -689,14 +755,17 @@ fn to_cel(value: &Value) -> cel::Value {
         },
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let m: HashMap<cel::objects::Key, cel::Value> = map
-                .iter()
-                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
-                .collect();
-            cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
-        }
+        Value::Object(map) => object_to_cel(map),
     }
+}
+
+fn object_to_cel(map: &Map<String, Value>) -> cel::Value {
+    use std::sync::Arc;
+    let m: HashMap<cel::objects::Key, cel::Value> = map
+        .iter()
+        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+        .collect();
+    cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
 }
 
 /// UTC hour, minute and ISO weekday (1 = Monday) of a Unix time.
@@ -1102,17 +1171,23 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
                 )
             })?;
             let refs = program.references();
+            let mut roots = 0u8;
             for var in refs.variables() {
-                if !CEL_ROOTS.contains(&var) {
+                let Some(bit) = CEL_ROOTS.iter().position(|r| *r == var) else {
                     return Err((
                         "/when".into(),
                         format!(
                             "unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"
                         ),
                     ));
-                }
+                };
+                roots |= 1 << bit;
             }
-            Some(program)
+            Some(CelCondition {
+                program,
+                roots,
+                env: cel_env(),
+            })
         }
     };
     let static_only = arguments.is_none() && when.is_none();
@@ -1141,6 +1216,174 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
 )]
 mod tests {
     use super::*;
+
+    /// The attribute map as it was built before each root was built alone
+    /// (the whole of docs/policy.md's set as JSON, then to CEL): the
+    /// reference each root must still equal.
+    fn reference_attributes(call: &Call, ctx: &Context, args: &Value) -> Value {
+        let (tool, resource, prompt) = match call.target {
+            Some((TargetKind::Tool, n)) => (Some(n), None, None),
+            Some((TargetKind::Resource, n)) => (None, Some(n), None),
+            Some((TargetKind::Prompt, n)) => (None, None, Some(n)),
+            None => (None, None, None),
+        };
+        let id = ctx.identity;
+        let (hour, minute, weekday) = clock(ctx.now_unix);
+        let headers: Map<String, Value> = ctx
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(v.as_str())))
+            .collect();
+        serde_json::json!({
+            "request": {"server": call.server, "method": call.method, "tool": tool.unwrap_or(""),
+                        "resource": resource.unwrap_or(""), "prompt": prompt.unwrap_or("")},
+            "args": args,
+            "subject": {
+                "authenticated": id.is_some(),
+                "id": id.map(|i| i.subject.as_str()).unwrap_or(""),
+                "agent": id.and_then(|i| i.agent.as_deref()).unwrap_or(""),
+                "tenant": id.and_then(|i| i.tenant.as_deref()).unwrap_or(""),
+                "roles": id.map(|i| i.roles.clone()).unwrap_or_default(),
+                "groups": id.map(|i| i.groups.clone()).unwrap_or_default(),
+                "scopes": id.map(|i| i.scopes.clone()).unwrap_or_default(),
+                "claims": id.map(|i| Value::Object(i.claims.clone())).unwrap_or(Value::Object(Map::new())),
+            },
+            "source": {"address": ctx.source.map(|s| s.to_string()).unwrap_or_default()},
+            "headers": headers,
+            "time": {"unix": ctx.now_unix, "hour": hour, "minute": minute, "weekday": weekday},
+        })
+    }
+
+    fn alice() -> Identity {
+        Identity {
+            provider: "idp".into(),
+            issuer: "https://idp".into(),
+            subject: "alice".into(),
+            agent: Some("bot".into()),
+            tenant: None,
+            roles: vec!["admin".into(), "ops".into()],
+            groups: vec![],
+            scopes: vec!["mcp".into()],
+            jti: None,
+            audiences: vec![],
+            expires_at: None,
+            not_before: None,
+            issued_at: None,
+            verification: crate::identity::claims::Verification::EnvoyJwtAuthn,
+            claims:
+                serde_json::json!({"sub": "alice", "n": 3, "nested": {"x": [1, "y", null, 2.5]}})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_cel_root_is_built_as_the_whole_attribute_map_had_it() {
+        let id = alice();
+        let headers = vec![
+            ("X-Team".to_owned(), "a".to_owned()),
+            ("x-team".to_owned(), "b".to_owned()),
+            ("Accept".to_owned(), "*/*".to_owned()),
+        ];
+        let args = serde_json::json!({"city": "Paris", "n": -4, "big": 18446744073709551615u64, "f": 0.5, "l": [true, {}]});
+        for (identity, target, source) in [
+            (
+                Some(&id),
+                Some((TargetKind::Tool, "t")),
+                parse_source_address("10.0.0.1"),
+            ),
+            (None, Some((TargetKind::Resource, "file:///x")), None),
+            (
+                None,
+                Some((TargetKind::Prompt, "p")),
+                parse_source_address("::1"),
+            ),
+            (None, None, None),
+        ] {
+            let call = Call {
+                server: "s",
+                method: "tools/call",
+                target,
+                arguments: Some(&args),
+                lax_arguments: &[],
+            };
+            let ctx = Context {
+                identity,
+                source,
+                headers: &headers,
+                now_unix: 1_800_000_123,
+            };
+            let reference = reference_attributes(&call, &ctx, &args);
+            for root in CEL_ROOTS {
+                assert_eq!(
+                    cel_attribute(root, &call, &ctx, &args),
+                    Some(to_cel(&reference[*root])),
+                    "{root}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_when_builds_only_the_roots_it_reads() {
+        let rule = |when: &str| {
+            compile_rule(
+                "p",
+                true,
+                &serde_json::from_value(
+                    serde_json::json!({"id": "r", "effect": "permit", "when": when}),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let roots = |when: &str| rule(when).when.unwrap().roots;
+        assert_eq!(roots("args.n > 1"), 0b10);
+        assert_eq!(roots("has(subject.claims.x) || time.hour < 3"), 0b100100);
+        assert_eq!(
+            roots("request.tool == 't' && headers['x'] == source.address && size(args) > 0"),
+            0b11011
+        );
+        assert_eq!(roots("true"), 0);
+        // Evaluated over exactly those roots, with the values they stand for.
+        let id = alice();
+        let headers = vec![("X-Team".to_owned(), "b".to_owned())];
+        let args = serde_json::json!({"n": 3});
+        let call = Call {
+            server: "s",
+            method: "tools/call",
+            target: Some((TargetKind::Tool, "t")),
+            arguments: Some(&args),
+            lax_arguments: &[],
+        };
+        let ctx = Context {
+            identity: Some(&id),
+            source: parse_source_address("10.0.0.1"),
+            headers: &headers,
+            now_unix: 1_800_000_123,
+        };
+        for (when, expected) in [
+            ("args.n == 3", Match::Yes),
+            (
+                "subject.claims.nested.x[3] == 2.5 && 'ops' in subject.roles",
+                Match::Yes,
+            ),
+            (
+                "headers['x-team'] == 'b' && source.address == '10.0.0.1'",
+                Match::Yes,
+            ),
+            (
+                "time.weekday >= 1 && request.tool == 't' && subject.agent == 'bot'",
+                Match::Yes,
+            ),
+            ("subject.tenant != ''", Match::No),
+            ("args.missing == 1", Match::Error),
+            ("true", Match::Yes),
+        ] {
+            assert_eq!(rule(when).evaluate(&call, &ctx), expected, "{when}");
+        }
+    }
 
     #[test]
     fn cidrs_match_v4_v6_and_mapped() {
