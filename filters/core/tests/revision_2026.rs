@@ -69,6 +69,32 @@ fn request(id: u64, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 
+/// Sends `body` with exactly these headers (no routing headers added): for
+/// requests whose headers are the point.
+fn send_raw(
+    engine: &Arc<Engine>,
+    e: &mut MemoryEnv,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> RequestBodyAction {
+    let mut ex = Exchange::new(engine.clone());
+    let head = RequestHead {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        authority: "mcp.example.com".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    match ex.on_request_headers(e, head) {
+        RequestHeadersAction::ReadBody(_) => {
+            ex.on_request_body(e, body.to_string().as_bytes(), true)
+        }
+        other => panic!("expected the body read, got {other:?}"),
+    }
+}
+
 struct Sent {
     ex: Exchange,
     action: RequestBodyAction,
@@ -259,24 +285,14 @@ fn without_identity_tasks_still_need_a_handle_this_proxy_created() {
     assert!(!send(&engine, &mut e, None, &other).forwarded());
 
     // The handle in the body and in Mcp-Name must agree.
-    let mut ex = Exchange::new(engine.clone());
-    let head = RequestHead {
-        method: "POST".into(),
-        path: "/mcp".into(),
-        authority: "mcp.example.com".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("mcp-protocol-version".into(), REV.into()),
-            ("mcp-method".into(), "tasks/get".into()),
-            ("mcp-name".into(), "t-other".into()),
-        ],
-    };
-    let RequestHeadersAction::ReadBody(_) = ex.on_request_headers(&mut e, head) else {
-        panic!()
-    };
-    let action = ex.on_request_body(&mut e, get.to_string().as_bytes(), true);
-    let RequestBodyAction::Reply(r) = action else {
-        panic!("{action:?}")
+    let headers = [
+        ("content-type", "application/json"),
+        ("mcp-protocol-version", REV),
+        ("mcp-method", "tasks/get"),
+        ("mcp-name", "t-other"),
+    ];
+    let RequestBodyAction::Reply(r) = send_raw(&engine, &mut e, &headers, &get) else {
+        panic!("a mismatch is refused")
     };
     let json: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(
@@ -358,23 +374,13 @@ fn refusals_use_only_the_codes_the_revision_allows() {
     let mut e = MemoryEnv::at_secs(NOW);
     let mut body = request(1, "tools/list", json!({}));
     body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
-    let mut ex = Exchange::new(engine.clone());
-    let head = RequestHead {
-        method: "POST".into(),
-        path: "/mcp".into(),
-        authority: "mcp.example.com".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("mcp-protocol-version".into(), "2099-01-01".into()),
-            ("mcp-method".into(), "tools/list".into()),
-        ],
-    };
-    let RequestHeadersAction::ReadBody(_) = ex.on_request_headers(&mut e, head) else {
-        panic!()
-    };
-    let RequestBodyAction::Reply(r) = ex.on_request_body(&mut e, body.to_string().as_bytes(), true)
-    else {
-        panic!()
+    let headers = [
+        ("content-type", "application/json"),
+        ("mcp-protocol-version", "2099-01-01"),
+        ("mcp-method", "tools/list"),
+    ];
+    let RequestBodyAction::Reply(r) = send_raw(&engine, &mut e, &headers, &body) else {
+        panic!("an unknown revision is refused")
     };
     let json: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(r.status, 400);
