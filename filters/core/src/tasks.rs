@@ -88,16 +88,19 @@ pub fn principal(identity: Option<&Identity>) -> String {
     }
 }
 
-/// The handle a `CreateTaskResult` answer carries (`result.resultType ==
-/// "task"` and a string `result.taskId`), with its TTL in seconds.
+/// The handle a `CreateTaskResult` answer carries, with its TTL in seconds:
+/// 2026-07-28's (`result.resultType == "task"`, `taskId` and `ttlMs` in the
+/// result) or 2025-11-25's (`result.task` with `taskId` and `ttl` in ms).
 pub fn created(answer: &Value) -> Option<(&str, u64)> {
     let result = answer.get("result")?;
-    if result.get("resultType").and_then(Value::as_str) != Some("task") {
-        return None;
-    }
-    let id = result.get("taskId").and_then(Value::as_str)?;
-    let ttl = result
-        .get("ttlMs")
+    let (task, ttl_key) = if result.get("resultType").and_then(Value::as_str) == Some("task") {
+        (result, "ttlMs")
+    } else {
+        (result.get("task").filter(|t| t.is_object())?, "ttl")
+    };
+    let id = task.get("taskId").and_then(Value::as_str)?;
+    let ttl = task
+        .get(ttl_key)
         .and_then(Value::as_u64)
         .map_or(DEFAULT_TTL_SECS, |ms| ms.div_ceil(1000))
         .clamp(1, MAX_TTL_SECS);
@@ -222,5 +225,9 @@ mod tests {
         assert_eq!(created(&huge), Some(("x", MAX_TTL_SECS)));
         let none = json!({"result": {"resultType": "task", "taskId": "x"}});
         assert_eq!(created(&none), Some(("x", DEFAULT_TTL_SECS)));
+        // 2025-11-25: `{task: {taskId, ttl}}`, so its tasks/get and
+        // tasks/result find the handle bound too.
+        let old = json!({"result": {"task": {"taskId": "y", "status": "working", "ttl": 5_000}}});
+        assert_eq!(created(&old), Some(("y", 5)));
     }
 }
