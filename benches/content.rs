@@ -13,6 +13,17 @@
 //! `exchange/*`: a tools/call response carrying ~64 KiB of that mixed text
 //! through the engine natively and through the wasm filter in host-shim,
 //! with a ContentPolicy, as JSON and as SSE.
+//!
+//! The learned detector (issue 20): `detector/score/*` is the model alone
+//! over the same corpora (its cost per KiB is the inverse of the
+//! throughput); `check_text/*` screens a result with the model named for
+//! results, `check_text/*/rules-only` with the detector off, so the first
+//! minus the second is what the model adds; `screen_tools_500/*` is a
+//! tools/list of 500 tools screened with and without the model; and
+//! `exchange/*/policy+model` is the exchange with the model named for tool
+//! results (by default it does not score them), so `policy+model` minus
+//! `policy` is the model's cost per result in wasm under host-shim and
+//! natively.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,8 +36,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use host_shim::{Dir, HeaderMap, Output, Plugin, PluginConfig, TestVm};
 use portcullis_core::engine::{RequestBodyAction, RequestHead, ResponseBodyAction};
 use portcullis_core::pins::{self, PinSet};
-use portcullis_core::scan::injection::Surface;
-use portcullis_core::scan::{Direction, Scanner, Screen};
+use portcullis_core::scan::detector::Model;
+use portcullis_core::scan::injection::{InjectionSpec, ScreenAction, Surface};
+use portcullis_core::scan::{ContentPolicySpec, Direction, Scanner, Screen};
 use portcullis_core::test_util::{MemoryEnv, yaml_bundle_json};
 use portcullis_core::{Engine, Exchange};
 use serde_json::{Value, json};
@@ -125,7 +137,13 @@ fn tool_result(text: &str) -> Value {
 
 fn scan(c: &mut Criterion) {
     let scanner = Scanner::builtin().unwrap();
-    let screen = Screen::builtin().unwrap();
+    // Results named: by default the model does not score them.
+    let mut named = InjectionSpec::default();
+    named
+        .detector
+        .actions
+        .insert(Surface::ToolResult, ScreenAction::Flag);
+    let screen = Screen::compile(&named).unwrap();
     let dense = corpus(MIB, true);
     let clean = corpus(MIB, false);
     eprintln!(
@@ -138,6 +156,10 @@ fn scan(c: &mut Criterion) {
         scanner.scan_text(&clean).len(),
         screen.check_text(&clean, Surface::ToolResult).len(),
     );
+    let mut rules_only = InjectionSpec::default();
+    rules_only.detector.enabled = false;
+    let rules_only = Screen::compile(&rules_only).unwrap();
+    let model = Model::builtin().unwrap();
     let mut group = c.benchmark_group("content/native");
     for (name, text) in [("dense", &dense), ("clean", &clean)] {
         group.throughput(Throughput::Bytes(text.len() as u64));
@@ -146,6 +168,12 @@ fn scan(c: &mut Criterion) {
         });
         group.bench_function(format!("check_text/{name}"), |b| {
             b.iter(|| black_box(screen.check_text(black_box(text), Surface::ToolResult)))
+        });
+        group.bench_function(format!("check_text/{name}/rules-only"), |b| {
+            b.iter(|| black_box(rules_only.check_text(black_box(text), Surface::ToolResult)))
+        });
+        group.bench_function(format!("detector/score/{name}"), |b| {
+            b.iter(|| black_box(model.score(black_box(text))))
         });
     }
     // ~64 KiB tool result: the size the exchange benches use.
@@ -207,6 +235,31 @@ fn tool(i: usize) -> Value {
     })
 }
 
+/// A tools/list of 500 tools screened by a ContentPolicy, with the learned
+/// detector (the default) and without it.
+fn screen_tools(c: &mut Criterion) {
+    let tools: Vec<Value> = (0..500).map(tool).collect();
+    let with_model = portcullis_core::scan::compile(&ContentPolicySpec::default()).unwrap();
+    let mut spec = ContentPolicySpec::default();
+    spec.injection.detector.enabled = false;
+    let without = portcullis_core::scan::compile(&spec).unwrap();
+    let mut probe = tools.clone();
+    let verdicts = with_model.screen_tools(&mut probe);
+    assert_eq!(probe.len(), 500, "no benign tool dropped: {verdicts:?}");
+    let mut group = c.benchmark_group("content/native");
+    group.throughput(Throughput::Elements(tools.len() as u64));
+    for (name, policy) in [("rules+model", &with_model), ("rules-only", &without)] {
+        group.bench_function(format!("screen_tools_500/{name}"), |b| {
+            b.iter_batched(
+                || tools.clone(),
+                |mut t| black_box(policy.screen_tools(&mut t)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn pins(c: &mut Criterion) {
     let tools: Vec<Value> = (0..500).map(tool).collect();
     let set = PinSet::new(
@@ -240,6 +293,12 @@ fn pins(c: &mut Criterion) {
 /// tool-result findings stripped rather than blocking the call, so the
 /// whole response is inspected, rewritten and forwarded.
 fn bundle_json(policy: bool) -> Vec<u8> {
+    bundle_json_with(policy, false)
+}
+
+/// As [`bundle_json`], with the learned detector named for tool results
+/// (`model`) or left at its default (which does not score them).
+fn bundle_json_with(policy: bool, model: bool) -> Vec<u8> {
     let mut yaml = String::from(
         "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: docs}\nspec:\n  \
          match: {pathPrefix: /mcp}\n  tools: [{name: fetch-document}]\n",
@@ -252,6 +311,9 @@ fn bundle_json(policy: bool) -> Vec<u8> {
             "---\napiVersion: portcullis.dev/v1alpha1\nkind: ContentPolicy\nmetadata: {name: default}\n\
              spec:\n  injection:\n    actions:\n      toolResult: {critical: strip}\n",
         );
+        if model {
+            yaml.push_str("    detector: {actions: {toolResult: flag}}\n");
+        }
     }
     yaml_bundle_json(&yaml)
 }
@@ -383,6 +445,9 @@ fn exchange(c: &mut Criterion) {
     let plain_vm = TestVm::new(&plain_plugin).expect("vm");
     let policy_plugin = plugin(bundle_json(true));
     let policy_vm = TestVm::new(&policy_plugin).expect("vm");
+    let model = Arc::new(Engine::from_config(&bundle_json_with(true, true)).unwrap());
+    let model_plugin = plugin(bundle_json_with(true, true));
+    let model_vm = TestVm::new(&model_plugin).expect("vm");
     for sse in [false, true] {
         let framing = if sse { "sse" } else { "json" };
         let body = response_body(&result, sse);
@@ -403,9 +468,17 @@ fn exchange(c: &mut Criterion) {
         group.bench_function(format!("wasm/{framing}/policy"), |b| {
             b.iter(|| black_box(wasm_exchange(&policy_vm, &body, sse)))
         });
+        assert_redacted(&native_exchange(&model, &body, sse), "native, model");
+        assert_redacted(&wasm_exchange(&model_vm, &body, sse), "wasm, model");
+        group.bench_function(format!("native/{framing}/policy+model"), |b| {
+            b.iter(|| black_box(native_exchange(&model, &body, sse)))
+        });
+        group.bench_function(format!("wasm/{framing}/policy+model"), |b| {
+            b.iter(|| black_box(wasm_exchange(&model_vm, &body, sse)))
+        });
     }
     group.finish();
 }
 
-criterion_group!(benches, scan, pins, exchange);
+criterion_group!(benches, scan, screen_tools, pins, exchange);
 criterion_main!(benches);

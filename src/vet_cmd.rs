@@ -14,9 +14,10 @@ use crate::pin_cmd::{entry_name, fetch_live, now_rfc3339};
 use clap::Args;
 use mcp_client::Secrets;
 use mcp_client::text::quote;
+use portcullis_core::scan::injection::DETECTOR_RULE;
 use std::path::PathBuf;
 use vet::tools_list::{self, ToolsListError};
-use vet::{Origin, VetEntry, findings_text, pin_tools, screen};
+use vet::{Origin, VetEntry, findings_text, pin_tools, score_text, scores, screen};
 
 // No Debug: the arguments hold credentials.
 #[derive(Args)]
@@ -91,6 +92,7 @@ pub fn run(args: VetArgs) -> Result<(), Failure> {
     }
     let name = entry_name(args.name.as_ref(), origin.server_name.as_deref(), scrub)?;
     let screens = screen(&tools).map_err(|e| Failure::Usage(format!("internal: {e}")))?;
+    let scores = scores(&tools).map_err(|e| Failure::Usage(format!("internal: {e}")))?;
     let pins = pin_tools(&tools).map_err(|e| Failure::input(scrub(&format!("portcullis: {e}"))))?;
     let path = args
         .path_prefix
@@ -106,6 +108,7 @@ pub fn run(args: VetArgs) -> Result<(), Failure> {
             tools: &tools,
             pins: &pins,
             screens: &screens,
+            scores: &scores,
         }
         .render(),
     );
@@ -128,8 +131,14 @@ pub fn run(args: VetArgs) -> Result<(), Failure> {
     let mut lines: Vec<String> = screens
         .iter()
         .map(|s| {
+            // A tool the model flagged: its score and the n-grams behind it.
+            let why = scores
+                .iter()
+                .find(|t| t.name == s.name && s.findings.iter().any(|f| f.rule_id == DETECTOR_RULE))
+                .map(|t| format!("; model {}", score_text(t)))
+                .unwrap_or_default();
             scrub(&format!(
-                "portcullis: tool {} flagged: {}",
+                "portcullis: tool {} flagged: {}{why}",
                 quote(&s.name),
                 findings_text(s)
             ))

@@ -1134,13 +1134,21 @@ fn an_answer_before_the_decision_is_refused() {
         ],
         &body,
     );
-    // The head first; the body only once the upstream has had time to
-    // answer the head (an ordering aid, not a timed assertion).
+    // The head first; the body only once the upstream has answered the
+    // head (its record is written just before it answers) and that answer
+    // has had time to come back through the proxy: an ordering aid, not a
+    // timed assertion. With the headers held the upstream sees nothing yet.
     let split = bytes.len() - body.len();
     let raw = {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(addr(&url)).unwrap();
         conn.write_all(&bytes[..split]).unwrap();
+        if !holds_request_headers() {
+            assert!(
+                eventually(|| evil_records(&record).iter().any(|r| r["rule"] == "early")),
+                "the upstream never got the head"
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(500));
         // The proxy may have answered and closed already.
         let _ = conn.write_all(&bytes[split..]);

@@ -7,7 +7,7 @@
 //! once, so a server's names cannot break the document.
 
 use crate::pins::Pins;
-use crate::screen::findings_text;
+use crate::screen::{ToolScore, findings_text, score_text};
 use mcp_client::text::quote;
 use portcullis_core::scan::ToolScreen;
 use serde_json::{Value, json};
@@ -51,6 +51,8 @@ pub struct VetEntry<'a> {
     pub pins: &'a Pins,
     /// What the poisoning screen flagged.
     pub screens: &'a [ToolScreen],
+    /// Every tool's score by the learned detector (may be empty).
+    pub scores: &'a [ToolScore],
 }
 
 fn tool_lines(out: &mut String, pins: &mut dyn Iterator<Item = (&String, &String)>) {
@@ -149,6 +151,18 @@ impl VetEntry<'_> {
                 ));
             }
         }
+        if !self.scores.is_empty() {
+            out.push_str(
+                "# learned detector, every tool (score, and the n-grams that raised it):\n",
+            );
+            for s in self.scores {
+                out.push_str(&format!(
+                    "#   {}: {}\n",
+                    quote(&s.name),
+                    one_line(&score_text(s))
+                ));
+            }
+        }
         left_out(&mut out, &self.pins.unpinnable);
         let findings: Vec<Value> = self
             .screens
@@ -234,8 +248,10 @@ mod tests {
             tools: &tools,
             pins: &pins,
             screens: &[],
+            scores: &crate::scores(&tools).unwrap(),
         }
         .render();
+        assert!(entry.contains("# learned detector, every tool"), "{entry}");
         for text in [pin, entry] {
             let docs = yaml_rust2::YamlLoader::load_from_str(&text).unwrap();
             assert_eq!(

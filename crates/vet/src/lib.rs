@@ -5,7 +5,8 @@
 //! poisoning screen flags must not be approved without a person looking
 //! first. This crate holds those steps, with no I/O: [`screen`] runs the
 //! screen the filter runs over every tools/list (`scan::default_policy()`
-//! and `ContentPolicy::screen_tools`), [`pin_tools`] pins each tool with the
+//! and `ContentPolicy::screen_tools`), [`scores`] gives every tool's score
+//! by the learned detector and the n-grams behind it, [`pin_tools`] pins each tool with the
 //! filter's own `pins::tool_pin` (so a pin taken here is the one the filter
 //! computes), and [`document`] writes the two documents: `pin`'s (every
 //! tool pinned) and `vet`'s (`status: submitted`, flagged tools left out and
@@ -23,4 +24,4 @@ pub mod tools_list;
 
 pub use document::{Origin, PinDocument, VetEntry};
 pub use pins::{PinError, Pins, pin_tools};
-pub use screen::{ScreenError, findings_text, screen};
+pub use screen::{ScreenError, ToolScore, findings_text, score_text, scores, screen};

@@ -13,7 +13,7 @@
     clippy::panic
 )]
 
-use portcullis_core::scan::injection::{ScreenAction, Surface};
+use portcullis_core::scan::injection::{DETECTOR_RULE, ScreenAction, Surface};
 use portcullis_core::scan::{Scanner, Screen};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -206,12 +206,42 @@ fn surface(s: &str) -> Surface {
     }
 }
 
-fn eval_poisoning(file: &str) -> (BTreeMap<String, Counts>, Counts) {
-    let screen = Screen::builtin().unwrap();
+/// What the rules, the learned detector and both together did on a set:
+/// case-level counts (a case is caught when a finding would act, or for the
+/// model when its score reaches its surface's threshold).
+#[derive(Default)]
+struct Layers {
+    rules: Counts,
+    model: Counts,
+    both: Counts,
+    /// Benign tool definitions acted on, by the rules and by both.
+    benign_tools_rules: u32,
+    benign_tools_both: u32,
+}
+
+fn count(c: &mut Counts, predicted: bool, malicious: bool) {
+    match (predicted, malicious) {
+        (true, true) => c.tp += 1,
+        (true, false) => c.fp += 1,
+        (false, true) => c.fn_ += 1,
+        (false, false) => {}
+    }
+}
+
+fn eval_poisoning(file: &str) -> (BTreeMap<String, Counts>, Counts, Layers) {
+    // Results named, so the model is measured on every surface (by default
+    // it does not score tool results: docs/content-security.md).
+    let spec: portcullis_core::scan::injection::InjectionSpec = serde_json::from_value(
+        serde_json::json!({"detector": {"actions": {"toolResult": "flag"}}}),
+    )
+    .unwrap();
+    let screen = Screen::compile(&spec).unwrap();
     let cases = load(file);
     let mut rows: BTreeMap<String, Counts> = BTreeMap::new();
     let mut case_level = Counts::default();
+    let mut layers = Layers::default();
     let mut notes = Vec::new();
+    let mut scores = Vec::new();
     for case in &cases {
         let id = case["id"].as_str().unwrap();
         let surf = surface(case["surface"].as_str().unwrap());
@@ -219,11 +249,47 @@ fn eval_poisoning(file: &str) -> (BTreeMap<String, Counts>, Counts) {
             Some(tool) => screen.check_tool(tool),
             None => screen.check_text(case["text"].as_str().unwrap(), surf),
         };
+        // The learned detector is measured beside the rules, not inside
+        // their per-category table: its findings say "injection", not which
+        // category, and the rules' floors stay what they were.
+        let model_hit = findings.iter().any(|f| f.rule_id == DETECTOR_RULE);
+        let best = findings
+            .iter()
+            .filter_map(|f| f.score.map(|p| p.0))
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        let model_score = best.unwrap_or_else(|| {
+            // Below threshold: the highest score of its texts, for the table.
+            let texts: Vec<String> = match case.get("tool") {
+                Some(tool) => [&tool["description"], &tool["title"]]
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                None => vec![case["text"].as_str().unwrap().to_owned()],
+            };
+            texts
+                .iter()
+                .filter_map(|t| screen.detector_score(t))
+                .map(|s| f64::from(s.score))
+                .fold(0.0, f64::max)
+        });
+        let labels_any = !case["labels"].as_array().unwrap().is_empty();
+        scores.push((id.to_owned(), labels_any, model_score, model_hit));
+        let rules_acting = findings
+            .iter()
+            .any(|f| f.rule_id != DETECTOR_RULE && f.action > ScreenAction::Flag);
+        let both_acting = findings.iter().any(|f| f.action > ScreenAction::Flag);
+        count(&mut layers.rules, rules_acting, labels_any);
+        count(&mut layers.model, model_hit, labels_any);
+        count(&mut layers.both, rules_acting || model_hit, labels_any);
+        if !labels_any && surf == Surface::ToolDefinition {
+            layers.benign_tools_rules += u32::from(rules_acting);
+            layers.benign_tools_both += u32::from(both_acting);
+        }
         // A category counts as detected when a finding of it would act
         // (drop, block or strip), not merely be flagged.
         let acting: Vec<_> = findings
             .iter()
-            .filter(|f| f.action > ScreenAction::Flag)
+            .filter(|f| f.action > ScreenAction::Flag && f.rule_id != DETECTOR_RULE)
             .collect();
         let mut predicted: Vec<&str> = acting.iter().map(|f| f.category.as_str()).collect();
         predicted.sort_unstable();
@@ -286,12 +352,59 @@ fn eval_poisoning(file: &str) -> (BTreeMap<String, Counts>, Counts) {
     for n in &notes {
         println!("  {n}");
     }
-    (rows, case_level)
+    println!("\nLearned detector beside the rules, case level ({file}):");
+    println!(
+        "{:<10} {:>4} {:>4} {:>4} {:>9} {:>7}",
+        "", "tp", "fp", "fn", "precision", "recall"
+    );
+    for (name, c) in [
+        ("rules", &layers.rules),
+        ("model", &layers.model),
+        ("both", &layers.both),
+    ] {
+        println!(
+            "{:<10} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
+            name,
+            c.tp,
+            c.fp,
+            c.fn_,
+            c.precision(),
+            c.recall()
+        );
+    }
+    println!(
+        "benign tool definitions acted on: rules {}, rules and model {}",
+        layers.benign_tools_rules, layers.benign_tools_both
+    );
+    println!("model scores (case, malicious, score, reported):");
+    for (id, malicious, score, hit) in &scores {
+        println!(
+            "  {score:.3} {} {} {id}",
+            if *malicious { "M" } else { "-" },
+            if *hit { "reported" } else { "" }
+        );
+    }
+    (rows, case_level, layers)
 }
+
+/// The learned detector may add catches, but not drop benign tools the
+/// rules leave alone: precision on benign tool descriptions must not fall.
+/// The ceiling is the number it adds today on each set, measured when the
+/// model was exported (see detector/REPORT.md); a retrained model that adds
+/// more fails here.
+const MODEL_EXTRA_BENIGN_TOOLS_DEV: u32 = 0;
+const MODEL_EXTRA_BENIGN_TOOLS_HOLDOUT: u32 = 0;
 
 #[test]
 fn poisoning_development_set() {
-    let (rows, case_level) = eval_poisoning("poisoning.json");
+    let (rows, case_level, layers) = eval_poisoning("poisoning.json");
+    assert!(
+        layers.benign_tools_both <= layers.benign_tools_rules + MODEL_EXTRA_BENIGN_TOOLS_DEV,
+        "the model drops benign tool definitions the rules keep: {} vs {}",
+        layers.benign_tools_both,
+        layers.benign_tools_rules
+    );
+    assert!(layers.both.recall() >= layers.rules.recall());
     assert!(
         case_level.precision() >= POISON_CASE_PRECISION_FLOOR,
         "case precision"
@@ -316,7 +429,14 @@ fn poisoning_development_set() {
 
 #[test]
 fn poisoning_held_out_set() {
-    let (rows, case_level) = eval_poisoning("holdout_poisoning.json");
+    let (rows, case_level, layers) = eval_poisoning("holdout_poisoning.json");
+    assert!(
+        layers.benign_tools_both <= layers.benign_tools_rules + MODEL_EXTRA_BENIGN_TOOLS_HOLDOUT,
+        "the model drops benign tool definitions the rules keep: {} vs {}",
+        layers.benign_tools_both,
+        layers.benign_tools_rules
+    );
+    assert!(layers.both.recall() >= layers.rules.recall());
     assert!(
         case_level.precision() >= HOLDOUT_POISON_CASE_PRECISION_FLOOR,
         "case precision {:.3}",

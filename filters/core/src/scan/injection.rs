@@ -21,6 +21,11 @@
 //!   or flag only. [`worst`] folds a list of findings into one decision.
 //! * Mixed-script (homoglyph) words are found by code, not by regex: a word
 //!   mixing Latin with Cyrillic or Greek letters.
+//! * Beside the rules, the learned detector ([`super::detector`]) scores each
+//!   screened string; at or above its surface's threshold it is a finding of
+//!   rule [`DETECTOR_RULE`] like any other, with its score. The rules stay
+//!   for what is exact (hidden characters, escapes, blobs, exfiltration
+//!   shapes); the model is for wording no rule foresaw.
 
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
@@ -28,6 +33,9 @@ use regex_automata::{Input, MatchKind, PatternSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::detector::Model;
 
 /// What kind of attack a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,6 +163,9 @@ pub struct InjectionSpec {
     /// prompts: high strips, critical blocks; low and medium flag).
     #[serde(default)]
     pub actions: BTreeMap<Surface, BTreeMap<Severity, ScreenAction>>,
+    /// The learned detector (on by default).
+    #[serde(default)]
+    pub detector: DetectorSpec,
 }
 
 impl Default for InjectionSpec {
@@ -164,7 +175,84 @@ impl Default for InjectionSpec {
             disable: Vec::new(),
             rules: Vec::new(),
             actions: BTreeMap::new(),
+            detector: DetectorSpec::default(),
         }
+    }
+}
+
+/// A score or threshold between 0 and 1. `Eq` because a compiled policy
+/// refuses NaN (and a spec is compared only for equality of documents).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Probability(pub f64);
+
+impl Eq for Probability {}
+
+/// `spec.injection.detector` of a ContentPolicy: the learned detector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DetectorSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Score at or above which a string is reported, per surface (0 < t <=
+    /// 1); unlisted surfaces keep [`default_threshold`], chosen from the
+    /// training report (`detector/REPORT.md`).
+    #[serde(default)]
+    pub thresholds: BTreeMap<Surface, Probability>,
+    /// Action per surface for a reported string; unlisted surfaces keep
+    /// [`default_detector_action`] (drop a tool definition, flag a result or
+    /// prompt).
+    #[serde(default)]
+    pub actions: BTreeMap<Surface, ScreenAction>,
+    /// Severity of its findings (default high).
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+impl Default for DetectorSpec {
+    fn default() -> Self {
+        DetectorSpec {
+            enabled: true,
+            thresholds: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            severity: None,
+        }
+    }
+}
+
+/// The rule id of the learned detector's findings.
+pub const DETECTOR_RULE: &str = "model.injection";
+
+/// Strings shorter than this many bytes are not scored: names, enum values
+/// and types carry too few n-grams for a score to mean anything.
+pub const DETECTOR_MIN_BYTES: usize = 20;
+
+/// The default threshold per surface: the score at which the `val` split of
+/// the training corpora had a false-positive rate of at most 1% on tool
+/// definitions (dropped by default; on all of them and on the MCP servers'
+/// own alone, and above every benign tool of the rules' development set,
+/// the gate of `tests/scan_eval.rs`) and 2% on results and prompts
+/// (flagged) (`detector/REPORT.md`, "Thresholds"; `detector/thresholds.json`).
+pub fn default_threshold(surface: Surface) -> f64 {
+    match surface {
+        Surface::ToolDefinition => 0.696,
+        Surface::ToolResult => 0.429,
+        Surface::Prompt => 0.303,
+    }
+}
+
+/// What a detector finding does by default: a tool definition the model
+/// reads as poisoned is dropped (secure by default, where poisoning lives
+/// and where the threshold was calibrated); a prompt is flagged. Tool
+/// results are not scored unless an operator names `toolResult`: there the
+/// model would only flag (a false positive must not break a call) and costs
+/// about 0.2 ms a KiB natively, several times the rest of the screen, on
+/// every call (docs/content-security.md, "The learned detector").
+pub fn default_detector_action(surface: Surface) -> ScreenAction {
+    match surface {
+        Surface::ToolDefinition => ScreenAction::DropTool,
+        Surface::Prompt => ScreenAction::Flag,
+        Surface::ToolResult => ScreenAction::Off,
     }
 }
 
@@ -485,6 +573,9 @@ pub struct Finding {
     /// Byte offsets in that string.
     pub start: usize,
     pub end: usize,
+    /// The learned detector's score (its findings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Probability>,
 }
 
 #[derive(Debug, Clone)]
@@ -510,6 +601,17 @@ pub struct Screen {
     name_ids: Vec<usize>,
     mixed_script: Option<usize>,
     actions: BTreeMap<(Surface, Severity), ScreenAction>,
+    detector: Option<Detector>,
+}
+
+/// The learned detector as compiled: the shared model and, per surface, the
+/// threshold and action.
+#[derive(Debug, Clone)]
+struct Detector {
+    model: Arc<Model>,
+    severity: Severity,
+    thresholds: BTreeMap<Surface, f64>,
+    actions: BTreeMap<Surface, ScreenAction>,
 }
 
 /// Spans reported per rule per string, at most.
@@ -696,6 +798,7 @@ impl Screen {
                 actions.insert((*surface, *sev), *a);
             }
         }
+        let detector = Self::compile_detector(spec)?;
         Ok(Screen {
             text_set: set(&text_pats)?,
             name_set: set(&name_pats)?,
@@ -704,7 +807,75 @@ impl Screen {
             name_ids,
             mixed_script,
             actions,
+            detector,
         })
+    }
+
+    /// The detector of `spec.detector`: thresholds checked, the built-in
+    /// model loaded (parsed and checked once per process, then shared).
+    fn compile_detector(spec: &InjectionSpec) -> Result<Option<Detector>, Vec<(String, String)>> {
+        let d = &spec.detector;
+        if !spec.enabled || !d.enabled {
+            return Ok(None);
+        }
+        let mut errs = Vec::new();
+        let mut thresholds = BTreeMap::new();
+        let mut actions = BTreeMap::new();
+        for surface in [
+            Surface::ToolDefinition,
+            Surface::ToolResult,
+            Surface::Prompt,
+        ] {
+            let t = d
+                .thresholds
+                .get(&surface)
+                .map_or(default_threshold(surface), |p| p.0);
+            if !(t > 0.0 && t <= 1.0) {
+                errs.push((
+                    format!("/injection/detector/thresholds/{}", surface_name(surface)),
+                    format!("threshold {t} is not a score; use a number above 0 and at most 1"),
+                ));
+            }
+            thresholds.insert(surface, t);
+            let a = d
+                .actions
+                .get(&surface)
+                .copied()
+                .unwrap_or_else(|| default_detector_action(surface));
+            // Dropping a tool means refusing the call anywhere else.
+            let a = if a == ScreenAction::DropTool && surface != Surface::ToolDefinition {
+                ScreenAction::BlockCall
+            } else {
+                a
+            };
+            actions.insert(surface, a);
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let model = Model::builtin()
+            .map_err(|e| vec![("/injection/detector".to_owned(), e.to_string())])?;
+        Ok(Some(Detector {
+            model,
+            severity: d.severity.unwrap_or(Severity::High),
+            thresholds,
+            actions,
+        }))
+    }
+
+    /// The learned detector's score of `text` on `surface`, whether or not
+    /// it reaches the threshold (`None` when the detector is off or the text
+    /// too short to score), for reviewers (`portcullis vet`).
+    pub fn detector_score(&self, text: &str) -> Option<super::detector::Score> {
+        let d = self.detector.as_ref()?;
+        (text.len() >= DETECTOR_MIN_BYTES).then(|| d.model.score(text))
+    }
+
+    /// The threshold the detector applies on `surface` (`None` when off).
+    pub fn detector_threshold(&self, surface: Surface) -> Option<f64> {
+        self.detector
+            .as_ref()
+            .and_then(|d| d.thresholds.get(&surface).copied())
     }
 
     /// The built-in rules and actions.
@@ -742,6 +913,35 @@ impl Screen {
     }
 
     fn text_into(&self, text: &str, surface: Surface, pointer: &str, out: &mut Vec<Finding>) {
+        self.rules_into(text, surface, pointer, out);
+        if let Some(d) = &self.detector
+            && text.len() >= DETECTOR_MIN_BYTES
+        {
+            let action = d
+                .actions
+                .get(&surface)
+                .copied()
+                .unwrap_or(ScreenAction::Off);
+            let threshold = d.thresholds.get(&surface).copied().unwrap_or(1.0);
+            if action != ScreenAction::Off {
+                let s = d.model.score(text);
+                if f64::from(s.score) >= threshold {
+                    out.push(Finding {
+                        rule_id: DETECTOR_RULE.to_owned(),
+                        category: Category::Instruction,
+                        severity: d.severity,
+                        action,
+                        pointer: pointer.to_owned(),
+                        start: s.start,
+                        end: s.end,
+                        score: Some(Probability(f64::from(s.score))),
+                    });
+                }
+            }
+        }
+    }
+
+    fn rules_into(&self, text: &str, surface: Surface, pointer: &str, out: &mut Vec<Finding>) {
         if let Some(set) = &self.text_set {
             let mut hits = PatternSet::new(set.pattern_len());
             set.which_overlapping_matches(&Input::new(text), &mut hits);
@@ -783,6 +983,7 @@ impl Screen {
                         pointer: pointer.to_owned(),
                         start: m.start(),
                         end: m.end(),
+                        score: None,
                     });
                 }
             }
@@ -805,6 +1006,7 @@ impl Screen {
                             pointer: pointer.to_owned(),
                             start,
                             end,
+                            score: None,
                         });
                     }
                 }
@@ -837,6 +1039,7 @@ impl Screen {
                     pointer: pointer.to_owned(),
                     start: 0,
                     end: name.len(),
+                    score: None,
                 });
             }
         }
@@ -916,7 +1119,17 @@ impl Screen {
     /// findings. Stripping is idempotent: the result screens clean of the
     /// stripped rules.
     pub fn strip_json(&self, value: &mut Value, surface: Surface) -> Vec<Finding> {
-        let findings = self.check_json(value, surface);
+        let mut findings = self.check_json(value, surface);
+        // The model's `dropTool` removes a definition from a list; it never
+        // refuses a whole answer on a statistical guess. A server's
+        // `initialize` instructions are directives to the model by design
+        // (server-everything's read as poisoning), so there its finding is
+        // recorded only; the rules still refuse what is exact.
+        for f in findings.iter_mut() {
+            if f.rule_id == DETECTOR_RULE && f.action == ScreenAction::DropTool {
+                f.action = ScreenAction::Flag;
+            }
+        }
         let mut by_ptr: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
         for f in findings.iter().filter(|f| f.action == ScreenAction::Strip) {
             by_ptr.entry(f.pointer.as_str()).or_default().push(f);
@@ -1034,4 +1247,12 @@ pub fn mixed_script_words(text: &str) -> Vec<(usize, usize)> {
     }
     flush(&mut start, text.len(), &mut seen, &mut letters);
     out
+}
+
+fn surface_name(s: Surface) -> &'static str {
+    match s {
+        Surface::ToolDefinition => "toolDefinition",
+        Surface::ToolResult => "toolResult",
+        Surface::Prompt => "prompt",
+    }
 }

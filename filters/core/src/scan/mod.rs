@@ -22,6 +22,7 @@
 //!   inside string values (and object keys), so the message stays valid JSON
 //!   and the SSE framing around it is untouched.
 
+pub mod detector;
 pub mod injection;
 pub mod patterns;
 pub mod redact;
