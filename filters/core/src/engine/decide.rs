@@ -34,6 +34,9 @@ impl Exchange {
             .iter()
             .map(|m| self.verdict(env, m))
             .collect();
+        if let Some(action) = self.approval_round_trip(env, &envelope, value, &decisions) {
+            return action;
+        }
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
         let denied = |d: &[Verdict]| d.iter().position(|v| v.decision == Decision::Deny);
         let mut global_limits = Vec::new();
@@ -221,7 +224,10 @@ impl Exchange {
         let approvals = gate::Approvals {
             keys: &bundle.approval_keys,
             max_ttl: bundle.approval_max_ttl,
-            token: self.head.header(headers::APPROVAL),
+            token: self
+                .approval_token
+                .as_deref()
+                .or(self.head.header(headers::APPROVAL)),
             subject: self.identity.as_ref().map(|i| i.subject.as_str()),
             now_unix: self.started_nanos / 1_000_000_000,
         };
