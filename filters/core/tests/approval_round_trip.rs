@@ -241,6 +241,12 @@ fn input_required_then_approved_retry_runs_once() {
     let mut s = send(&engine, &mut e, &retry(&state, 3, "accept"), REV);
     s.answer(&mut e, 200, approved.clone());
     assert!(s.forwarded(), "{:?}", s.out);
+    // The filter's requestState and its answer never reach the upstream
+    // (the upstream would take them for its own).
+    let sent: Value = serde_json::from_slice(s.out.body.as_ref().unwrap()).unwrap();
+    assert!(sent["params"].get("requestState").is_none(), "{sent}");
+    assert!(sent["params"].get("inputResponses").is_none(), "{sent}");
+    assert_eq!(sent["params"]["arguments"]["amount"], 500);
     let recs = s.records(&mut e);
     let note = recs[0].approval.as_ref().unwrap();
     assert_eq!(note.status, "granted");

@@ -277,6 +277,7 @@ impl Exchange {
                         mut value,
                         ..
                     } = *flow;
+                    strip_round_trip(&mut value);
                     self.decide(env, envelope, &mut value)
                 }
                 Some("denied") => self.approval_refused(
@@ -426,6 +427,27 @@ impl Exchange {
         }
         let findings = vec![None; flow.envelope.messages.len()];
         RequestBodyAction::Reply(self.refuse(&flow.envelope, &[verdict], &findings, 0))
+    }
+}
+
+/// Removes the filter's own round trip from a body before it goes upstream:
+/// the `requestState` is the filter's (the upstream would reject it, or
+/// worse, read it), and so is the answer under [`INPUT_KEY`]; answers to the
+/// upstream's own input requests stay.
+fn strip_round_trip(value: &mut Value) {
+    let Some(params) = value.get_mut("params").and_then(Value::as_object_mut) else {
+        return;
+    };
+    params.remove("requestState");
+    let now_empty = match params.get_mut("inputResponses") {
+        Some(Value::Object(r)) => {
+            r.remove(INPUT_KEY);
+            r.is_empty()
+        }
+        _ => false,
+    };
+    if now_empty {
+        params.remove("inputResponses");
     }
 }
 

@@ -38,6 +38,9 @@ impl Exchange {
             return action;
         }
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
+        // A round trip the filter finished: its requestState and its answer
+        // were stripped from the body, which goes upstream rewritten.
+        let rewritten = rewritten || self.approval_resolved;
         let denied = |d: &[Verdict]| d.iter().position(|v| v.decision == Decision::Deny);
         let mut global_limits = Vec::new();
         if denied(&decisions).is_none() {
