@@ -710,3 +710,113 @@ impl State {
         (!roles.is_empty()).then(|| (roles, u32::try_from(count).unwrap_or(1).max(1)))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn approver(sub: &str, roles: &[&str]) -> Approver {
+        Approver {
+            subject: sub.into(),
+            issuer: "https://idp.example.com".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    fn service_with(needed: u32) -> (Approvals, String, SigningKey) {
+        let key = SigningKey::from_bytes(&[3u8; 32]);
+        let a = Approvals::new(key.clone(), None, 900);
+        let binding = approval::Binding {
+            sub: "alice".into(),
+            srv: "payments".into(),
+            tool: "pay".into(),
+            args: approval::arguments_hash(Some(&json!({"amount": 500}))),
+            rule: "Policy/pay#big".into(),
+        };
+        let approval_id = approval::approval_id(&binding);
+        let now = now_secs();
+        a.lock().insert(
+            "r1".into(),
+            Pending {
+                id: "r1".into(),
+                approval_id: approval_id.clone(),
+                binding,
+                agent: None,
+                tenant: None,
+                arguments: json!({"amount": 500}),
+                request_id: "q".into(),
+                bundle_version: "v".into(),
+                client: None,
+                created: now,
+                expires: now + 900,
+                roles: vec!["payments-approver".into()],
+                needed,
+                approvals: Vec::new(),
+                status: Status::Pending,
+            },
+        );
+        (a, approval_id, key)
+    }
+
+    fn decision(a: &Approvals) -> Value {
+        let r = a.decision("r1");
+        let body = futures_body(r);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn futures_body(r: Reply) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { r.into_body().collect().await.unwrap().to_bytes().to_vec() })
+    }
+
+    #[test]
+    fn two_person_approval_needs_two_distinct_approvers_with_the_role() {
+        let (a, approval_id, key) = service_with(2);
+        let bob = approver("bob", &["payments-approver"]);
+        let carol = approver("carol", &["payments-approver"]);
+        // Without the role, or approving one's own call: nothing recorded.
+        assert!(
+            a.decide("r1", &approver("mallory", &["viewer"]), "approve")
+                .contains("may not decide")
+        );
+        assert!(
+            a.decide("r1", &approver("alice", &["payments-approver"]), "approve")
+                .contains("own call")
+        );
+        assert!(a.decide("r1", &bob, "approve").contains("1 more"));
+        assert_eq!(decision(&a)["status"], "pending");
+        // The same person twice does not make two.
+        assert!(a.decide("r1", &bob, "approve").contains("already approved"));
+        assert_eq!(decision(&a)["status"], "pending");
+        assert!(a.decide("r1", &carol, "approve").starts_with("Approved"));
+        let d = decision(&a);
+        assert_eq!(d["status"], "approved");
+        assert_eq!(d["approvers"], json!(["bob", "carol"]));
+        // The grant is for exactly this call, signed with the service's key.
+        let grant = approval::verify(
+            d["token"].as_str().unwrap(),
+            &[key.verifying_key()],
+            &approval_id,
+            now_secs(),
+            3600,
+        )
+        .unwrap();
+        assert!(grant.exp > now_secs());
+        // Decided is decided.
+        assert!(a.decide("r1", &carol, "deny").contains("already decided"));
+    }
+
+    #[test]
+    fn one_deny_ends_the_request() {
+        let (a, _, _) = service_with(2);
+        assert!(
+            a.decide("r1", &approver("bob", &["payments-approver"]), "deny")
+                .starts_with("Denied")
+        );
+        assert_eq!(decision(&a)["status"], "denied");
+        assert_eq!(a.decision("nope").status(), StatusCode::NOT_FOUND);
+    }
+}
