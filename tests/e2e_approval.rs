@@ -81,6 +81,12 @@ fn write_bundle(dir: &Path, public_key: &str, page_url: &str) {
             "spec": {"approvals": {"keys": [public_key], "maxTtl": "15m",
                 "service": {"cluster": "approvals", "pageUrl": page_url}}}}),
     ];
+    let mut docs = docs;
+    if holds_request_headers() {
+        // The held run (cargo xtask test): the control plane must serve the
+        // very bundle the proxy runs, so it is written held here.
+        docs[3]["spec"]["requestHeaders"] = json!("hold");
+    }
     // JSON is YAML: one document per file.
     for (i, d) in docs.iter().enumerate() {
         std::fs::write(dir.join(format!("{i}.yaml")), d.to_string()).unwrap();
