@@ -360,6 +360,19 @@ fn an_unreachable_or_confused_service_fails_closed() {
         "service_unavailable"
     );
 
+    // The client goes away while the service is asked: a record, nothing
+    // forwarded.
+    let s = send(&engine, &mut e, &body, REV);
+    assert!(matches!(s.out.step, Step::Call(_)));
+    let recs = s.records(&mut e);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].decision, portcullis_core::audit::Decision::Deny);
+    assert!(
+        recs[0].reason.contains("stream ended"),
+        "{}",
+        recs[0].reason
+    );
+
     // An answer for a call the stream never made.
     let mut s = send(&engine, &mut e, &body, REV);
     let id = s.call().0;

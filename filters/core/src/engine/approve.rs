@@ -181,6 +181,25 @@ impl Exchange {
         Some(RequestBodyAction::Call(call))
     }
 
+    /// The stream ended while the round trip's outcall was out (the client
+    /// went away, or the host reset the stream): nothing was forwarded, and
+    /// the record says so.
+    pub(super) fn approval_abandoned(&mut self) {
+        let Some(flow) = self.approval_flow.take() else {
+            return;
+        };
+        let Some(msg) = flow.envelope.messages.first() else {
+            return;
+        };
+        let mut record = self.record_for(0, Direction::Client, msg, &flow.verdict);
+        record.outcome = Outcome::NoResponse;
+        record.reason = format!(
+            "{}; the stream ended while the approval service was asked, and nothing was forwarded",
+            flow.verdict.reason
+        );
+        self.complete(record);
+    }
+
     /// The answer to the round trip's outcall.
     pub(super) fn approval_call_done(
         &mut self,
