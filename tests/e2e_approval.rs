@@ -9,7 +9,8 @@
 //! retry with the same `requestState` is refused, a denied and an expired
 //! request are refused, and the audit store (one SQLite file both
 //! processes append to) holds the request, the approval with its approver,
-//! and the call. The screenshots go to docs/approvals/.
+//! and the call. The screenshots of docs/approvals/ are this test's
+//! (`PORTCULLIS_APPROVAL_SCREENSHOTS=1`).
 //!
 //! MCP 2026-07-28, basic/patterns/mrtr: "Servers for which a given
 //! `requestState` must be consumed at most once (e.g., one-time
@@ -227,7 +228,14 @@ fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
     ]);
     let url = format!("{base}/mcp");
     let bob = approver_token("bob@example.com", &["payments-approver"], &page_url);
-    let shots = root().join("docs/approvals");
+    // The screenshots in docs/approvals/ are this test's, taken with
+    // PORTCULLIS_APPROVAL_SCREENSHOTS=1; other runs keep theirs in the
+    // temporary directory, so a test run leaves the tree as it was.
+    let shots = if std::env::var_os("PORTCULLIS_APPROVAL_SCREENSHOTS").is_some() {
+        root().join("docs/approvals")
+    } else {
+        dir.join("screenshots")
+    };
     std::fs::create_dir_all(&shots).unwrap();
 
     // 1. Approved: the SDK's own retry runs the call; the same state again
