@@ -37,6 +37,16 @@ pub struct ControlPlaneArgs {
     /// Ed25519 key that signs the audit store's checkpoints.
     #[arg(long = "audit-key")]
     audit_key: Option<PathBuf>,
+    /// Ed25519 key (64 hex digits, `portcullis audit keygen`) that signs
+    /// approval grants and requestStates; serves the approval page at
+    /// /approvals (docs/approvals.md). Its public half goes in the bundle's
+    /// Settings.spec.approvals.keys.
+    #[arg(long = "approval-key")]
+    approval_key: Option<PathBuf>,
+    /// How long an approval request (and the requestState a client holds)
+    /// waits for a decision, seconds.
+    #[arg(long = "approval-ttl", default_value_t = 900)]
+    approval_ttl: u64,
     /// The filter code as a path on the proxies' file system (the default,
     /// with the filter this binary was built with).
     #[arg(long = "wasm-path", conflicts_with = "wasm_url")]
@@ -100,6 +110,8 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), Failure> {
     cfg.wasm_bytes = Some(Arc::new(wasm));
     cfg.audit_db = args.audit_db.clone();
     cfg.audit_key = args.audit_key.clone();
+    cfg.approval_key = args.approval_key.clone();
+    cfg.approval_ttl = std::time::Duration::from_secs(args.approval_ttl);
     cfg.poll_interval = Duration::from_millis(args.poll_ms.max(50));
     cfg.jwks_refresh = Duration::from_secs(args.jwks_refresh.max(1));
 

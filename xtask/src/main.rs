@@ -194,6 +194,7 @@ fn node_modules(root: &Path) -> Result<PathBuf> {
 /// run a second time with the request headers held.
 const HELD_SUITES: &[&str] = &[
     "bad_input",
+    "e2e_approval",
     "e2e_component",
     "e2e_content",
     "e2e_fail_closed",

@@ -21,7 +21,12 @@ use tokio::net::TcpListener;
 pub const WASM_PATH: &str = "/wasm/portcullis_filter.wasm";
 
 /// Serves until the state shuts down.
-pub async fn serve(listener: TcpListener, state: Arc<State>, wasm: Option<Arc<Vec<u8>>>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    wasm: Option<Arc<Vec<u8>>>,
+    approvals: Option<Arc<crate::approvals::Approvals>>,
+) {
     let mut shutdown = state.shutdown_signal();
     loop {
         let accepted = tokio::select! {
@@ -31,11 +36,20 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, wasm: Option<Arc<Ve
         let Ok((stream, _)) = accepted else { continue };
         let state = state.clone();
         let wasm = wasm.clone();
+        let approvals = approvals.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 let wasm = wasm.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state, wasm.as_deref())) }
+                let approvals = approvals.clone();
+                async move {
+                    if crate::approvals::Approvals::owns(req.uri().path())
+                        && let Some(a) = approvals
+                    {
+                        return Ok::<_, Infallible>(a.handle(req, &state).await);
+                    }
+                    Ok::<_, Infallible>(route(&req, &state, wasm.as_deref()))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

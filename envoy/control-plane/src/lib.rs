@@ -14,6 +14,7 @@
 //! docs/control-plane.md is the operator's guide.
 
 pub mod als;
+pub mod approvals;
 pub mod client;
 pub mod http;
 pub mod jwks;
@@ -55,6 +56,10 @@ pub struct Config {
     pub audit_key: Option<PathBuf>,
     pub poll_interval: Duration,
     pub jwks_refresh: Duration,
+    /// Signs approval grants and requestStates; serves `/approvals`.
+    pub approval_key: Option<PathBuf>,
+    /// How long an approval request waits for a decision.
+    pub approval_ttl: Duration,
 }
 
 impl Config {
@@ -69,6 +74,8 @@ impl Config {
             audit_key: None,
             poll_interval: Duration::from_millis(500),
             jwks_refresh: Duration::from_secs(300),
+            approval_key: None,
+            approval_ttl: Duration::from_secs(approvals::REQUEST_TTL_SECS),
         }
     }
 }
@@ -132,6 +139,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
+    let approvals = match &cfg.approval_key {
+        Some(k) => {
+            let key = audit_store::load_signing_key(k)
+                .map_err(|e| anyhow::anyhow!("cannot read --approval-key {}: {e}", k.display()))?;
+            // Its own connection to the same store: SQLite serialises the
+            // writers (each append is one IMMEDIATE transaction).
+            let store = match &cfg.audit_db {
+                Some(path) => Some(
+                    audit_store::Store::open(path, audit_store::Config::default()).map_err(
+                        |e| anyhow::anyhow!("cannot open --audit-db {}: {e}", path.display()),
+                    )?,
+                ),
+                None => None,
+            };
+            Some(Arc::new(approvals::Approvals::new(
+                key,
+                store,
+                cfg.approval_ttl.as_secs(),
+            )))
+        }
+        None => None,
+    };
+
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (xDS): {e}", cfg.listen))?;
@@ -147,6 +177,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 l,
                 state.clone(),
                 cfg.wasm_bytes.clone(),
+                approvals.clone(),
             )));
             Some(bound)
         }

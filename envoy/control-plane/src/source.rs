@@ -179,6 +179,10 @@ pub async fn reload(
                 resource: resource::build(cfg, &json),
                 documents: bundle.documents.len(),
                 loaded_at_ms: now_ms(),
+                bundle: portcullis_core::bundle::Bundle::compile(&bundle)
+                    .ok()
+                    .map(Arc::new),
+                json: Some(Arc::new(bundle.clone())),
             });
             if published {
                 tracing::info!(bundle = key, version, "published a new bundle version");

@@ -29,6 +29,10 @@ pub struct Snapshot {
     pub resource: Any,
     pub documents: usize,
     pub loaded_at_ms: u64,
+    /// The compiled bundle and its documents (the approval page reads
+    /// identity providers and rules' `approvers`).
+    pub bundle: Option<Arc<portcullis_core::bundle::Bundle>>,
+    pub json: Option<Arc<portcullis_core::bundle::BundleJson>>,
 }
 
 /// Why a directory's latest change was not published.

@@ -305,6 +305,10 @@ pub struct ApprovalNote {
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// Who approved, as the approval service reported (a granted round
+    /// trip of MCP 2026-07-28).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
 }
 
 impl AuditRecord {

@@ -9,6 +9,7 @@
 
 use portcullis_core::Engine;
 use portcullis_core::engine::LocalReply;
+use portcullis_core::outcall::{CallResult, Outcall, OutcallKind};
 use portcullis_core::test_util::{self, doc, server};
 use portcullis_filter::filter::{AUDIT_PROPERTY, Step, Stream};
 use portcullis_filter::host::{Body, Headers, Host, HostError, Level};
@@ -30,6 +31,9 @@ struct MockHost {
     fail_header_edits: bool,
     shared: HashMap<String, Vec<u8>>,
     counters: HashMap<String, u64>,
+    calls: Vec<Outcall>,
+    refuse_calls: bool,
+    resumed: u32,
 }
 
 impl MockHost {
@@ -129,6 +133,21 @@ impl Host for MockHost {
     }
     fn count(&mut self, metric: &str, delta: u64) -> Result<(), HostError> {
         *self.counters.entry(metric.to_owned()).or_insert(0) += delta;
+        Ok(())
+    }
+    fn dispatch_call(&mut self, call: &Outcall) -> Result<u32, HostError> {
+        if self.refuse_calls {
+            // Envoy `Context::httpCall`: an unknown cluster.
+            return Err(HostError {
+                call: "proxy_http_call",
+                status: 2,
+            });
+        }
+        self.calls.push(call.clone());
+        Ok(100 + self.calls.len() as u32)
+    }
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.resumed += 1;
         Ok(())
     }
 }
@@ -486,4 +505,108 @@ fn forward_mode_refuses_a_bodied_get_at_its_headers() {
     let mut s = Stream::new(forward_engine());
     assert_eq!(s.on_request_headers(&mut host, true), Step::Continue);
     assert!(host.replies.is_empty());
+}
+
+/// A `requireApproval` call from a 2026-07-28 client, with an approval
+/// service configured: the engine asks for an outcall.
+fn approval_engine() -> Arc<Engine> {
+    test_util::engine(vec![
+        server("payments", "/mcp", &["pay"]),
+        doc(
+            "Policy",
+            "pay",
+            json!({"rules": [{"id": "big", "effect": "requireApproval", "tools": ["pay"]}]}),
+        ),
+        doc(
+            "Settings",
+            "approvals",
+            json!({"requestHeaders": "hold", "approvals": {"keys": ["5866666666666666666666666666666666666666666666666666666666666666"],
+                "service": {"cluster": "approvals", "pageUrl": "https://cp.example.com/approvals"}}}),
+        ),
+    ])
+}
+
+fn approval_host() -> MockHost {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "pay", "arguments": {"amount": 500}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}}}});
+    let mut host = host_with(&body.to_string());
+    host.request_headers.extend([
+        ("mcp-protocol-version".into(), "2026-07-28".into()),
+        ("mcp-method".into(), "tools/call".into()),
+        ("mcp-name".into(), "pay".into()),
+    ]);
+    host
+}
+
+#[test]
+fn an_outcall_holds_the_request_and_its_answer_resumes_the_stream() {
+    let mut host = approval_host();
+    let mut stream = Stream::new(approval_engine());
+    assert_eq!(stream.on_request_headers(&mut host, false), Step::Pause);
+    let size = host.request_body.len();
+    assert_eq!(stream.on_request_body(&mut host, size, true), Step::Pause);
+    assert_eq!(host.calls.len(), 1, "one call dispatched");
+    let OutcallKind::Http {
+        method,
+        path,
+        authority,
+        ..
+    } = &host.calls[0].kind
+    else {
+        panic!("an HTTP call")
+    };
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/approvals/v1/requests")
+    );
+    assert_eq!(authority, "approvals");
+    assert_eq!(host.calls[0].timeout_ms, 5000);
+    assert!(
+        host.replies.is_empty(),
+        "nothing answered while the call is out"
+    );
+
+    // Another stream's token is not this stream's answer.
+    assert!(!stream.on_call_response(&mut host, 999, CallResult::Failed("x".into())));
+    // The service times out: refused, with a record; never forwarded.
+    assert!(stream.on_call_response(
+        &mut host,
+        101,
+        CallResult::Failed("no answer (timeout)".into())
+    ));
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(
+        reply["error"]["data"]["approval"]["error"],
+        "service_unavailable"
+    );
+    let audit = host.audit();
+    assert_eq!(audit.last().unwrap()["decision"], "deny");
+}
+
+#[test]
+fn a_host_that_cannot_make_the_call_fails_closed() {
+    let mut host = approval_host();
+    host.refuse_calls = true;
+    let mut stream = Stream::new(approval_engine());
+    stream.on_request_headers(&mut host, false);
+    let size = host.request_body.len();
+    assert_eq!(stream.on_request_body(&mut host, size, true), Step::Pause);
+    assert!(host.calls.is_empty());
+    assert_eq!(host.replies.len(), 1);
+    let reply: Value = serde_json::from_slice(&host.replies[0].body).unwrap();
+    assert_eq!(
+        reply["error"]["data"]["approval"]["error"],
+        "service_unavailable"
+    );
+    assert!(
+        reply["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("proxy_http_call"),
+        "{reply}"
+    );
 }

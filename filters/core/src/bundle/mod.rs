@@ -335,6 +335,28 @@ pub struct ApprovalSettings {
     /// Longest approval accepted (`15m`, `1h`); default 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl: Option<String>,
+    /// The approval service (the control plane's approval page) that MCP
+    /// 2026-07-28 clients are sent to with an `input_required` result
+    /// instead of the `-31099` error (docs/approvals.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ApprovalService>,
+}
+
+/// `Settings.spec.approvals.service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalService {
+    /// The cluster the filter calls (an Envoy cluster; `portcullis serve
+    /// --cluster NAME=URL`).
+    pub cluster: String,
+    /// `:authority` of those calls; default: the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Where people open a request's page: `<pageUrl>/<request id>`.
+    pub page_url: String,
+    /// How long a call to the service may take; default 5000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -808,6 +830,15 @@ impl Bundle {
                         errors.push(BundleError::at(doc, format!("/spec/approvals/keys/{i}"), m))
                     }
                 }
+            }
+            if let Some(svc) = &a.service
+                && !(svc.page_url.starts_with("https://") || svc.page_url.starts_with("http://"))
+            {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/approvals/service/pageUrl",
+                    "an http:// or https:// URL people can open",
+                ));
             }
             if let Some(ttl) = &a.max_ttl {
                 match crate::policy::limits::parse_duration(ttl) {

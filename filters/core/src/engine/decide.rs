@@ -34,7 +34,13 @@ impl Exchange {
             .iter()
             .map(|m| self.verdict(env, m))
             .collect();
+        if let Some(action) = self.approval_round_trip(env, &envelope, value, &decisions) {
+            return action;
+        }
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
+        // A round trip the filter finished: its requestState and its answer
+        // were stripped from the body, which goes upstream rewritten.
+        let rewritten = rewritten || self.approval_resolved;
         let denied = |d: &[Verdict]| d.iter().position(|v| v.decision == Decision::Deny);
         let mut global_limits = Vec::new();
         if denied(&decisions).is_none() {
@@ -221,7 +227,10 @@ impl Exchange {
         let approvals = gate::Approvals {
             keys: &bundle.approval_keys,
             max_ttl: bundle.approval_max_ttl,
-            token: self.head.header(headers::APPROVAL),
+            token: self
+                .approval_token
+                .as_deref()
+                .or(self.head.header(headers::APPROVAL)),
             subject: self.identity.as_ref().map(|i| i.subject.as_str()),
             now_unix: self.started_nanos / 1_000_000_000,
         };

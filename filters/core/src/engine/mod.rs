@@ -52,6 +52,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+mod approve;
 mod decide;
 mod request;
 mod respond;
@@ -167,6 +168,9 @@ pub enum RequestBodyAction {
     Rewrite(HeaderEdits, Vec<u8>),
     /// Refuse the request.
     Reply(LocalReply),
+    /// Keep holding the request and make this call first; its answer comes
+    /// back through [`Exchange::on_call_done`].
+    Call(crate::outcall::Outcall),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,8 +201,15 @@ pub struct Engine {
 impl Engine {
     pub fn new(bundle: Bundle) -> Engine {
         let tokens = TokenCache::new(bundle.settings.token_cache_entries);
+        // Also what redacts the arguments an approval page shows.
+        let approval_page = bundle
+            .settings
+            .approvals
+            .as_ref()
+            .is_some_and(|a| a.service.is_some());
         let audit_scanner = (bundle.settings.audit_arguments
-            == crate::bundle::AuditArguments::Redacted)
+            == crate::bundle::AuditArguments::Redacted
+            || approval_page)
             .then(crate::scan::Scanner::builtin)
             .and_then(Result::ok);
         let tools = crate::content::ToolMemory::new(&bundle.version);
@@ -456,6 +467,17 @@ pub struct Exchange {
     /// the body was decided, announcing these calls (from `Mcp-Method` and
     /// `Mcp-Name`; empty when the client sent none). The body must match.
     early: Option<Vec<(String, Option<String>)>>,
+    /// An approval round trip waiting on its outcall (`approve.rs`).
+    approval_flow: Option<Box<approve::Flow>>,
+    /// The grant the approval service handed back, decided with in place
+    /// of an `x-mcp-approval` header.
+    approval_token: Option<String>,
+    /// The round trip is over: the request is decided on what it has.
+    approval_resolved: bool,
+    /// Who approved (the approval service's word, for the record).
+    approvers: Vec<String>,
+    /// The last outcall id given out.
+    next_call: u32,
 }
 
 impl Exchange {
@@ -488,7 +510,35 @@ impl Exchange {
             stream_session: None,
             client: None,
             early: None,
+            approval_flow: None,
+            approval_token: None,
+            approval_resolved: false,
+            approvers: Vec::new(),
+            next_call: 0,
         }
+    }
+
+    /// Phase 2 resumed: the answer to the outcall (`RequestBodyAction::Call`)
+    /// the request waited on. Each feature that makes calls claims the
+    /// answers to its own; an answer nothing waits for fails closed.
+    pub fn on_call_done(
+        &mut self,
+        env: &mut dyn Env,
+        id: u32,
+        result: crate::outcall::CallResult,
+    ) -> RequestBodyAction {
+        if let Some(flow) = self.approval_flow.take() {
+            return self.approval_call_done(env, flow, id, result);
+        }
+        RequestBodyAction::Reply(
+            self.internal_error(env, "an outcall answer with no call in flight"),
+        )
+    }
+
+    /// A fresh id for an outcall of this exchange.
+    pub(super) fn next_call_id(&mut self) -> u32 {
+        self.next_call = self.next_call.wrapping_add(1);
+        self.next_call
     }
 
     /// The audit records completed since the last call.

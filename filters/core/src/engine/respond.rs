@@ -472,6 +472,11 @@ impl Exchange {
                 },
                 error: a.error.as_ref().map(approval::ApprovalError::code),
                 jti: a.jti.clone(),
+                approvers: if a.jti.is_some() {
+                    self.approvers.clone()
+                } else {
+                    Vec::new()
+                },
             }),
             ..self.base_record()
         }

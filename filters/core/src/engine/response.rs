@@ -379,6 +379,7 @@ impl Exchange {
             return;
         }
         self.finished = true;
+        self.approval_abandoned();
         crate::policy::gate::release(env, &mut self.leases);
         // An event stream that ended before answering may be resumed: the
         // client reconnects with a GET (`Last-Event-ID`) and the answers

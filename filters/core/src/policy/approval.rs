@@ -54,6 +54,14 @@ pub enum ApprovalError {
     TooLong,
     #[error("the approval was already used")]
     AlreadyUsed,
+    #[error("the requestState is not one the approval service issued for this call")]
+    InvalidState,
+    #[error("the user declined the approval request")]
+    Declined,
+    #[error("a person denied the call")]
+    Denied,
+    #[error("the approval service could not be asked")]
+    ServiceUnavailable,
 }
 
 impl ApprovalError {
@@ -65,6 +73,10 @@ impl ApprovalError {
             ApprovalError::Expired => "expired",
             ApprovalError::TooLong => "too_long",
             ApprovalError::AlreadyUsed => "already_used",
+            ApprovalError::InvalidState => "invalid_state",
+            ApprovalError::Declined => "declined",
+            ApprovalError::Denied => "denied",
+            ApprovalError::ServiceUnavailable => "service_unavailable",
         }
     }
 }
@@ -183,6 +195,107 @@ pub fn verify(
     Ok(grant)
 }
 
+/// Domain separation for the `requestState` of an approval round trip
+/// (MCP 2026-07-28 `InputRequiredResult.requestState`).
+const STATE_CONTEXT: &[u8] = b"portcullis-approval-state-v1\n";
+const STATE_PREFIX: &str = "prs1.";
+
+/// What a `requestState` says: which pending approval request a retry
+/// belongs to, for which call and agent, until when. Signed by the approval
+/// service with a key in `Settings.spec.approvals.keys`, so the filter
+/// holds no secret and the client cannot alter it (2026-07-28, mrtr:
+/// "servers MUST treat requestState as an attacker-controlled input").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestState {
+    /// The approval service's id of the pending request.
+    pub req: String,
+    /// The approval id (`apr1.`): subject, server, tool, arguments, rule.
+    pub id: String,
+    /// The agent that asked (`-` when none).
+    pub agt: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Why a `requestState` was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("the requestState is malformed")]
+    Malformed,
+    #[error("the requestState's signature does not verify against any approval key in the bundle")]
+    BadSignature,
+    #[error(
+        "the requestState belongs to another call (different subject, agent, server, tool, arguments or rule)"
+    )]
+    WrongCall,
+    #[error("the requestState expired")]
+    Expired,
+}
+
+impl StateError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::Malformed => "malformed_state",
+            StateError::BadSignature => "bad_state_signature",
+            StateError::WrongCall => "wrong_call",
+            StateError::Expired => "expired",
+        }
+    }
+}
+
+/// Signs a `requestState` (the approval service's side).
+pub fn sign_state(state: &RequestState, key: &SigningKey) -> Result<String, String> {
+    let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    let payload_b64 = URL_SAFE_NO_PAD.encode(&payload);
+    let mut message = STATE_CONTEXT.to_vec();
+    message.extend_from_slice(payload_b64.as_bytes());
+    let sig = key.sign(&message);
+    Ok(format!(
+        "{STATE_PREFIX}{payload_b64}.{}",
+        URL_SAFE_NO_PAD.encode(sig.to_bytes())
+    ))
+}
+
+/// Checks a `requestState` for the call `expected_id` by `agent`, at `now`.
+pub fn verify_state(
+    state: &str,
+    keys: &[VerifyingKey],
+    expected_id: &str,
+    agent: &str,
+    now: u64,
+) -> Result<RequestState, StateError> {
+    let body = state
+        .strip_prefix(STATE_PREFIX)
+        .ok_or(StateError::Malformed)?;
+    let (payload_b64, sig_b64) = body.split_once('.').ok_or(StateError::Malformed)?;
+    let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(StateError::Malformed)?;
+    let sig = Signature::from_bytes(&sig_bytes);
+    let mut message = STATE_CONTEXT.to_vec();
+    message.extend_from_slice(payload_b64.as_bytes());
+    if !keys.iter().any(|k| k.verify(&message, &sig).is_ok()) {
+        return Err(StateError::BadSignature);
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| StateError::Malformed)?;
+    let value = crate::json::parse_strict(&payload).map_err(|_| StateError::Malformed)?;
+    let parsed: RequestState = serde_json::from_value(value).map_err(|_| StateError::Malformed)?;
+    if !constant_time_eq(parsed.id.as_bytes(), expected_id.as_bytes())
+        || !constant_time_eq(parsed.agt.as_bytes(), agent.as_bytes())
+    {
+        return Err(StateError::WrongCall);
+    }
+    if now >= parsed.exp {
+        return Err(StateError::Expired);
+    }
+    Ok(parsed)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -256,5 +369,52 @@ mod tests {
         let tampered = format!("{id}A");
         assert!(parse_id(&tampered).is_err());
         assert!(parse_id("apr1.e30").is_err());
+    }
+    #[test]
+    fn request_state_signs_and_binds() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let keys = [key.verifying_key()];
+        let id = approval_id(&binding());
+        let st = RequestState {
+            req: "r1".into(),
+            id: id.clone(),
+            agt: "bot".into(),
+            iat: 1000,
+            exp: 1300,
+        };
+        let signed = sign_state(&st, &key).unwrap();
+        assert_eq!(verify_state(&signed, &keys, &id, "bot", 1001), Ok(st));
+        assert_eq!(
+            verify_state(&signed, &keys, &id, "other-bot", 1001),
+            Err(StateError::WrongCall)
+        );
+        let mut other = binding();
+        other.sub = "mallory".into();
+        assert_eq!(
+            verify_state(&signed, &keys, &approval_id(&other), "bot", 1001),
+            Err(StateError::WrongCall)
+        );
+        assert_eq!(
+            verify_state(&signed, &keys, &id, "bot", 1300),
+            Err(StateError::Expired)
+        );
+        let stranger = SigningKey::from_bytes(&[8u8; 32]);
+        assert_eq!(
+            verify_state(&signed, &[stranger.verifying_key()], &id, "bot", 1001),
+            Err(StateError::BadSignature)
+        );
+        // A state is not a grant, and a grant is not a state (domains).
+        let token = mint(&id, &key, 1000, 600, &[1; 16]).unwrap();
+        let as_state = token.replacen("pat1.", "prs1.", 1);
+        assert_eq!(
+            verify_state(&as_state, &keys, &id, "bot", 1001),
+            Err(StateError::BadSignature)
+        );
+        let (head, sig) = signed.rsplit_once('.').unwrap();
+        assert!(verify_state(&format!("{head}x.{sig}"), &keys, &id, "bot", 1001).is_err());
+        assert_eq!(
+            verify_state("nope", &keys, &id, "bot", 1),
+            Err(StateError::Malformed)
+        );
     }
 }

@@ -110,6 +110,21 @@ pub struct RuleSpec {
     /// `false`: shadow; recorded, never decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforce: Option<bool>,
+    /// `requireApproval` only: who may approve on the approval page, and
+    /// how many distinct people must (docs/approvals.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<ApproversSpec>,
+}
+
+/// `approvers` of a `requireApproval` rule: the roles (from a token of an
+/// IdentityProvider the bundle trusts) an approver must hold one of, and
+/// how many distinct approvers a call needs (two-person approval: `2`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproversSpec {
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 /// Who is calling, from the identity layer. Lists are any-of; all given
@@ -1051,6 +1066,26 @@ fn glob_list(list: &[String], field: &str) -> Result<Option<GlobSet>, SpecError>
 }
 
 fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, SpecError> {
+    if let Some(a) = &r.approvers {
+        if r.effect != Effect::RequireApproval {
+            return Err((
+                "/approvers".into(),
+                "approvers are only for requireApproval rules".into(),
+            ));
+        }
+        if a.roles.is_empty() {
+            return Err((
+                "/approvers/roles".into(),
+                "name at least one role an approver must hold".into(),
+            ));
+        }
+        if !(1..=5).contains(&a.count.unwrap_or(1)) {
+            return Err((
+                "/approvers/count".into(),
+                "count is how many distinct people must approve: 1 to 5".into(),
+            ));
+        }
+    }
     for m in &r.methods {
         if !crate::mcp::is_known_method(m) {
             return Err(("/methods".into(), format!("{m:?} is not an MCP method")));
