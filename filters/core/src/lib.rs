@@ -42,6 +42,7 @@
 // 0. foundations
 pub mod coerce;
 pub mod env;
+pub mod fleet;
 pub mod glob;
 pub mod jcs;
 pub mod json;
