@@ -321,6 +321,7 @@ impl NativeFilter {
         match out.step {
             Step::Continue => Some(true),
             Step::Pause => Some(false),
+            Step::Call(_) => panic!("no vector configures an outcall"),
             Step::Reply(r) => {
                 d.push_action(StreamAction::LocalReply(host_shim::LocalReply {
                     status: r.status,

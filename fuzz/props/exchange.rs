@@ -152,7 +152,7 @@ impl Side {
                 self.forwarded.append(&mut self.held);
                 None
             }
-            Step::Pause => None,
+            Step::Pause | Step::Call(_) => None,
             Step::Reply(r) => Some(r.clone()),
         }
     }

@@ -231,7 +231,20 @@ impl Stream {
         let Some(driver) = slot.as_mut() else {
             return unconfigured();
         };
-        let out = f(driver);
+        let mut out = f(driver);
+        // The component's world has no outcall import: a call the engine
+        // asks for (an approval service) fails the request closed, with the
+        // engine's refusal and record (docs/component.md).
+        while let Step::Call(call) = &out.step {
+            let id = call.id;
+            out = driver.call_done(
+                &mut HostEnv,
+                id,
+                portcullis_core::outcall::CallResult::Failed(
+                    "the WebAssembly component build cannot make outcalls; use the proxy-wasm filter for Settings.spec.approvals.service".into(),
+                ),
+            );
+        }
         decision(driver, out)
     }
 }
@@ -249,6 +262,8 @@ fn decision(driver: &mut StreamDriver, out: Output) -> t::Decision {
         },
         Step::Pause => t::Action::Pause(edits_out(out.headers)),
         Step::Reply(reply) => t::Action::Respond(reply_out(reply)),
+        // `drive` answers every call before it gets here.
+        Step::Call(_) => t::Action::Pause(edits_out(out.headers)),
     };
     let records = driver.take_audit();
     let reason = records

@@ -33,13 +33,19 @@
 //!   response callbacks (Envoy runs it through the encoder chain);
 //! * a host fault (a hostcall that failed) becomes a 500 JSON-RPC error and
 //!   an audit record ([`StreamDriver::fail`]), never a request forwarded
-//!   uninspected.
+//!   uninspected;
+//! * the engine may ask for an outcall ([`Step::Call`], [`crate::outcall`])
+//!   before it decides a request: the request stays held (its body
+//!   buffered) until [`StreamDriver::call_done`] gives the answer back,
+//!   which decides it, or asks for another call. An answer for a call the
+//!   driver is not waiting on fails the stream closed.
 
 use crate::engine::{
     Env, Exchange, HeaderEdits, LocalReply, RequestBodyAction, RequestHead, RequestHeadersAction,
     ResponseBodyAction,
 };
 pub use crate::engine::{is_owned_field, owned_field_names};
+pub use crate::outcall::{CallResult, Outcall, OutcallKind};
 use crate::{Engine, audit::AuditRecord};
 use std::sync::Arc;
 
@@ -55,6 +61,11 @@ pub enum Step {
     /// Answer the client with this reply; forward nothing more of the
     /// request. Envoy: `send_local_response`, then stop.
     Reply(LocalReply),
+    /// Keep holding the request (as [`Step::Pause`]) and make this call;
+    /// give its answer to [`StreamDriver::call_done`]. A host that cannot
+    /// make it calls [`StreamDriver::call_done`] with
+    /// [`CallResult::Failed`] (the stream fails closed).
+    Call(Outcall),
 }
 
 /// The answer to one callback. The adapter applies, in order: header edits
@@ -143,6 +154,8 @@ pub struct StreamDriver {
     /// The request headers went on before the body was decided
     /// (`requestHeaders: forward`): later header edits cannot reach them.
     headers_gone: bool,
+    /// The engine's id of the outcall the stream waits on.
+    awaiting: Option<u32>,
 }
 
 impl StreamDriver {
@@ -153,7 +166,13 @@ impl StreamDriver {
             request_decided: false,
             response_buffered: false,
             headers_gone: false,
+            awaiting: None,
         }
+    }
+
+    /// The id of the outcall this stream waits on, if any.
+    pub fn awaiting_call(&self) -> Option<u32> {
+        self.awaiting
     }
 
     /// The id this stream's records carry (empty until the request headers).
@@ -281,7 +300,12 @@ impl StreamDriver {
     }
 
     fn decided_request(&mut self, env: &mut dyn Env, bytes: &[u8]) -> Output {
-        match self.exchange.on_request_body(env, bytes, true) {
+        let action = self.exchange.on_request_body(env, bytes, true);
+        self.body_action(env, action)
+    }
+
+    fn body_action(&mut self, env: &mut dyn Env, action: RequestBodyAction) -> Output {
+        match action {
             RequestBodyAction::Wait => {
                 // The engine asked for more of a body that is complete: a
                 // broken invariant, so refuse rather than forward.
@@ -294,7 +318,32 @@ impl StreamDriver {
                 ..Output::edits(Step::Continue, edits)
             },
             RequestBodyAction::Reply(reply) => self.reply(reply),
+            RequestBodyAction::Call(call) => {
+                self.awaiting = Some(call.id);
+                Output::step(Step::Call(call))
+            }
         }
+    }
+
+    /// The answer to the outcall the stream waits on (`id` is the
+    /// [`Outcall::id`]). Returns what to do with the held request: forward
+    /// it, answer it, or make another call.
+    pub fn call_done(&mut self, env: &mut dyn Env, id: u32, result: CallResult) -> Output {
+        if self.replied {
+            return Output::proceed();
+        }
+        if self.awaiting != Some(id) {
+            return self
+                .fail(env, "an outcall answer for a call this stream did not make")
+                .unwrap_or_else(Output::proceed);
+        }
+        self.awaiting = None;
+        let action = self.exchange.on_call_done(env, id, result);
+        let mut out = self.body_action(env, action);
+        if self.headers_gone {
+            out.headers = HeaderEdits::default();
+        }
+        out
     }
 
     /// Response headers (`:status` split out as `status`).
@@ -305,7 +354,8 @@ impl StreamDriver {
         headers: &[(String, String)],
         end_of_stream: bool,
     ) -> Output {
-        let edits = if self.headers_gone && !self.request_decided && !self.replied {
+        let undecided = !self.request_decided || self.awaiting.is_some();
+        let edits = if self.headers_gone && undecided && !self.replied {
             // The upstream answered a request the filter has not decided:
             // its body is still held here.
             self.exchange.refuse_early_answer(env, headers)
@@ -383,6 +433,7 @@ impl StreamDriver {
     /// stream fails closed. Returns the reply to send, unless one was sent
     /// already (then nothing more can be), and records why either way.
     pub fn fail(&mut self, env: &mut dyn Env, what: &str) -> Option<Output> {
+        self.awaiting = None;
         let reply = self.exchange.internal_error(env, what);
         if self.replied {
             return None;

@@ -48,6 +48,7 @@ pub mod jcs;
 pub mod json;
 pub mod mcp;
 pub mod media;
+pub mod outcall;
 pub mod route;
 pub mod sniff;
 pub mod spec;

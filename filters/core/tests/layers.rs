@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("coerce", 0),
     ("sse", 0),
     ("mcp", 0),
+    ("outcall", 0),
     // 1. facts
     ("audit", 1),
     ("pins", 1),

@@ -66,6 +66,7 @@ mod imports {
     use super::encode_pairs;
     use crate::host::{Body, Headers, Host, HostError, Level};
     use portcullis_core::engine::LocalReply;
+    use portcullis_core::outcall::{CallResult, Outcall, OutcallKind};
 
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
@@ -208,6 +209,86 @@ mod imports {
 
     /// The proxy itself.
     pub struct AbiHost;
+
+    impl AbiHost {
+        /// The answer to an HTTP outcall, read in `on_http_call_response`.
+        /// No headers: the call failed (reset, timeout, no healthy host).
+        pub fn http_call_result(&self, num_headers: usize, body_size: usize) -> CallResult {
+            use proxy_wasm::types::{BufferType, MapType};
+            if num_headers == 0 {
+                return CallResult::Failed(
+                    "no answer (the call failed, was reset or timed out)".into(),
+                );
+            }
+            let headers = match proxy_wasm::hostcalls::get_map(MapType::HttpCallResponseHeaders) {
+                Ok(h) => h,
+                Err(s) => {
+                    return CallResult::Failed(format!(
+                        "its headers could not be read (status {})",
+                        s as u32
+                    ));
+                }
+            };
+            let body = match proxy_wasm::hostcalls::get_buffer(
+                BufferType::HttpCallResponseBody,
+                0,
+                body_size,
+            ) {
+                Ok(b) => b.unwrap_or_default(),
+                Err(s) => {
+                    return CallResult::Failed(format!(
+                        "its body could not be read (status {})",
+                        s as u32
+                    ));
+                }
+            };
+            let status = headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.parse::<u16>().ok())
+                .unwrap_or(0);
+            let headers = headers
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .collect();
+            CallResult::Http {
+                status,
+                headers,
+                body,
+            }
+        }
+
+        /// The answer to a gRPC outcall, read in `on_grpc_call_response`.
+        pub fn grpc_call_result(&self, status: u32, size: usize) -> CallResult {
+            use proxy_wasm::types::BufferType;
+            let body = if size == 0 {
+                Vec::new()
+            } else {
+                match proxy_wasm::hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size) {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(s) => {
+                        return CallResult::Failed(format!(
+                            "its message could not be read (status {})",
+                            s as u32
+                        ));
+                    }
+                }
+            };
+            let message = if status == 0 {
+                String::new()
+            } else {
+                proxy_wasm::hostcalls::get_grpc_status()
+                    .ok()
+                    .and_then(|(_, m)| m)
+                    .unwrap_or_default()
+            };
+            CallResult::Grpc {
+                status,
+                message,
+                body,
+            }
+        }
+    }
 
     impl Host for AbiHost {
         fn headers(&self, which: Headers) -> Result<Vec<(String, String)>, HostError> {
@@ -407,6 +488,74 @@ mod imports {
             // SAFETY: no pointers.
             check("proxy_increment_metric", unsafe {
                 proxy_increment_metric(id, offset)
+            })
+        }
+
+        fn dispatch_call(&mut self, call: &Outcall) -> Result<u32, HostError> {
+            // The SDK's dispatchers, not raw imports: they register the
+            // token with the SDK's dispatcher, which routes the answer (it
+            // arrives at the root context: cpp-host `http_call` uses
+            // `root_context()`) back to this stream. They panic only on a
+            // status Envoy's `Context::httpCall` / `grpcCall`
+            // (source/extensions/common/wasm/context.cc) never returns.
+            let timeout = std::time::Duration::from_millis(u64::from(call.timeout_ms));
+            match &call.kind {
+                OutcallKind::Http {
+                    method,
+                    path,
+                    authority,
+                    headers,
+                    body,
+                } => {
+                    let mut all: Vec<(&str, &str)> = vec![
+                        (":method", method.as_str()),
+                        (":path", path.as_str()),
+                        (":authority", authority.as_str()),
+                    ];
+                    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    let body = (!body.is_empty()).then_some(body.as_slice());
+                    proxy_wasm::hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        all,
+                        body,
+                        Vec::new(),
+                        timeout,
+                    )
+                    .map_err(|s| HostError {
+                        call: "proxy_http_call",
+                        status: s as u32,
+                    })
+                }
+                OutcallKind::Grpc {
+                    service,
+                    method,
+                    message,
+                    initial_metadata,
+                } => {
+                    let md: Vec<(&str, &[u8])> = initial_metadata
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_slice()))
+                        .collect();
+                    proxy_wasm::hostcalls::dispatch_grpc_call(
+                        &call.cluster,
+                        service,
+                        method,
+                        md,
+                        Some(message.as_slice()),
+                        timeout,
+                    )
+                    .map_err(|s| HostError {
+                        call: "proxy_grpc_call",
+                        status: s as u32,
+                    })
+                }
+            }
+        }
+
+        fn resume_request(&mut self) -> Result<(), HostError> {
+            proxy_wasm::hostcalls::resume_http_request().map_err(|s| HostError {
+                call: "proxy_continue_stream",
+                status: s as u32,
             })
         }
 

@@ -14,6 +14,7 @@ use crate::host::{Body, EnvOf, Headers, Host, HostError, Level};
 use portcullis_core::Engine;
 use portcullis_core::driver::{self, HeldBody, HostFault, Output, StreamDriver};
 use portcullis_core::engine::{HeaderEdits, LocalReply, RequestHead};
+use portcullis_core::outcall::{CallResult, Outcall};
 use std::sync::Arc;
 
 /// The property the audit records are written to (`wasm.portcullis.audit`
@@ -30,6 +31,16 @@ pub enum Step {
 pub struct Stream {
     driver: StreamDriver,
     audit_lines: String,
+    /// The outcall in flight: the host's token, the engine's id, and the
+    /// size of the request body held meanwhile.
+    call: Option<PendingCall>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingCall {
+    token: u32,
+    id: u32,
+    body_size: usize,
 }
 
 impl Stream {
@@ -37,6 +48,7 @@ impl Stream {
         Stream {
             driver: StreamDriver::new(engine),
             audit_lines: String::new(),
+            call: None,
         }
     }
 
@@ -136,6 +148,37 @@ impl Stream {
         self.finish(host, Headers::Response, Body::Response, body_size, out)
     }
 
+    /// The answer to an outcall (`on_http_call_response`,
+    /// `on_grpc_call_response`). `true` when it was this stream's.
+    pub fn on_call_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        result: CallResult,
+    ) -> bool {
+        let Some(pending) = self.call.filter(|p| p.token == token) else {
+            return false;
+        };
+        self.call = None;
+        let out = self.driver.call_done(&mut EnvOf(host), pending.id, result);
+        let step = self.finish(
+            host,
+            Headers::Request,
+            Body::Request,
+            pending.body_size,
+            Ok(out),
+        );
+        // A request held for the call goes on now; a reply was sent, and
+        // another call keeps it held.
+        if step == Step::Continue
+            && !self.driver.replied()
+            && let Err(e) = host.resume_request()
+        {
+            self.fault(host, &e.to_string());
+        }
+        true
+    }
+
     /// The stream is over (Envoy's access-log phase): close open records.
     pub fn on_log(&mut self, host: &mut dyn Host) {
         self.driver.end(&mut EnvOf(host));
@@ -183,7 +226,38 @@ impl Stream {
                 self.send(host, &reply)?;
                 Step::Pause
             }
+            driver::Step::Call(call) => return self.dispatch(host, headers, body, body_size, call),
         })
+    }
+
+    /// Makes the engine's outcall while the request stays held. A host
+    /// that cannot make it answers it as failed: the stream fails closed.
+    fn dispatch(
+        &mut self,
+        host: &mut dyn Host,
+        headers: Headers,
+        body: Body,
+        body_size: usize,
+        call: Outcall,
+    ) -> Result<Step, HostError> {
+        match host.dispatch_call(&call) {
+            Ok(token) => {
+                self.call = Some(PendingCall {
+                    token,
+                    id: call.id,
+                    body_size,
+                });
+                Ok(Step::Pause)
+            }
+            Err(e) => {
+                let out = self.driver.call_done(
+                    &mut EnvOf(host),
+                    call.id,
+                    CallResult::Failed(format!("the host could not make it: {e}")),
+                );
+                self.apply(host, headers, body, body_size, out)
+            }
+        }
     }
 
     fn send(&mut self, host: &mut dyn Host, reply: &LocalReply) -> Result<(), HostError> {
@@ -278,7 +352,23 @@ mod http {
         }
     }
 
-    impl Context for Http {}
+    impl Context for Http {
+        fn on_http_call_response(
+            &mut self,
+            token_id: u32,
+            num_headers: usize,
+            body_size: usize,
+            _num_trailers: usize,
+        ) {
+            let result = AbiHost.http_call_result(num_headers, body_size);
+            self.call_response(token_id, result);
+        }
+
+        fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+            let result = AbiHost.grpc_call_result(status_code, response_size);
+            self.call_response(token_id, result);
+        }
+    }
 
     impl HttpContext for Http {
         fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -320,6 +410,21 @@ mod http {
         fn on_log(&mut self) {
             self.enter();
             self.stream.on_log(&mut AbiHost);
+        }
+    }
+
+    impl Http {
+        /// An outcall's answer, routed here by the SDK's dispatcher.
+        pub fn call_response(&mut self, token: u32, result: portcullis_core::outcall::CallResult) {
+            self.enter();
+            let mine = self.stream.on_call_response(&mut AbiHost, token, result);
+            if !mine {
+                use crate::host::{Host, Level};
+                AbiHost.log(
+                    Level::Warn,
+                    "portcullis: an outcall answer for no call this stream made, ignored",
+                );
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! wrappers do), because a panic in wasm is a trap and a trap is a dead VM.
 
 use portcullis_core::engine::{Env, LocalReply, SharedWrite};
+use portcullis_core::outcall::Outcall;
 use std::fmt;
 
 /// A hostcall that did not succeed, with the proxy-wasm status code.
@@ -118,6 +119,22 @@ pub trait Host {
     /// Adds `delta` to a counter, defining it on first use.
     fn count(&mut self, _metric: &str, _delta: u64) -> Result<(), HostError> {
         Ok(())
+    }
+    /// Starts an outcall (`proxy_http_call` / `proxy_grpc_call`); the
+    /// host's token. The answer arrives in `on_http_call_response` /
+    /// `on_grpc_call_response`.
+    fn dispatch_call(&mut self, _call: &Outcall) -> Result<u32, HostError> {
+        Err(HostError {
+            call: "proxy_http_call (unsupported by this host)",
+            status: 12,
+        })
+    }
+    /// Lets a held request go on (`proxy_continue_stream(Request)`).
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        Err(HostError {
+            call: "proxy_continue_stream (unsupported by this host)",
+            status: 12,
+        })
     }
 }
 

@@ -167,6 +167,9 @@ pub enum RequestBodyAction {
     Rewrite(HeaderEdits, Vec<u8>),
     /// Refuse the request.
     Reply(LocalReply),
+    /// Keep holding the request and make this call first; its answer comes
+    /// back through [`Exchange::on_call_done`].
+    Call(crate::outcall::Outcall),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,6 +459,8 @@ pub struct Exchange {
     /// the body was decided, announcing these calls (from `Mcp-Method` and
     /// `Mcp-Name`; empty when the client sent none). The body must match.
     early: Option<Vec<(String, Option<String>)>>,
+    /// The last outcall id given out.
+    next_call: u32,
 }
 
 impl Exchange {
@@ -488,7 +493,30 @@ impl Exchange {
             stream_session: None,
             client: None,
             early: None,
+            next_call: 0,
         }
+    }
+
+    /// Phase 2 resumed: the answer to the outcall (`RequestBodyAction::Call`)
+    /// the request waited on. Each feature that makes calls claims the
+    /// answers to its own; an answer nothing waits for fails closed.
+    pub fn on_call_done(
+        &mut self,
+        env: &mut dyn Env,
+        id: u32,
+        result: crate::outcall::CallResult,
+    ) -> RequestBodyAction {
+        let _ = (id, result);
+        RequestBodyAction::Reply(
+            self.internal_error(env, "an outcall answer with no call in flight"),
+        )
+    }
+
+    /// A fresh id for an outcall of this exchange.
+    #[allow(dead_code)] // the first caller comes with the approval round trip
+    pub(super) fn next_call_id(&mut self) -> u32 {
+        self.next_call = self.next_call.wrapping_add(1);
+        self.next_call
     }
 
     /// The audit records completed since the last call.
