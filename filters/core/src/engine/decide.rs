@@ -34,6 +34,16 @@ impl Exchange {
             .iter()
             .map(|m| self.verdict(env, m))
             .collect();
+        // Fleet limits are asked before anything is counted or reviewed;
+        // the request is decided again, from the start, with the answer.
+        let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
+            match self.fleet_call(envelope, value) {
+                Ok(call) => return RequestBodyAction::Call(call),
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
         let denied = |d: &[Verdict]| d.iter().position(|v| v.decision == Decision::Deny);
         let mut global_limits = Vec::new();
@@ -49,6 +59,7 @@ impl Exchange {
                 &mut decisions,
                 env,
                 &mut self.leases,
+                &self.fleet_answers,
             );
             global_limits = counted.global;
             // An approval is spent only once nothing else refuses the call.

@@ -53,6 +53,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 mod decide;
+mod fleet;
 mod request;
 mod respond;
 mod response;
@@ -461,6 +462,10 @@ pub struct Exchange {
     early: Option<Vec<(String, Option<String>)>>,
     /// The last outcall id given out.
     next_call: u32,
+    /// A fleet limit's question in flight (engine/fleet.rs).
+    fleet_flow: Option<fleet::FleetFlow>,
+    /// The fleet answers this request got.
+    fleet_answers: fleet::FleetAnswers,
 }
 
 impl Exchange {
@@ -494,6 +499,8 @@ impl Exchange {
             client: None,
             early: None,
             next_call: 0,
+            fleet_flow: None,
+            fleet_answers: Vec::new(),
         }
     }
 
@@ -506,14 +513,15 @@ impl Exchange {
         id: u32,
         result: crate::outcall::CallResult,
     ) -> RequestBodyAction {
-        let _ = (id, result);
+        if let Some(action) = self.fleet_answer(env, id, &result) {
+            return action;
+        }
         RequestBodyAction::Reply(
             self.internal_error(env, "an outcall answer with no call in flight"),
         )
     }
 
     /// A fresh id for an outcall of this exchange.
-    #[allow(dead_code)] // the first caller comes with the approval round trip
     pub(super) fn next_call_id(&mut self) -> u32 {
         self.next_call = self.next_call.wrapping_add(1);
         self.next_call
