@@ -52,11 +52,12 @@ async fn the_fleet_command_serves_from_redis() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take();
+    let _fleet = Kill(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(stdout.unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _fleet = Kill(child);
     let addr = line.trim().strip_prefix("listening grpc=").unwrap();
     let c = FleetClient::connect(addr.parse().unwrap()).await.unwrap();
     let req = || rls::request("portcullis", &[("tool", "t")], 1, Unit::Minute, 1);

@@ -18,11 +18,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fleet::client::FleetClient;
 use portcullis_core::fleet::rls::{self, Unit};
 
-struct Redis(Child, tempfile::TempDir);
+struct Redis {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -41,9 +45,11 @@ fn redis() -> (Redis, u16) {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server is installed");
+    // Owned at once, so it is killed and waited for on every path.
+    let redis = Redis { child, _dir: dir };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (Redis(child, dir), port);
+            return (redis, port);
         }
         std::thread::sleep(Duration::from_millis(25));
     }

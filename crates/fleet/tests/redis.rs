@@ -44,13 +44,15 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
+        // Owned at once, so it is killed and waited for on every path.
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Redis {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
