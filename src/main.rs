@@ -37,6 +37,7 @@ mod bundle_cmd;
 mod control_plane_cmd;
 mod evidence_cmd;
 mod failure;
+mod fleet_cmd;
 mod package_cmd;
 mod pin_cmd;
 mod promote_cmd;
@@ -81,6 +82,9 @@ enum Command {
     Simulate(simulate_cmd::SimulateArgs),
     /// Serve bundles to proxies over xDS (ADS, ECDS) and receive their access logs.
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
+    /// Serve fleet-wide limits, budgets, leases, approval spends and the
+    /// quarantine from Redis (RLS v3 and portcullis.fleet.v1 over gRPC).
+    Fleet(fleet_cmd::FleetArgs),
     /// Copy an McpServer at a version from one environment's bundle to the next.
     Promote(promote_cmd::PromoteArgs),
     /// Screen a live MCP server's tools and write a `submitted` McpServer entry.
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => approve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::Fleet(args) => fleet_cmd::run(args),
         Command::Promote(args) => promote_cmd::run(args),
         Command::Vet(args) => vet_cmd::run(args),
         Command::Evidence { command } => evidence_cmd::run(command),

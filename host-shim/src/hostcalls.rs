@@ -9,6 +9,7 @@
 use wasmtime::{Caller, Linker};
 
 use crate::abi::{Status, buffer, decode_pairs, encode_pairs, map, stream};
+use crate::grpc;
 use crate::headers::HeaderMap;
 use crate::metrics::{MetricKind, MetricValue, record_histogram};
 use crate::props::{PropEnv, get_property};
@@ -266,9 +267,12 @@ fn buffer_of(c: &Caller<'_, Host>, t: i32) -> Result<Buf, Status> {
     Ok(match t {
         buffer::HTTP_REQUEST_BODY => Buf::Body(Dir::Request),
         buffer::HTTP_RESPONSE_BODY => Buf::Body(Dir::Response),
-        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA | buffer::GRPC_RECEIVE_BUFFER => {
-            Buf::Const(Vec::new())
-        }
+        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA => Buf::Const(Vec::new()),
+        // Envoy `grpc_receive_buffer_`: set only during on_grpc_receive.
+        buffer::GRPC_RECEIVE_BUFFER => match &h.grpc_receive {
+            Some(m) => Buf::Const(m.clone()),
+            None => Buf::Const(Vec::new()),
+        },
         buffer::HTTP_CALL_RESPONSE_BODY => match &h.http_call_response {
             Some(r) => Buf::Const(r.body.clone()),
             None => Buf::Missing,
@@ -506,17 +510,7 @@ fn http_call(
     host.next_token += 1;
     let token = host.next_token;
     // cpp-host http_call runs on the root context; the response goes there.
-    let root = host
-        .contexts
-        .get(&host.ctx_id())
-        .map(|x| {
-            if x.parent == 0 {
-                host.ctx_id()
-            } else {
-                x.parent
-            }
-        })
-        .unwrap_or(host.root_id);
+    let root = root_of(host);
     host.http_tokens.insert(token, root);
     host.pending_http.push(PendingHttpCall {
         token,
@@ -532,14 +526,109 @@ fn http_call(
     Ok(())
 }
 
-/// gRPC is not provided. Envoy answers an unknown cluster with
-/// `ParseFailure`; for a known one the shim answers `Unimplemented`.
-fn grpc_start(c: &Caller<'_, Host>, sp: i32, sl: i32) -> R {
-    let service = str_of(&read(c, sp, sl)?);
-    if c.data().clusters.contains_key(&service) {
-        Err(Status::Unimplemented.into())
+/// The root context a callout's answer goes to (cpp-host runs http_call and
+/// grpc_call on `contextOrEffectiveContext()->root_context()`).
+fn root_of(host: &Host) -> u32 {
+    host.contexts
+        .get(&host.ctx_id())
+        .map(|x| {
+            if x.parent == 0 {
+                host.ctx_id()
+            } else {
+                x.parent
+            }
+        })
+        .unwrap_or(host.root_id)
+}
+
+/// Envoy `Context::grpcCall`, see `grpc.rs` for the semantics.
+#[allow(clippy::too_many_arguments)]
+fn grpc_call(
+    mut c: Caller<'_, Host>,
+    sp: i32,
+    sl: i32,
+    np: i32,
+    nl: i32,
+    mp: i32,
+    ml: i32,
+    ip: i32,
+    il: i32,
+    rp: i32,
+    rl: i32,
+    timeout: i32,
+    token_ptr: i32,
+) -> R {
+    let service = read(&c, sp, sl)?;
+    let service_name = str_of(&read(&c, np, nl)?);
+    let method = str_of(&read(&c, mp, ml)?);
+    let initial = decode_pairs(&read(&c, ip, il)?).ok_or(Status::BadArgument)?;
+    let message = read(&c, rp, rl)?;
+    // Envoy's grpcCall takes the timeout as milliseconds from a u32 Word;
+    // a negative i32 here is a timeout of 2^31 ms or more, kept as such.
+    let timeout_ms = timeout as u32 as u64;
+    let target = {
+        let clusters = &c.data().clusters;
+        grpc::resolve_target(&service, |n| clusters.contains_key(n)).map_err(|e| match e {
+            grpc::TargetError::UnknownClusterName => Status::ParseFailure,
+            grpc::TargetError::NoEnvoyGrpc => Status::BadArgument,
+        })?
+    };
+    let upstream = c
+        .data()
+        .clusters
+        .get(&target.cluster)
+        .cloned()
+        .ok_or(Status::InternalFailure)?;
+    let mut metadata = HeaderMap::new();
+    metadata.set_pairs(&initial);
+    for (k, v) in &target.metadata {
+        metadata.add(k, v.as_bytes());
+    }
+    let host = c.data_mut();
+    // cpp-host `nextGrpcCallId`: callout ids step by 4 and a gRPC call's
+    // low bits are 1, so they never collide with http_call tokens.
+    host.next_grpc_token = host.next_grpc_token.wrapping_add(4);
+    let token = host.next_grpc_token;
+    let root = root_of(host);
+    host.grpc_tokens.insert(token, root);
+    host.pending_grpc.push(grpc::PendingGrpcCall {
+        token,
+        cluster: target.cluster,
+        upstream,
+        authority: target.authority,
+        service: service_name,
+        method,
+        metadata,
+        message,
+        timeout: (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms)),
+    });
+    host.http_notify.notify_one();
+    write_u32(&mut c, token_ptr, token)?;
+    Ok(())
+}
+
+/// gRPC streams are not provided. Envoy answers an unknown cluster name with
+/// `ParseFailure`; for a known target the shim answers `Unimplemented`.
+fn grpc_stream_start(c: &Caller<'_, Host>, sp: i32, sl: i32) -> R {
+    let service = read(c, sp, sl)?;
+    let clusters = &c.data().clusters;
+    match grpc::resolve_target(&service, |n| clusters.contains_key(n)) {
+        Ok(_) => Err(Status::Unimplemented.into()),
+        Err(grpc::TargetError::UnknownClusterName) => Err(Status::ParseFailure.into()),
+        Err(grpc::TargetError::NoEnvoyGrpc) => Err(Status::BadArgument.into()),
+    }
+}
+
+/// Envoy `Context::grpcCancel` / `grpcClose` on a call: the request is
+/// cancelled and no callback follows; an unknown token is `NotFound`.
+fn grpc_cancel(mut c: Caller<'_, Host>, token: i32) -> R {
+    let token = token as u32;
+    let h = c.data_mut();
+    if h.grpc_tokens.remove(&token).is_some() {
+        h.pending_grpc.retain(|p| p.token != token);
+        Ok(())
     } else {
-        Err(Status::ParseFailure.into())
+        Err(Status::NotFound.into())
     }
 }
 
@@ -859,37 +948,39 @@ pub(crate) fn add(l: &mut Linker<Host>) -> wasmtime::Result<()> {
         |c,
          sp: i32,
          sl: i32,
-         _a: i32,
-         _b: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _i: i32,
-         _to: i32,
-         _tk: i32| { grpc_start(&c, sp, sl) }
+         np: i32,
+         nl: i32,
+         mp: i32,
+         ml: i32,
+         ip: i32,
+         il: i32,
+         rp: i32,
+         rl: i32,
+         to: i32,
+         tk: i32| { grpc_call(c, sp, sl, np, nl, mp, ml, ip, il, rp, rl, to, tk) }
     );
     wrap!(
         l,
         "proxy_grpc_stream",
         |c, sp: i32, sl: i32, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32, _tk: i32| {
-            grpc_start(&c, sp, sl)
+            grpc_stream_start(&c, sp, sl)
         }
     );
-    // Envoy grpcSend/Close/Cancel: a token that is no gRPC call id is
-    // BadArgument; none exist here.
+    // Envoy grpcSend: a call token is BadArgument, an unknown stream
+    // NotFound; no streams exist here.
     wrap!(
         l,
         "proxy_grpc_send",
-        |_c, _t: i32, _p: i32, _n: i32, _e: i32| { Err(Status::BadArgument.into()) }
+        |c, t: i32, _p: i32, _n: i32, _e: i32| {
+            if c.data().grpc_tokens.contains_key(&(t as u32)) {
+                Err(Status::BadArgument.into())
+            } else {
+                Err(Status::NotFound.into())
+            }
+        }
     );
-    wrap!(l, "proxy_grpc_cancel", |_c, _t: i32| Err(
-        Status::BadArgument.into()
-    ));
-    wrap!(l, "proxy_grpc_close", |_c, _t: i32| Err(
-        Status::BadArgument.into()
-    ));
+    wrap!(l, "proxy_grpc_cancel", |c, t: i32| grpc_cancel(c, t));
+    wrap!(l, "proxy_grpc_close", |c, t: i32| grpc_cancel(c, t));
     wrap!(l, "proxy_get_status", |c, cp: i32, mp: i32, ms: i32| {
         let (code, msg) = c.data().status.clone();
         let mut c = c;

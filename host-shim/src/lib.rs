@@ -20,6 +20,7 @@
 
 pub mod abi;
 pub mod component;
+pub mod grpc;
 pub mod headers;
 mod hostcalls;
 pub mod metrics;
@@ -35,6 +36,7 @@ mod wasm_filter;
 use std::sync::Arc;
 
 pub use component::{ComponentFilter, ComponentPlugin, ComponentVm};
+pub use grpc::{GrpcCallResult, PendingGrpcCall};
 pub use headers::HeaderMap;
 pub use metrics::{MetricValue, MetricsSnapshot, prometheus_text};
 pub use plugin::Plugin;

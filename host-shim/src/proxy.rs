@@ -297,6 +297,8 @@ struct WorkerState {
     component: RefCell<Option<Rc<ComponentVm>>>,
     client: Client<HttpConnector, Channel<Bytes>>,
     call_client: Client<HttpConnector, Full<Bytes>>,
+    /// HTTP/2 for proxy_grpc_call.
+    grpc_client: Client<HttpConnector, Full<Bytes>>,
     active: Cell<usize>,
     idle: Notify,
 }
@@ -321,6 +323,7 @@ fn worker_main(
             component: RefCell::new(None),
             client: Client::builder(TokioExecutor::new()).build_http(),
             call_client: Client::builder(TokioExecutor::new()).build_http(),
+            grpc_client: crate::grpc::client(),
             active: Cell::new(0),
             idle: Notify::new(),
         });
@@ -486,6 +489,17 @@ impl WorkerState {
                         let res = perform_http_call(client, call).await;
                         if let Some(vm) = w.upgrade() {
                             vm.complete_http_call(token, res);
+                        }
+                    });
+                }
+                for call in vm.take_grpc_calls() {
+                    let w: Weak<WasmVm> = weak.clone();
+                    let client = st.grpc_client.clone();
+                    tokio::task::spawn_local(async move {
+                        let token = call.token;
+                        let res = crate::grpc::perform_grpc_call(client, call).await;
+                        if let Some(vm) = w.upgrade() {
+                            vm.complete_grpc_call(token, res);
                         }
                     });
                 }
@@ -1114,6 +1128,17 @@ impl TestVm {
             let token = call.token;
             let r = perform_http_call(client.clone(), call).await;
             self.vm.complete_http_call(token, r);
+        }
+    }
+
+    /// Performs queued gRPC calls for real (needs a tokio runtime) and
+    /// delivers the results.
+    pub async fn run_grpc_calls(&self) {
+        let client = crate::grpc::client();
+        for call in self.vm.take_grpc_calls() {
+            let token = call.token;
+            let r = crate::grpc::perform_grpc_call(client.clone(), call).await;
+            self.vm.complete_grpc_call(token, r);
         }
     }
 }

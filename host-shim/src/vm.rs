@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use wasmtime::{Func, Instance, Linker, Memory, Store, Val};
 
+use crate::grpc::{GrpcCallResult, PendingGrpcCall};
 use crate::headers::HeaderMap;
 use crate::plugin::Plugin;
 use crate::shared::VmEvent;
@@ -69,6 +70,13 @@ pub(crate) struct Host {
     pub pending_http: Vec<PendingHttpCall>,
     pub http_tokens: HashMap<u32, u32>,
     pub next_token: u32,
+    pub pending_grpc: Vec<PendingGrpcCall>,
+    /// gRPC call token -> the root context its answer goes to.
+    pub grpc_tokens: HashMap<u32, u32>,
+    /// cpp-host `next_grpc_call_id_`: starts at CalloutType::GrpcCall (1).
+    pub next_grpc_token: u32,
+    /// Envoy `grpc_receive_buffer_`, during `proxy_on_grpc_receive`.
+    pub grpc_receive: Option<Vec<u8>>,
     pub tick_period_ms: u64,
     pub tick_notify: Rc<Notify>,
     pub http_notify: Rc<Notify>,
@@ -150,6 +158,10 @@ impl WasmVm {
             pending_http: Vec::new(),
             http_tokens: HashMap::new(),
             next_token: 0,
+            pending_grpc: Vec::new(),
+            grpc_tokens: HashMap::new(),
+            next_grpc_token: 1,
+            grpc_receive: None,
             tick_period_ms: 0,
             tick_notify: Rc::new(Notify::new()),
             http_notify: Rc::new(Notify::new()),
@@ -402,6 +414,49 @@ impl WasmVm {
         let mut inner = self.inner.borrow_mut();
         let h = inner.store.data_mut();
         h.http_call_response = None;
+        h.status = (0, Vec::new());
+    }
+
+    /// Outgoing gRPC calls queued since the last take.
+    pub fn take_grpc_calls(&self) -> Vec<PendingGrpcCall> {
+        std::mem::take(&mut self.inner.borrow_mut().store.data_mut().pending_grpc)
+    }
+
+    /// Delivers a gRPC call's end, as Envoy `Context::onGrpcReceive` (the
+    /// message as GrpcReceiveBuffer during `proxy_on_grpc_receive(root,
+    /// token, size)`) or `Context::onGrpcClose` (status code and message for
+    /// `proxy_get_status` during `proxy_on_grpc_close(root, token, code)`).
+    /// A cancelled or unknown token is dropped.
+    pub fn complete_grpc_call(&self, token: u32, result: GrpcCallResult) {
+        let root = {
+            let mut inner = self.inner.borrow_mut();
+            let h = inner.store.data_mut();
+            let Some(root) = h.grpc_tokens.remove(&token) else {
+                return;
+            };
+            match &result {
+                GrpcCallResult::Message(m) => h.grpc_receive = Some(m.clone()),
+                GrpcCallResult::Close { status, message } => {
+                    h.status = (*status, message.as_bytes().to_vec())
+                }
+            }
+            root
+        };
+        match &result {
+            GrpcCallResult::Message(m) => self.call(
+                "proxy_on_grpc_receive",
+                &[i64::from(root), i64::from(token), m.len() as i64],
+                root,
+            ),
+            GrpcCallResult::Close { status, .. } => self.call(
+                "proxy_on_grpc_close",
+                &[i64::from(root), i64::from(token), i64::from(*status)],
+                root,
+            ),
+        };
+        let mut inner = self.inner.borrow_mut();
+        let h = inner.store.data_mut();
+        h.grpc_receive = None;
         h.status = (0, Vec::new());
     }
 

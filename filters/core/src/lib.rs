@@ -19,7 +19,9 @@
 //!    a body as JSON-RPC?), [`route`] (request targets as every server
 //!    reads them), [`coerce`] (lax SDK readings of arguments), [`sse`]
 //!    (incremental event streams), [`mcp`] (JSON-RPC and MCP
-//!    classification, revisions, framing, id forms);
+//!    classification, revisions, framing, id forms), [`fleet`] (the
+//!    messages of the fleet state service: RLS v3 and
+//!    `portcullis.fleet.v1`);
 //! 1. **facts**: [`audit`] (one record per MCP message), [`pins`],
 //!    [`scan`] (PII, secrets, poisoning), [`signing`], [`identity`]
 //!    (tokens, scopes, minting), [`policy::approval`] (approval tokens);
@@ -42,6 +44,7 @@
 // 0. foundations
 pub mod coerce;
 pub mod env;
+pub mod fleet;
 pub mod glob;
 pub mod jcs;
 pub mod json;

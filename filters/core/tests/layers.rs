@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sse", 0),
     ("mcp", 0),
     ("outcall", 0),
+    ("fleet", 0),
     // 1. facts
     ("audit", 1),
     ("pins", 1),

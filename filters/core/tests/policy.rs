@@ -1456,3 +1456,178 @@ fn the_compiled_bundle_round_trips_policy_documents() {
     let bundle = Bundle::compile(&json).unwrap();
     assert_eq!(bundle.policy.rules[0].id, "Policy/p#a");
 }
+
+// ---------------------------------------------------------- fleet scope
+
+/// A `scope: fleet` limit needs Settings.spec.fleet; the error names the
+/// field and what to do (issue 19).
+#[test]
+fn fleet_limits_need_a_fleet_service() {
+    let json = assemble(vec![
+        provider(),
+        server("files", "/mcp", &["read_file"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "calls", "scope": "fleet",
+                "rate": {"requests": 25, "per": "1m"}}]}),
+        ),
+    ]);
+    let errors = Bundle::compile(&json).unwrap_err();
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{text:?}");
+    assert_eq!(errors[0].pointer, "/spec/limits/0/scope");
+    assert!(text[0].contains("Settings.spec.fleet"), "{text:?}");
+}
+
+/// A fleet limit asks the fleet state service (RLS v3 over gRPC, on the
+/// cluster Settings names) before the call is decided, and the answer
+/// decides: OK passes, OVER_LIMIT refuses with the window's reset as
+/// Retry-After, and no answer (a failed call, an error status) refuses with
+/// a clear error and a record (failClosed, the default) or, with
+/// `failClosed: false`, passes with a record saying it went uncounted.
+/// Nothing is ever counted locally for it.
+#[test]
+fn a_fleet_limit_is_asked_of_the_fleet_service_and_fails_closed() {
+    use portcullis_core::fleet::rls;
+    use portcullis_core::outcall::{CallResult, OutcallKind};
+    use prost::Message as _;
+
+    let fleet_engine = |extra: Value| {
+        let mut limit = json!({"id": "calls", "scope": "fleet", "key": ["subject"],
+            "budget": {"unitsPerDay": 10, "costs": {"pay": 4}}});
+        if let (Some(l), Some(x)) = (limit.as_object_mut(), extra.as_object()) {
+            l.extend(x.clone());
+        }
+        test_util::engine(vec![
+            provider(),
+            server("files", "/mcp", &["read_file", "search", "pay"]),
+            policy("limits", json!({"limits": [limit]})),
+            test_util::doc(
+                "Settings",
+                "s",
+                json!({"fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
+            ),
+        ])
+    };
+    let ask = |engine: &Arc<Engine>, e: &mut MemoryEnv| {
+        let sent = send(
+            engine,
+            e,
+            "/mcp",
+            &as_user("alice", json!({})),
+            &call("pay", json!({})),
+        );
+        let RequestBodyAction::Call(c) = &sent.action else {
+            panic!("no fleet call: {:?}", sent.action)
+        };
+        let c = c.clone();
+        assert_eq!(
+            (c.cluster.as_str(), c.timeout_ms),
+            ("portcullis_fleet", 200)
+        );
+        let OutcallKind::Grpc {
+            service,
+            method,
+            message,
+            ..
+        } = &c.kind
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (service.as_str(), method.as_str()),
+            (
+                "envoy.service.ratelimit.v3.RateLimitService",
+                "ShouldRateLimit"
+            )
+        );
+        let req = rls::RateLimitRequest::decode(message.as_slice()).unwrap();
+        assert_eq!(req.hits_addend, 4, "the tool's cost");
+        assert_eq!(
+            req.descriptors[0].limit.as_ref().unwrap().requests_per_unit,
+            10
+        );
+        (sent, c.id)
+    };
+    let answer = |mut sent: Sent, e: &mut MemoryEnv, id: u32, result: CallResult| {
+        sent.action = sent.ex.on_call_done(e, id, result);
+        sent
+    };
+    let rls_answer = |code: rls::Code, reset: i64| CallResult::Grpc {
+        status: 0,
+        message: String::new(),
+        body: rls::RateLimitResponse {
+            overall_code: code as i32,
+            statuses: vec![rls::DescriptorStatus {
+                code: code as i32,
+                duration_until_reset: Some(rls::Duration {
+                    seconds: reset,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec(),
+    };
+    let engine = fleet_engine(json!({}));
+    let mut e = env();
+
+    let (sent, id) = ask(&engine, &mut e);
+    let sent = answer(sent, &mut e, id, rls_answer(rls::Code::Ok, 100));
+    assert!(sent.forwarded().is_some(), "OK passes");
+    sent.end(&mut e);
+
+    let (sent, id) = ask(&engine, &mut e);
+    let sent = answer(sent, &mut e, id, rls_answer(rls::Code::OverLimit, 3600));
+    let (status, body, headers) = sent.reply();
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["data"]["limit"]["kind"], "budget");
+    let retry = headers.iter().find(|(k, _)| k == "retry-after").unwrap();
+    assert_eq!(retry.1, "3600", "the window's reset");
+    sent.end(&mut e);
+
+    for failure in [
+        CallResult::Failed("timeout".into()),
+        CallResult::Grpc {
+            status: 14,
+            message: "redis unavailable".into(),
+            body: Vec::new(),
+        },
+    ] {
+        let (sent, id) = ask(&engine, &mut e);
+        let sent = answer(sent, &mut e, id, failure);
+        let (status, body, _) = sent.reply();
+        assert_eq!(status, 429);
+        assert_eq!(body["error"]["code"], codes::LIMITED);
+        assert_eq!(body["error"]["data"]["limit"]["kind"], "fleet-unavailable");
+        assert!(
+            body["error"]["data"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("fleet state service did not answer"),
+            "{body}"
+        );
+        let recs = sent.end(&mut e);
+        assert_eq!(recs[0].limit.as_ref().unwrap().kind, "fleet-unavailable");
+    }
+    assert!(
+        e.shared
+            .keys()
+            .iter()
+            .all(|k| !k.contains("Policy/limits#calls")),
+        "nothing counted locally"
+    );
+
+    let open = fleet_engine(json!({"failClosed": false}));
+    let (sent, id) = ask(&open, &mut e);
+    let sent = answer(sent, &mut e, id, CallResult::Failed("reset".into()));
+    assert!(sent.forwarded().is_some());
+    let recs = sent.end(&mut e);
+    let note = recs[0].limit.as_ref().unwrap();
+    assert_eq!((note.kind, note.enforced), ("fleet-unavailable", false));
+
+    // An answer for a call that was not asked fails closed.
+    let (sent, id) = ask(&engine, &mut e);
+    let sent = answer(sent, &mut e, id + 7, rls_answer(rls::Code::Ok, 1));
+    assert_eq!(sent.reply().0, 500);
+}

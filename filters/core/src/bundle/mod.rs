@@ -291,6 +291,35 @@ pub struct SettingsSpec {
     /// "Request headers").
     #[serde(default)]
     pub request_headers: RequestHeaders,
+    /// The fleet state service (`portcullis fleet`, docs/fleet.md) that
+    /// counts `scope: fleet` limits; with it the quarantine is fleet-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSettings>,
+}
+
+/// `Settings.spec.fleet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetSettings {
+    /// The proxy's cluster that reaches the service over HTTP/2 (Envoy: a
+    /// cluster with `http2_protocol_options`; `portcullis serve`:
+    /// `--cluster NAME=http://HOST:PORT`).
+    pub cluster: String,
+    /// Milliseconds a call to it may take before the limit's `failClosed`
+    /// decides; default 250.
+    #[serde(default = "default_fleet_timeout")]
+    pub timeout_ms: u32,
+    /// The RLS domain the limits are counted under; default `portcullis`.
+    #[serde(default = "default_fleet_domain")]
+    pub domain: String,
+}
+
+fn default_fleet_timeout() -> u32 {
+    250
+}
+
+fn default_fleet_domain() -> String {
+    "portcullis".into()
 }
 
 /// `Settings.spec.requestHeaders`: what the filter does with a request's
@@ -423,6 +452,7 @@ impl Default for SettingsSpec {
             audit_arguments: AuditArguments::default(),
             shadow_mcp: ShadowMcp::default(),
             request_headers: RequestHeaders::default(),
+            fleet: None,
         }
     }
 }
@@ -806,6 +836,40 @@ impl Bundle {
                             format!("/spec/limits/{i}/global"),
                             "a global limit is named to Envoy's rate-limit filter in a request header, set only once the body is decided; \
                              set Settings.spec.requestHeaders: hold (with Envoy's allow_on_headers_stop_iteration: true), or drop `global`",
+                        ));
+                    }
+                }
+            }
+        }
+        // A fleet limit is counted by the fleet state service: the bundle
+        // must say where it is.
+        let fleet = settings.as_ref().and_then(|(s, _)| s.fleet.as_ref());
+        if let Some((spec, doc)) = &settings
+            && let Some(f) = &spec.fleet
+        {
+            if f.cluster.trim().is_empty() {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/fleet/cluster",
+                    "the cluster that reaches the fleet state service (`portcullis fleet`)",
+                ));
+            }
+            if f.timeout_ms == 0 {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/fleet/timeoutMs",
+                    "at least 1 millisecond",
+                ));
+            }
+        }
+        if fleet.is_none() {
+            for (doc, spec) in &policy_docs {
+                for (i, limit) in spec.limits.iter().enumerate() {
+                    if limit.scope == crate::policy::limits::Scope::Fleet {
+                        errors.push(BundleError::at(
+                            doc,
+                            format!("/spec/limits/{i}/scope"),
+                            "a fleet limit is counted by the fleet state service; set Settings.spec.fleet (cluster, timeoutMs), or use scope: proxy",
                         ));
                     }
                 }

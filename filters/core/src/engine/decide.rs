@@ -37,6 +37,16 @@ impl Exchange {
         if let Some(action) = self.approval_round_trip(env, &envelope, value, &decisions) {
             return action;
         }
+        // Fleet limits are asked before anything is counted or reviewed;
+        // the request is decided again, from the start, with the answer.
+        let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
+            match self.fleet_call(envelope, value) {
+                Ok(call) => return RequestBodyAction::Call(call),
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
         // A round trip the filter finished: its requestState and its answer
         // were stripped from the body, which goes upstream rewritten.
@@ -55,6 +65,7 @@ impl Exchange {
                 &mut decisions,
                 env,
                 &mut self.leases,
+                &self.fleet_answers,
             );
             global_limits = counted.global;
             // An approval is spent only once nothing else refuses the call.

@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 mod approve;
 mod decide;
+mod fleet;
 mod request;
 mod respond;
 mod response;
@@ -478,6 +479,10 @@ pub struct Exchange {
     approvers: Vec<String>,
     /// The last outcall id given out.
     next_call: u32,
+    /// A fleet limit's question in flight (engine/fleet.rs).
+    fleet_flow: Option<fleet::FleetFlow>,
+    /// The fleet answers this request got.
+    fleet_answers: fleet::FleetAnswers,
 }
 
 impl Exchange {
@@ -515,6 +520,8 @@ impl Exchange {
             approval_resolved: false,
             approvers: Vec::new(),
             next_call: 0,
+            fleet_flow: None,
+            fleet_answers: Vec::new(),
         }
     }
 
@@ -529,6 +536,9 @@ impl Exchange {
     ) -> RequestBodyAction {
         if let Some(flow) = self.approval_flow.take() {
             return self.approval_call_done(env, flow, id, result);
+        }
+        if let Some(action) = self.fleet_answer(env, id, &result) {
+            return action;
         }
         RequestBodyAction::Reply(
             self.internal_error(env, "an outcall answer with no call in flight"),

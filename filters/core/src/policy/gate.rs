@@ -142,6 +142,7 @@ pub fn limits(
     decisions: &mut [Verdict],
     env: &mut dyn Env,
     leases: &mut Vec<Lease>,
+    fleet: &[(String, Option<limits::LimitVerdict>)],
 ) -> Counted {
     let mut counted = Counted::default();
     if policy.limits.is_empty() {
@@ -175,7 +176,35 @@ pub fn limits(
             }
             let lease_id = random_id(env);
             let enforced = limit.enforce && enforce_all;
-            match limit.check(&mut StoreOf(env), &keys, now, &lease_id) {
+            let answer = fleet
+                .iter()
+                .find(|(k, _)| *k == limit.bucket_key(&keys))
+                .and_then(|(_, v)| v.clone());
+            let verdict_of = if limit.scope != limits::Scope::Fleet {
+                limit.check(&mut StoreOf(env), &keys, now, &lease_id)
+            } else if let Some(v) = answer {
+                v
+            } else {
+                // No answer from the fleet state service (unreachable,
+                // timed out, an error, or a question this build does not
+                // ask): the limit's failClosed decides, never a silent
+                // local count.
+                if !limit.fail_closed {
+                    verdict.limit = Some(LimitNote {
+                        id: limit.id.clone(),
+                        kind: "fleet-unavailable",
+                        retry_after: 0,
+                        enforced: false,
+                    });
+                    continue;
+                }
+                limits::LimitVerdict::Over {
+                    retry_after: 1,
+                    kind: "fleet-unavailable",
+                    reason: "the fleet state service did not answer for this fleet limit; refused (failClosed)".into(),
+                }
+            };
+            match verdict_of {
                 limits::LimitVerdict::Within(lease) => {
                     if let Some(lease) = lease {
                         leases.push(lease);

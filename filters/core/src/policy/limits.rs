@@ -53,6 +53,25 @@ pub struct LimitSpec {
     /// (`x-mcp-rate-limit`, docs/policy.md), for limits shared by a fleet.
     #[serde(default)]
     pub global: bool,
+    /// `proxy` (default): counted in this proxy's shared data. `fleet`:
+    /// counted by the fleet state service (Settings.spec.fleet,
+    /// docs/fleet.md), one count for every proxy.
+    #[serde(default)]
+    pub scope: Scope,
+    /// `scope: fleet` only. `true` (default): when the fleet service cannot
+    /// answer, the call is refused with a clear error and a record. `false`:
+    /// it passes, and its record says it went uncounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_closed: Option<bool>,
+}
+
+/// Where a limit is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    #[default]
+    Proxy,
+    Fleet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +111,18 @@ fn one() -> u64 {
     1
 }
 
+/// The RLS v3 unit of a fleet rate's window (`per` of exactly one).
+fn fleet_unit(per_ns: u64) -> Option<crate::fleet::rls::Unit> {
+    use crate::fleet::rls::Unit;
+    Some(match per_ns / 1_000_000_000 {
+        1 => Unit::Second,
+        60 => Unit::Minute,
+        3_600 => Unit::Hour,
+        86_400 => Unit::Day,
+        _ => return None,
+    })
+}
+
 #[derive(Debug)]
 enum Kind {
     Rate {
@@ -117,11 +148,23 @@ pub struct Limit {
     pub id: String,
     pub enforce: bool,
     pub global: bool,
+    pub scope: Scope,
+    /// `scope: fleet`: refuse when the fleet service cannot answer.
+    pub fail_closed: bool,
     servers: Vec<String>,
     tools: Option<GlobSet>,
     methods: Vec<String>,
     key: Vec<KeyPart>,
     kind: Kind,
+}
+
+/// A `scope: fleet` limit's question to the fleet state service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetAsk {
+    /// `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+    Rls(crate::fleet::rls::RateLimitRequest),
+    /// `portcullis.fleet.v1.Fleet/AcquireLease`.
+    Lease(crate::fleet::api::AcquireLeaseRequest),
 }
 
 /// A concurrency slot held until the call's stream ends.
@@ -253,10 +296,42 @@ pub(super) fn compile(
             "a limit needs rate, concurrency or budget".into(),
         ));
     };
+    if l.scope == Scope::Proxy && l.fail_closed.is_some() {
+        return Err((
+            "/failClosed".into(),
+            "failClosed is what a `scope: fleet` limit does when the fleet service cannot answer; a proxy limit has no service".into(),
+        ));
+    }
+    if l.scope == Scope::Fleet {
+        if l.global {
+            return Err((
+                "/global".into(),
+                "a fleet limit is already counted once for every proxy; drop `global` (Envoy's rate-limit filter) or `scope: fleet`".into(),
+            ));
+        }
+        if let Kind::Rate { per_ns, .. } = &kind {
+            // RLS v3 counts fixed windows of one unit.
+            if fleet_unit(*per_ns).is_none() {
+                return Err((
+                    "/rate/per".into(),
+                    "a fleet rate is counted in fixed windows of one unit: write 1s, 1m, 1h or 1d"
+                        .into(),
+                ));
+            }
+            if l.rate.as_ref().is_some_and(|r| r.burst.is_some()) {
+                return Err((
+                    "/rate/burst".into(),
+                    "a fleet rate has no burst: its window admits `requests` at any pace".into(),
+                ));
+            }
+        }
+    }
     Ok(Limit {
         id: format!("Policy/{doc}#{}", l.id),
         enforce: doc_enforce && l.enforce.unwrap_or(true),
         global: l.global,
+        scope: l.scope,
+        fail_closed: l.fail_closed.unwrap_or(true),
         servers,
         tools,
         methods: if l.methods.is_empty() {
@@ -304,6 +379,108 @@ impl Limit {
             }
         }
         key
+    }
+
+    /// What to ask the fleet state service for this call (`scope: fleet`):
+    /// an RLS v3 request carrying the bundle's limit and the call's cost, or
+    /// a concurrency lease. The bucket key is the same as a proxy limit's.
+    pub fn fleet_ask(&self, keys: &Keys, domain: &str, lease_ttl_ms: u64) -> Option<FleetAsk> {
+        use crate::fleet::{api, rls};
+        let key = self.bucket_key(keys);
+        match &self.kind {
+            Kind::Rate {
+                requests, per_ns, ..
+            } => Some(FleetAsk::Rls(rls::request(
+                domain,
+                &[("limit", &key)],
+                u32::try_from(*requests).unwrap_or(u32::MAX),
+                fleet_unit(*per_ns)?,
+                1,
+            ))),
+            Kind::Budget { units, .. } => Some(FleetAsk::Rls(rls::request(
+                domain,
+                &[("limit", &key)],
+                u32::try_from(*units).unwrap_or(u32::MAX),
+                rls::Unit::Day,
+                u32::try_from(self.cost(keys)).unwrap_or(u32::MAX),
+            ))),
+            Kind::Concurrency { max } => Some(FleetAsk::Lease(api::AcquireLeaseRequest {
+                key,
+                limit: *max,
+                ttl_ms: lease_ttl_ms,
+            })),
+        }
+    }
+
+    /// The fleet service's answer to [`Limit::fleet_ask`] as a verdict. An
+    /// answer that is not a clear yes or no is `None`: the caller applies
+    /// `failClosed`.
+    pub fn fleet_verdict(&self, ask: &FleetAsk, answer: &[u8]) -> Option<LimitVerdict> {
+        use crate::fleet::{api, rls};
+        use prost::Message as _;
+        match ask {
+            FleetAsk::Rls(_) => match rls::verdict(answer) {
+                rls::Verdict::Allow { .. } => Some(LimitVerdict::Within(None)),
+                rls::Verdict::OverLimit { reset_seconds } => {
+                    let (kind, what) = match &self.kind {
+                        Kind::Budget { units, .. } => (
+                            "budget",
+                            format!("daily budget of {units} units spent (fleet-wide)"),
+                        ),
+                        Kind::Rate {
+                            requests, per_ns, ..
+                        } => (
+                            "rate",
+                            format!(
+                                "rate limit of {requests} per {}s reached (fleet-wide)",
+                                per_ns / 1_000_000_000
+                            ),
+                        ),
+                        Kind::Concurrency { .. } => return None,
+                    };
+                    Some(LimitVerdict::Over {
+                        retry_after: reset_seconds.unwrap_or(1).max(1),
+                        kind,
+                        reason: what,
+                    })
+                }
+                rls::Verdict::Invalid(_) => None,
+            },
+            FleetAsk::Lease(req) => {
+                let r = api::AcquireLeaseResponse::decode(answer).ok()?;
+                if r.granted {
+                    (!r.lease_id.is_empty()).then(|| {
+                        LimitVerdict::Within(Some(Lease {
+                            key: req.key.clone(),
+                            id: r.lease_id,
+                        }))
+                    })
+                } else {
+                    Some(LimitVerdict::Over {
+                        retry_after: 1,
+                        kind: "concurrency",
+                        reason: format!("{} calls already in flight (fleet-wide)", req.limit),
+                    })
+                }
+            }
+        }
+    }
+
+    /// A budget's cost for this call (1 for other kinds).
+    fn cost(&self, keys: &Keys) -> u64 {
+        match &self.kind {
+            Kind::Budget {
+                costs,
+                cost_values,
+                default_cost,
+                ..
+            } => keys
+                .tool
+                .and_then(|t| costs.as_ref().and_then(|g| g.first_match(t)))
+                .and_then(|i| cost_values.get(i).copied())
+                .unwrap_or(*default_cost),
+            _ => 1,
+        }
     }
 
     /// Counts the call and says whether it is within the limit.
@@ -543,6 +720,127 @@ mod tests {
             self.map.insert(key.into(), (value.to_vec(), self.next));
             Write::Written
         }
+    }
+
+    fn spec(yaml_json: serde_json::Value) -> LimitSpec {
+        serde_json::from_value(yaml_json).unwrap()
+    }
+
+    fn compiled(v: serde_json::Value) -> Result<Limit, (String, String)> {
+        compile("p", true, &spec(v), &["files".to_string()])
+    }
+
+    #[test]
+    fn fleet_scope_is_checked_where_it_is_written() {
+        let ok = compiled(serde_json::json!({
+            "id": "calls", "rate": {"requests": 25, "per": "1m"}, "scope": "fleet"
+        }))
+        .unwrap();
+        assert_eq!(ok.scope, Scope::Fleet);
+        assert!(ok.fail_closed, "failClosed defaults to true");
+        let e = compiled(serde_json::json!({
+            "id": "calls", "rate": {"requests": 25, "per": "30s"}, "scope": "fleet"
+        }))
+        .unwrap_err();
+        assert_eq!(e.0, "/rate/per");
+        let e = compiled(serde_json::json!({
+            "id": "calls", "rate": {"requests": 25, "per": "1m", "burst": 5}, "scope": "fleet"
+        }))
+        .unwrap_err();
+        assert_eq!(e.0, "/rate/burst");
+        let e = compiled(serde_json::json!({
+            "id": "calls", "rate": {"requests": 25, "per": "1m"}, "failClosed": false
+        }))
+        .unwrap_err();
+        assert_eq!(e.0, "/failClosed", "no service to fail on");
+        let e = compiled(serde_json::json!({
+            "id": "calls", "rate": {"requests": 25, "per": "1m"}, "scope": "fleet", "global": true
+        }))
+        .unwrap_err();
+        assert_eq!(e.0, "/global");
+        let open = compiled(serde_json::json!({
+            "id": "b", "budget": {"unitsPerDay": 100}, "scope": "fleet", "failClosed": false
+        }))
+        .unwrap();
+        assert!(!open.fail_closed);
+    }
+
+    #[test]
+    fn fleet_asks_carry_the_bundle_limit_and_the_cost() {
+        use crate::fleet::{api, rls};
+        use prost::Message as _;
+        let keys = Keys {
+            server: "files",
+            method: "tools/call",
+            tool: Some("search"),
+            subject: Some("alice"),
+            ..Default::default()
+        };
+        let budget = compiled(serde_json::json!({
+            "id": "b", "key": ["subject"], "scope": "fleet",
+            "budget": {"unitsPerDay": 10, "costs": {"search": 4}}
+        }))
+        .unwrap();
+        let ask = budget.fleet_ask(&keys, "portcullis", 300_000).unwrap();
+        let FleetAsk::Rls(req) = &ask else {
+            panic!("{ask:?}")
+        };
+        assert_eq!(req.hits_addend, 4, "the tool's cost");
+        let d = &req.descriptors[0];
+        assert_eq!(
+            d.entries[0].value,
+            "portcullis.limit/Policy/p#b/subject=alice"
+        );
+        assert_eq!(d.limit.as_ref().unwrap().requests_per_unit, 10);
+        assert_eq!(d.limit.as_ref().unwrap().unit, rls::Unit::Day as i32);
+        let over = rls::RateLimitResponse {
+            overall_code: rls::Code::OverLimit as i32,
+            statuses: vec![rls::DescriptorStatus {
+                code: rls::Code::OverLimit as i32,
+                duration_until_reset: Some(rls::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+        };
+        match budget.fleet_verdict(&ask, &over.encode_to_vec()) {
+            Some(LimitVerdict::Over {
+                kind, retry_after, ..
+            }) => assert_eq!((kind, retry_after), ("budget", 3600)),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(
+            budget.fleet_verdict(&ask, b"\xff\xff"),
+            None,
+            "garbage is no answer: failClosed decides"
+        );
+        let conc = compiled(serde_json::json!({
+            "id": "c", "concurrency": 1, "scope": "fleet"
+        }))
+        .unwrap();
+        let ask = conc.fleet_ask(&keys, "portcullis", 300_000).unwrap();
+        let granted = api::AcquireLeaseResponse {
+            granted: true,
+            lease_id: "7".into(),
+            active: 1,
+        };
+        match conc.fleet_verdict(&ask, &granted.encode_to_vec()) {
+            Some(LimitVerdict::Within(Some(lease))) => assert_eq!(lease.id, "7"),
+            v => panic!("{v:?}"),
+        }
+        let refused = api::AcquireLeaseResponse {
+            granted: false,
+            lease_id: String::new(),
+            active: 1,
+        };
+        assert!(matches!(
+            conc.fleet_verdict(&ask, &refused.encode_to_vec()),
+            Some(LimitVerdict::Over {
+                kind: "concurrency",
+                ..
+            })
+        ));
     }
 
     #[test]
