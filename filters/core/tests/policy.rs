@@ -1477,6 +1477,27 @@ fn fleet_limits_need_a_fleet_service() {
     assert_eq!(errors.len(), 1, "{text:?}");
     assert_eq!(errors[0].pointer, "/spec/limits/0/scope");
     assert!(text[0].contains("Settings.spec.fleet"), "{text:?}");
+
+    // A fleet-wide concurrency limit is refused where it is written, even
+    // with a fleet service: its lease could not be given back at the end.
+    let json = assemble(vec![
+        provider(),
+        server("files", "/mcp", &["read_file"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "one", "scope": "fleet", "concurrency": 1}]}),
+        ),
+        test_util::doc(
+            "Settings",
+            "settings",
+            json!({"fleet": {"cluster": "fleet", "timeoutMs": 200}}),
+        ),
+    ]);
+    let errors = Bundle::compile(&json).unwrap_err();
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{text:?}");
+    assert_eq!(errors[0].pointer, "/spec/limits/0/scope");
+    assert!(text[0].contains("scope: proxy"), "{text:?}");
 }
 
 /// A fleet limit asks the fleet state service (RLS v3 over gRPC, on the

@@ -862,6 +862,21 @@ impl Bundle {
                 ));
             }
         }
+        // A fleet lease must be given back when the call's stream ends, and
+        // outcalls run only on the request path: refused here, with what to
+        // write instead, rather than refusing every call it matches.
+        for (doc, spec) in &policy_docs {
+            for (i, limit) in spec.limits.iter().enumerate() {
+                if limit.scope == crate::policy::limits::Scope::Fleet && limit.concurrency.is_some()
+                {
+                    errors.push(BundleError::at(
+                        doc,
+                        format!("/spec/limits/{i}/scope"),
+                        "a fleet-wide concurrency limit is not supported yet (its lease could not be released when the call ends); use scope: proxy, which counts calls in flight per proxy (docs/fleet.md)",
+                    ));
+                }
+            }
+        }
         if fleet.is_none() {
             for (doc, spec) in &policy_docs {
                 for (i, limit) in spec.limits.iter().enumerate() {
