@@ -57,6 +57,32 @@ pub fn encode_pairs(pairs: &[(String, String)]) -> Vec<u8> {
     out
 }
 
+/// The `grpc_service` argument of `proxy_grpc_call` for `cluster`: a
+/// serialized `envoy.config.core.v3.GrpcService` whose field `envoy_grpc`
+/// (number one) names the cluster in its `cluster_name`. Envoy's
+/// `Context::grpcCall` (source/extensions/common/wasm/context.cc) first
+/// parses the bytes as that message and takes them as a bare cluster name
+/// only when they do not parse. A bare name that happens to parse (as
+/// unknown fields: `xxxx` does) has no target and gets `BadArgument`, on
+/// which the SDK's `dispatch_grpc_call` panics, killing the VM. So the
+/// message is sent; a name of 126 bytes or more (whose lengths would not be
+/// one-byte varints, so not UTF-8 for the SDK's `&str`) goes bare.
+pub fn grpc_service_arg(cluster: &str) -> String {
+    let n = cluster.len();
+    if n >= 126 {
+        return cluster.to_owned();
+    }
+    let mut out = String::with_capacity(n + 4);
+    // Tag 0x0a (field 1, length-delimited) and a one-byte length, twice;
+    // every byte is below 0x80, so the string stays ASCII around the name.
+    out.push('\u{0a}');
+    out.push(char::from((n + 2) as u8));
+    out.push('\u{0a}');
+    out.push(char::from(n as u8));
+    out.push_str(cluster);
+    out
+}
+
 #[cfg(target_arch = "wasm32")]
 pub use imports::AbiHost;
 
@@ -537,7 +563,7 @@ mod imports {
                         .map(|(k, v)| (k.as_str(), v.as_slice()))
                         .collect();
                     proxy_wasm::hostcalls::dispatch_grpc_call(
-                        &call.cluster,
+                        &super::grpc_service_arg(&call.cluster),
                         service,
                         method,
                         md,
@@ -583,5 +609,20 @@ mod tests {
         assert_eq!(decode_pairs(&bytes[..bytes.len() - 3]), None);
         assert_eq!(decode_pairs(&[255, 255, 255, 255]), None);
         assert_eq!(decode_pairs(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn grpc_service_names_its_cluster_as_a_message() {
+        assert_eq!(
+            grpc_service_arg("fleet").as_bytes(),
+            b"\x0a\x07\x0a\x05fleet"
+        );
+        // `xxxx` would parse as a GrpcService of unknown fields if sent bare.
+        assert_eq!(grpc_service_arg("xxxx").as_bytes(), b"\x0a\x06\x0a\x04xxxx");
+        let long = "c".repeat(125);
+        assert_eq!(grpc_service_arg(&long).len(), 129);
+        assert_eq!(grpc_service_arg(&long).as_bytes()[1], 127);
+        let longer = "c".repeat(126);
+        assert_eq!(grpc_service_arg(&longer), longer);
     }
 }
