@@ -1038,6 +1038,131 @@ fn approval_engine(signing: &ed25519_dalek::SigningKey) -> Arc<Engine> {
     ])
 }
 
+/// With a fleet state service configured, a granted approval is spent
+/// there (`portcullis.fleet.v1.Fleet/Spend`), once for the whole fleet:
+/// the service's "first" lets the call through, "not first" (spent through
+/// another proxy) refuses it `already_used`, and no answer refuses it
+/// `fleet_unavailable` with a record; nothing is written to shared data.
+#[test]
+fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
+    use base64::Engine as _;
+    use portcullis_core::env::Env as _;
+    use portcullis_core::fleet::api;
+    use portcullis_core::outcall::{CallResult, OutcallKind};
+    use prost::Message as _;
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let engine = test_util::engine(vec![
+        provider(),
+        server("payments", "/mcp", &["pay"]),
+        policy(
+            "pay",
+            json!({"rules": [
+                {"id": "pay", "effect": "permit", "tools": ["pay"]},
+                {"id": "big", "effect": "requireApproval", "tools": ["pay"]},
+            ]}),
+        ),
+        doc(
+            "Settings",
+            "settings",
+            json!({"approvals": {"keys": [public], "maxTtl": "1h"},
+                   "fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
+        ),
+    ]);
+    let mut e = env();
+    let args = json!({"amount": 500});
+    let first = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("pay", args.clone()),
+    );
+    let id = first.reply().1["error"]["data"]["approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.end(&mut e);
+
+    let attempt = |e: &mut MemoryEnv, seed: u8, answer: CallResult| {
+        let token = approval::mint(&id, &key, NOW, 600, &[seed; 16]).unwrap();
+        let mut h = as_user("alice", json!({}));
+        h.push(("x-mcp-approval", token));
+        let mut sent = send(&engine, e, "/mcp", &h, &call("pay", args.clone()));
+        let RequestBodyAction::Call(c) = &sent.action else {
+            panic!("the spend is asked of the fleet: {:?}", sent.action)
+        };
+        assert_eq!(c.cluster, "portcullis_fleet");
+        let OutcallKind::Grpc {
+            service,
+            method,
+            message,
+            ..
+        } = &c.kind
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (service.as_str(), method.as_str()),
+            (api::SERVICE, api::SPEND)
+        );
+        let req = api::SpendRequest::decode(message.as_slice()).unwrap();
+        assert_eq!(req.key, format!("portcullis.approval/{}", hex(seed)));
+        assert!(req.ttl_ms >= 3_600_000, "kept as long as a grant can live");
+        let call_id = c.id;
+        sent.action = sent.ex.on_call_done(e, call_id, answer);
+        sent
+    };
+    let spend = |first: bool| CallResult::Grpc {
+        status: 0,
+        message: String::new(),
+        body: api::SpendResponse { first }.encode_to_vec(),
+    };
+
+    let sent = attempt(&mut e, 9, spend(true));
+    assert!(sent.forwarded().is_some(), "{:?}", sent.action);
+    let recs = sent.end(&mut e);
+    assert_eq!(recs[0].approval.as_ref().unwrap().status, "granted");
+    assert!(
+        e.shared_get(&format!("portcullis.approval/{}", hex(9)))
+            .is_none(),
+        "spent in the fleet, not in this proxy's shared data"
+    );
+
+    // Spent through another proxy: the fleet says it was not the first.
+    let sent = attempt(&mut e, 9, spend(false));
+    assert_eq!(
+        sent.reply().1["error"]["data"]["approval"]["error"],
+        "already_used"
+    );
+    sent.end(&mut e);
+
+    for failure in [
+        CallResult::Failed("timeout".into()),
+        CallResult::Grpc {
+            status: 14,
+            message: "redis unavailable".into(),
+            body: Vec::new(),
+        },
+    ] {
+        let sent = attempt(&mut e, 10, failure);
+        let (_, body, _) = sent.reply();
+        assert_eq!(body["error"]["code"], codes::APPROVAL_REQUIRED);
+        assert_eq!(
+            body["error"]["data"]["approval"]["error"],
+            "fleet_unavailable"
+        );
+        let recs = sent.end(&mut e);
+        assert_eq!(recs.len(), 1, "a record per refusal");
+        assert_eq!(recs[0].decision, Decision::Deny);
+    }
+}
+
+fn hex(seed: u8) -> String {
+    format!("{seed:02x}").repeat(16)
+}
+
 #[test]
 fn approve_then_one_retry_then_refused() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);

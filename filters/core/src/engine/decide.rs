@@ -47,6 +47,14 @@ impl Exchange {
         } else {
             envelope
         };
+        let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
+            match self.fleet_spend_call(envelope, &decisions, value) {
+                Ok(call) => return RequestBodyAction::Call(call),
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
         // A round trip the filter finished: its requestState and its answer
         // were stripped from the body, which goes upstream rewritten.
@@ -69,7 +77,13 @@ impl Exchange {
             );
             global_limits = counted.global;
             // An approval is spent only once nothing else refuses the call.
-            if !counted.refused && !gate::spend_approvals(env, &mut decisions) {
+            let fleet_spends = engine
+                .bundle
+                .settings
+                .fleet
+                .is_some()
+                .then_some(self.fleet_spends.as_slice());
+            if !counted.refused && !gate::spend_approvals(env, &mut decisions, fleet_spends) {
                 gate::release(env, &mut self.leases);
             }
         }

@@ -483,6 +483,11 @@ pub struct Exchange {
     fleet_flow: Option<fleet::FleetFlow>,
     /// The fleet answers this request got.
     fleet_answers: fleet::FleetAnswers,
+    /// A single-use approval's fleet-wide spend in flight (engine/fleet.rs).
+    fleet_spend_flow: Option<fleet::SpendFlow>,
+    /// The fleet's answers to this request's spends: spend key -> first
+    /// spend (`None`: no answer).
+    fleet_spends: Vec<(String, Option<bool>)>,
 }
 
 impl Exchange {
@@ -522,6 +527,8 @@ impl Exchange {
             next_call: 0,
             fleet_flow: None,
             fleet_answers: Vec::new(),
+            fleet_spend_flow: None,
+            fleet_spends: Vec::new(),
         }
     }
 
@@ -538,6 +545,9 @@ impl Exchange {
             return self.approval_call_done(env, flow, id, result);
         }
         if let Some(action) = self.fleet_answer(env, id, &result) {
+            return action;
+        }
+        if let Some(action) = self.fleet_spend_answer(env, id, &result) {
             return action;
         }
         RequestBodyAction::Reply(

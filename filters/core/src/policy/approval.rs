@@ -62,6 +62,8 @@ pub enum ApprovalError {
     Denied,
     #[error("the approval service could not be asked")]
     ServiceUnavailable,
+    #[error("single use could not be checked: the fleet state service did not answer; try again")]
+    FleetUnavailable,
 }
 
 impl ApprovalError {
@@ -77,6 +79,7 @@ impl ApprovalError {
             ApprovalError::Declined => "declined",
             ApprovalError::Denied => "denied",
             ApprovalError::ServiceUnavailable => "service_unavailable",
+            ApprovalError::FleetUnavailable => "fleet_unavailable",
         }
     }
 }

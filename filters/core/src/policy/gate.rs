@@ -252,7 +252,11 @@ pub fn limits(
 
 /// Records each approval of this request as spent, atomically across VMs.
 /// `false` (and that verdict refused) if one was already spent.
-pub fn spend_approvals(env: &mut dyn Env, decisions: &mut [Verdict]) -> bool {
+pub fn spend_approvals(
+    env: &mut dyn Env,
+    decisions: &mut [Verdict],
+    fleet: Option<&[(String, Option<bool>)]>,
+) -> bool {
     let mut ok = true;
     for v in decisions.iter_mut() {
         let Some(state) = v.approval.as_mut() else {
@@ -261,16 +265,28 @@ pub fn spend_approvals(env: &mut dyn Env, decisions: &mut [Verdict]) -> bool {
         let Some(jti) = state.jti.clone() else {
             continue;
         };
-        let key = format!("portcullis.approval/{jti}");
-        let written = env.shared_write(&key, state.id.as_bytes(), None);
-        if written == SharedWrite::Written {
+        let key = spend_key(&jti);
+        let error = match fleet {
+            // Spent by the fleet state service (asked before the decision,
+            // engine/fleet.rs): the first spend anywhere in the fleet counts.
+            Some(answers) => match answers.iter().find(|(k, _)| *k == key) {
+                Some((_, Some(true))) => None,
+                Some((_, Some(false))) => Some(approval::ApprovalError::AlreadyUsed),
+                _ => Some(approval::ApprovalError::FleetUnavailable),
+            },
+            None => {
+                let written = env.shared_write(&key, state.id.as_bytes(), None);
+                // Conflict: spent already. Unavailable: single use cannot
+                // be kept without a shared store, so it is refused the same
+                // way.
+                (written != SharedWrite::Written).then_some(approval::ApprovalError::AlreadyUsed)
+            }
+        };
+        let Some(error) = error else {
             env.count(metrics::APPROVALS_GRANTED, 1);
             continue;
-        }
+        };
         ok = false;
-        // Conflict: spent already. Unavailable: single use cannot be kept
-        // without a shared store, so it is refused the same way.
-        let error = approval::ApprovalError::AlreadyUsed;
         let rule = v.rule.clone();
         let mut refused = Verdict::deny(
             DenyCause::ApprovalRequired,
@@ -286,6 +302,12 @@ pub fn spend_approvals(env: &mut dyn Env, decisions: &mut [Verdict]) -> bool {
         *v = refused;
     }
     ok
+}
+
+/// Where a single-use approval is recorded as spent: in shared data, and
+/// as the fleet state service's spend key.
+pub fn spend_key(jti: &str) -> String {
+    format!("portcullis.approval/{jti}")
 }
 
 /// Gives back every concurrency slot in `leases`.
