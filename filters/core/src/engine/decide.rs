@@ -37,18 +37,11 @@ impl Exchange {
         if let Some(action) = self.approval_round_trip(env, &envelope, value, &decisions) {
             return action;
         }
-        // Fleet limits are asked before anything is counted or reviewed;
-        // the request is decided again, from the start, with the answer.
+        // Fleet limits and approval spends are asked before anything is
+        // counted or reviewed; the request is decided again, from the
+        // start, with each answer.
         let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
-            match self.fleet_call(envelope, value) {
-                Ok(call) => return RequestBodyAction::Call(call),
-                Err(envelope) => envelope,
-            }
-        } else {
-            envelope
-        };
-        let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
-            match self.fleet_spend_call(envelope, &decisions, value) {
+            match self.fleet_call(envelope, &decisions, value) {
                 Ok(call) => return RequestBodyAction::Call(call),
                 Err(envelope) => envelope,
             }

@@ -12,7 +12,8 @@
 //!
 //! Concurrency leases are not asked here: a fleet lease must be released
 //! when the stream ends, and the outcall seam only runs on the request
-//! path, so a fleet concurrency limit has no answer (failClosed).
+//! path, so a bundle with a fleet concurrency limit is refused where it
+//! writes one.
 
 use super::*;
 use crate::fleet::{api, rls};
@@ -23,11 +24,20 @@ use crate::policy::limits::{FleetAsk, Keys, LimitVerdict, Scope};
 #[derive(Debug)]
 pub(super) struct FleetFlow {
     id: u32,
+    /// The limit's bucket key, or the approval's spend key.
     key: String,
-    limit_id: String,
-    ask: FleetAsk,
+    question: Question,
     envelope: Envelope,
     value: Value,
+}
+
+/// What was asked of the fleet state service.
+#[derive(Debug)]
+enum Question {
+    /// A fleet rate or budget (RLS v3 `ShouldRateLimit`).
+    Limit { limit_id: String, ask: FleetAsk },
+    /// A granted approval's single use (`Fleet/Spend`).
+    Spend,
 }
 
 /// The fleet answers of this request: bucket key -> verdict (`None`: no
@@ -35,17 +45,25 @@ pub(super) struct FleetFlow {
 pub(crate) type FleetAnswers = Vec<(String, Option<LimitVerdict>)>;
 
 impl Exchange {
-    /// The next fleet question this request needs answered, if any; the
-    /// request is kept to be decided again when the answer comes.
+    /// The next fleet question this request needs answered, if any: first
+    /// each fleet rate or budget that covers one of its calls, then, with a
+    /// fleet service configured, each granted approval's spend (once for
+    /// the whole fleet, not in this proxy's shared data, where every proxy
+    /// would accept it once). The request is kept to be decided again from
+    /// the start with the answer, so all are asked before the limits are
+    /// counted: an approval is spent even when a limit then refuses the call
+    /// (docs/fleet.md).
     pub(super) fn fleet_call(
         &mut self,
         envelope: Envelope,
+        decisions: &[Verdict],
         value: &mut Value,
     ) -> Result<Outcall, Envelope> {
         let engine = Arc::clone(&self.engine);
         let Some(fleet) = engine.bundle.settings.fleet.as_ref() else {
             return Err(envelope);
         };
+        use prost::Message as _;
         let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
         let identity = self.identity.clone();
         let mut next = None;
@@ -86,36 +104,63 @@ impl Exchange {
                 }
             }
         }
-        let Some((key, limit_id, req)) = next else {
-            return Err(envelope);
+        let (key, question, service, method, message) = match next {
+            Some((key, limit_id, req)) => {
+                let message = req.encode_to_vec();
+                let ask = FleetAsk::Rls(req);
+                let question = Question::Limit { limit_id, ask };
+                (key, question, rls::SERVICE, rls::METHOD, message)
+            }
+            None => {
+                let spend = decisions
+                    .iter()
+                    .filter_map(|v| v.approval.as_ref()?.jti.as_deref())
+                    .map(crate::policy::gate::spend_key)
+                    .find(|key| !self.fleet_spends.iter().any(|(k, _)| k == key));
+                let Some(key) = spend else {
+                    return Err(envelope);
+                };
+                // Kept at least as long as any grant the bundle accepts
+                // can live.
+                let ttl_ms = engine
+                    .bundle
+                    .approval_max_ttl
+                    .saturating_add(60)
+                    .saturating_mul(1000);
+                let message = api::SpendRequest {
+                    key: key.clone(),
+                    ttl_ms,
+                }
+                .encode_to_vec();
+                (key, Question::Spend, api::SERVICE, api::SPEND, message)
+            }
         };
-        use prost::Message as _;
         let id = self.next_call_id();
         let call = Outcall {
             id,
             cluster: fleet.cluster.clone(),
             timeout_ms: fleet.timeout_ms,
             kind: OutcallKind::Grpc {
-                service: rls::SERVICE.to_owned(),
-                method: rls::METHOD.to_owned(),
-                message: req.encode_to_vec(),
+                service: service.to_owned(),
+                method: method.to_owned(),
+                message,
                 initial_metadata: Vec::new(),
             },
         };
         self.fleet_flow = Some(FleetFlow {
             id,
             key,
-            limit_id,
-            ask: FleetAsk::Rls(req),
+            question,
             envelope,
             value: std::mem::take(value),
         });
         Ok(call)
     }
 
-    /// The answer to a fleet question: kept, and the request decided again.
-    /// `None` if no fleet question is in flight (the answer is someone
-    /// else's).
+    /// The answer to a fleet question: kept (`None`: no clear answer, which
+    /// the limit's `failClosed` decides, or refuses a spend as
+    /// `fleet_unavailable`), and the request decided again. `None` if no
+    /// fleet question is in flight (the answer is someone else's).
     pub(super) fn fleet_answer(
         &mut self,
         env: &mut dyn Env,
@@ -129,119 +174,34 @@ impl Exchange {
                 "an outcall answer for another fleet question than the one asked",
             )));
         }
-        let engine = Arc::clone(&self.engine);
-        let verdict = match result {
+        let body = match result {
             CallResult::Grpc {
                 status: 0, body, ..
-            } => engine
-                .bundle
-                .policy
-                .limits
-                .iter()
-                .find(|l| l.id == flow.limit_id)
-                .and_then(|l| l.fleet_verdict(&flow.ask, body)),
+            } => Some(body.as_slice()),
             _ => None,
         };
-        self.fleet_answers.push((flow.key, verdict));
-        let mut value = flow.value;
-        Some(self.decide(env, flow.envelope, &mut value))
-    }
-}
-
-/// A single-use approval's spend in flight, with the request it holds.
-#[derive(Debug)]
-pub(super) struct SpendFlow {
-    id: u32,
-    key: String,
-    envelope: Envelope,
-    value: Value,
-}
-
-impl Exchange {
-    /// With a fleet service configured, a granted approval is spent there,
-    /// once for the whole fleet (`portcullis.fleet.v1.Fleet/Spend`), not in
-    /// this proxy's shared data, where every proxy would accept it once.
-    /// Asked before the limits are counted, since the request is decided
-    /// again from the start with the answer: an approval is therefore spent
-    /// even when a limit then refuses the call (docs/fleet.md).
-    pub(super) fn fleet_spend_call(
-        &mut self,
-        envelope: Envelope,
-        decisions: &[Verdict],
-        value: &mut Value,
-    ) -> Result<Outcall, Envelope> {
-        let engine = Arc::clone(&self.engine);
-        let Some(fleet) = engine.bundle.settings.fleet.as_ref() else {
-            return Err(envelope);
-        };
-        let next = decisions
-            .iter()
-            .filter_map(|v| v.approval.as_ref()?.jti.as_deref())
-            .map(crate::policy::gate::spend_key)
-            .find(|key| !self.fleet_spends.iter().any(|(k, _)| k == key));
-        let Some(key) = next else {
-            return Err(envelope);
-        };
-        use prost::Message as _;
-        // Kept at least as long as any grant the bundle accepts can live.
-        let ttl_ms = engine
-            .bundle
-            .approval_max_ttl
-            .saturating_add(60)
-            .saturating_mul(1000);
-        let id = self.next_call_id();
-        let call = Outcall {
-            id,
-            cluster: fleet.cluster.clone(),
-            timeout_ms: fleet.timeout_ms,
-            kind: OutcallKind::Grpc {
-                service: api::SERVICE.to_owned(),
-                method: api::SPEND.to_owned(),
-                message: api::SpendRequest {
-                    key: key.clone(),
-                    ttl_ms,
-                }
-                .encode_to_vec(),
-                initial_metadata: Vec::new(),
-            },
-        };
-        self.fleet_spend_flow = Some(SpendFlow {
-            id,
-            key,
-            envelope,
-            value: std::mem::take(value),
-        });
-        Ok(call)
-    }
-
-    /// The answer to a spend: kept (`None`: no clear answer, refused as
-    /// `fleet_unavailable`), and the request decided again. `None` if no
-    /// spend is in flight.
-    pub(super) fn fleet_spend_answer(
-        &mut self,
-        env: &mut dyn Env,
-        id: u32,
-        result: &CallResult,
-    ) -> Option<RequestBodyAction> {
-        let flow = self.fleet_spend_flow.take()?;
-        if flow.id != id {
-            return Some(RequestBodyAction::Reply(self.internal_error(
-                env,
-                "an outcall answer for another approval spend than the one asked",
-            )));
-        }
-        let first = match result {
-            CallResult::Grpc {
-                status: 0, body, ..
-            } => {
-                use prost::Message as _;
-                api::SpendResponse::decode(body.as_slice())
-                    .ok()
-                    .map(|r| r.first)
+        match flow.question {
+            Question::Limit { limit_id, ask } => {
+                let engine = Arc::clone(&self.engine);
+                let verdict = body.and_then(|body| {
+                    engine
+                        .bundle
+                        .policy
+                        .limits
+                        .iter()
+                        .find(|l| l.id == limit_id)
+                        .and_then(|l| l.fleet_verdict(&ask, body))
+                });
+                self.fleet_answers.push((flow.key, verdict));
             }
-            _ => None,
-        };
-        self.fleet_spends.push((flow.key, first));
+            Question::Spend => {
+                use prost::Message as _;
+                let first = body
+                    .and_then(|b| api::SpendResponse::decode(b).ok())
+                    .map(|r| r.first);
+                self.fleet_spends.push((flow.key, first));
+            }
+        }
         let mut value = flow.value;
         Some(self.decide(env, flow.envelope, &mut value))
     }

@@ -479,12 +479,11 @@ pub struct Exchange {
     approvers: Vec<String>,
     /// The last outcall id given out.
     next_call: u32,
-    /// A fleet limit's question in flight (engine/fleet.rs).
+    /// A fleet question in flight: a limit or an approval's spend
+    /// (engine/fleet.rs).
     fleet_flow: Option<fleet::FleetFlow>,
     /// The fleet answers this request got.
     fleet_answers: fleet::FleetAnswers,
-    /// A single-use approval's fleet-wide spend in flight (engine/fleet.rs).
-    fleet_spend_flow: Option<fleet::SpendFlow>,
     /// The fleet's answers to this request's spends: spend key -> first
     /// spend (`None`: no answer).
     fleet_spends: Vec<(String, Option<bool>)>,
@@ -527,7 +526,6 @@ impl Exchange {
             next_call: 0,
             fleet_flow: None,
             fleet_answers: Vec::new(),
-            fleet_spend_flow: None,
             fleet_spends: Vec::new(),
         }
     }
@@ -545,9 +543,6 @@ impl Exchange {
             return self.approval_call_done(env, flow, id, result);
         }
         if let Some(action) = self.fleet_answer(env, id, &result) {
-            return action;
-        }
-        if let Some(action) = self.fleet_spend_answer(env, id, &result) {
             return action;
         }
         RequestBodyAction::Reply(
