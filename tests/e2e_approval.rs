@@ -196,9 +196,19 @@ fn query(db: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
-    let dir = temp_dir("e2e-approval");
+/// The control plane, the SDK server upstream and `portcullis serve`,
+/// sharing one audit store.
+struct Rig {
+    dir: std::path::PathBuf,
+    page_url: String,
+    url: String,
+    db: std::path::PathBuf,
+    record: std::path::PathBuf,
+    _procs: Vec<Proc>,
+}
+
+fn rig(name: &str) -> Rig {
+    let dir = temp_dir(name);
     let key = dir.join("approval.key");
     let (code, _, err) = portcullis(&["audit", "keygen", "--out", key.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -226,7 +236,26 @@ fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
         "--audit-db",
         db.to_str().unwrap(),
     ]);
-    let url = format!("{base}/mcp");
+    Rig {
+        url: format!("{base}/mcp"),
+        dir,
+        page_url,
+        db,
+        record,
+        _procs: vec![_proxy, _upstream, _cp],
+    }
+}
+
+#[test]
+fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
+    let Rig {
+        dir,
+        page_url,
+        url,
+        db,
+        record,
+        _procs,
+    } = rig("e2e-approval");
     let bob = approver_token("bob@example.com", &["payments-approver"], &page_url);
     // The screenshots in docs/approvals/ are this test's, taken with
     // PORTCULLIS_APPROVAL_SCREENSHOTS=1; other runs keep theirs in the
@@ -381,4 +410,191 @@ fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
     // The page never saw the PII in the arguments, nor does the store.
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("carol@example.com"), "PII reached the store");
+}
+
+/// The person's part alone: the page of `page` in Chromium, signed in with
+/// `token`, and `decision` clicked. What the page said.
+fn decide_in_page(dir: &Path, name: &str, page: &str, decision: &str, token: &str) -> Value {
+    let out = Command::new(python())
+        .arg(root().join("tests/e2e/approval_client.py"))
+        .args(["--open", page, "--decision", decision])
+        .args(["--chromium", &chromium()])
+        .arg("--profile")
+        .arg(dir.join(format!("chromium-{name}")))
+        .env("PORTCULLIS_APPROVER_TOKEN", token)
+        .output()
+        .expect("run approval_client.py --open");
+    assert!(
+        out.status.success(),
+        "approval_client.py --open failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The TypeScript SDK client of `approval_client_2025.mjs`, its stdin kept
+/// to say when the person is done.
+struct TsClient {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl TsClient {
+    fn start(url: &str, args: &Value, again: bool) -> TsClient {
+        let mut cmd = node();
+        cmd.arg(root().join("tests/e2e/approval_client_2025.mjs"))
+            .args([
+                "--url",
+                url,
+                "--tool",
+                "pay",
+                "--arguments",
+                &args.to_string(),
+            ]);
+        if again {
+            cmd.arg("--again");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start approval_client_2025.mjs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+            }
+        });
+        TsClient { child, lines }
+    }
+
+    fn next(&self, op: &str) -> Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {op} line from the TypeScript client"));
+            if line["op"] == op {
+                return line;
+            }
+        }
+    }
+
+    /// The person is done: the application retries.
+    fn done(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"done\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for TsClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// MCP 2025-11-25, client/elicitation, "URL Elicitation Required Error":
+/// "When a request cannot be processed until an elicitation is completed,
+/// the server MAY return a URLElicitationRequiredError (code -32042) to
+/// indicate to the client that a URL mode elicitation is required." The
+/// official TypeScript SDK (1.32.2, 2025-11-25, unchanged) declares URL
+/// mode, gets the error for the risky call, a person approves in the page
+/// (headless Chromium), and the application's retry runs the call once;
+/// the same call again needs a new approval. A denied request is refused.
+#[test]
+fn a_2025_11_25_client_is_sent_to_the_page_and_its_retry_runs_once() {
+    let Rig {
+        dir,
+        page_url,
+        url,
+        db,
+        record,
+        _procs,
+    } = rig("e2e-approval-2025");
+    let bob = approver_token("bob@example.com", &["payments-approver"], &page_url);
+
+    // Approved: the retry runs once; the same call again is a new request.
+    let args = json!({"amount": 300, "to": "acct-5 (for dave@example.com)"});
+    let mut ts = TsClient::start(&url, &args, true);
+    assert_eq!(ts.next("connect")["protocol_version"], "2025-11-25");
+    let first = ts.next("elicitation");
+    assert_eq!(first["mode"], "url");
+    let page = first["url"].as_str().unwrap().to_owned();
+    assert!(page.starts_with(&format!("{page_url}/")), "{page}");
+    assert_eq!(
+        first["elicitationId"].as_str().unwrap(),
+        page.rsplit('/').next().unwrap()
+    );
+    let seen = decide_in_page(&dir, "ts-approve", &page, "approve", &bob);
+    assert!(
+        seen["note"].as_str().unwrap().starts_with("Approved"),
+        "{seen}"
+    );
+    ts.done();
+    let call = ts.next("call");
+    assert_eq!(call["ok"], true, "{call}");
+    assert!(
+        call["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("paid 300.00 to acct-5"),
+        "{call}"
+    );
+    let again = ts.next("again");
+    assert_eq!(again["ok"], false, "{again}");
+    assert_eq!(again["error"]["code"], -32042);
+    let next = &again["error"]["data"]["elicitations"][0];
+    assert_ne!(next["elicitationId"], first["elicitationId"], "{again}");
+    drop(ts);
+    assert_eq!(pay_calls(&record), 1, "the upstream ran the call once");
+
+    // Denied: refused with the clear error, never forwarded.
+    let mut ts = TsClient::start(&url, &json!({"amount": 700, "to": "acct-8"}), false);
+    let page = ts.next("elicitation")["url"].as_str().unwrap().to_owned();
+    let seen = decide_in_page(&dir, "ts-deny", &page, "deny", &bob);
+    assert!(
+        seen["note"].as_str().unwrap().starts_with("Denied"),
+        "{seen}"
+    );
+    ts.done();
+    let call = ts.next("call");
+    assert_eq!(call["ok"], false, "{call}");
+    assert_eq!(call["error"]["code"], -31099);
+    assert_eq!(call["error"]["data"]["approval"]["error"], "denied");
+    drop(ts);
+    assert_eq!(pay_calls(&record), 1, "the denied call never ran");
+
+    // The store: the error answers, the grant, the decisions, no PII.
+    assert!(eventually(|| {
+        query(&db)
+            .iter()
+            .any(|r| r["approval"]["error"] == "denied")
+    }));
+    let records = query(&db);
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["mcp.method.name"] == "tools/call" && r["gen_ai.tool.name"] == "pay")
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|r| r["approval"]["status"] == "url_elicitation_required"),
+        "the -32042 answer is recorded"
+    );
+    let granted = calls
+        .iter()
+        .find(|r| r["approval"]["status"] == "granted")
+        .expect("the approved call's record");
+    assert_eq!(granted["approval"]["approvers"][0], "bob@example.com");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "approval" && r["decision"] == "approve")
+    );
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("dave@example.com"), "PII reached the store");
 }

@@ -10,6 +10,8 @@ elicitation. The SDK's own retry loop then retries the call.
 Usage:
     approval_client.py --url URL --tool NAME --arguments JSON --decision approve|deny|none
                        --chromium PATH --profile DIR [--screenshots DIR] [--replay]
+    approval_client.py --open PAGE_URL --decision approve|deny|none --chromium PATH --profile DIR
+                       (only the person's part: the page of a request another client was sent to)
     The approver's token is read from the environment (PORTCULLIS_APPROVER_TOKEN), never argv.
 
 Output (stdout, one JSON line each):
@@ -219,9 +221,10 @@ def approve_in_browser(browser: Browser, url: str, decision: str, token: str, sh
 
 async def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--tool", required=True)
-    ap.add_argument("--arguments", required=True)
+    ap.add_argument("--url")
+    ap.add_argument("--tool")
+    ap.add_argument("--arguments")
+    ap.add_argument("--open", metavar="PAGE_URL")
     ap.add_argument("--decision", choices=["approve", "deny", "none"], required=True)
     ap.add_argument("--chromium", required=True)
     ap.add_argument("--profile", required=True)
@@ -231,6 +234,15 @@ async def main() -> int:
     ap.add_argument("--wait-before-retry", type=float, default=0)
     args = ap.parse_args()
     token = os.environ.get("PORTCULLIS_APPROVER_TOKEN", "")
+    if args.open:
+        browser = Browser(args.chromium, args.profile)
+        try:
+            emit(approve_in_browser(browser, args.open, args.decision, token, args.screenshots))
+        finally:
+            browser.close()
+        return 0
+    if not (args.url and args.tool and args.arguments):
+        ap.error("--url, --tool and --arguments are needed (or --open)")
     arguments = json.loads(args.arguments)
 
     states: list[str] = []

@@ -66,6 +66,12 @@ struct Pending {
     needed: u32,
     approvals: Vec<(String, u64)>,
     status: Status,
+    /// Filed by a lookup (a 2025-11-25 client, whose retry carries no
+    /// state): found again by approval id and agent.
+    by_lookup: bool,
+    /// A lookup already handed out its outcome (the grant, a denial, the
+    /// expiry): the next identical call starts a new request.
+    claimed: bool,
 }
 
 /// The approval service.
@@ -156,6 +162,7 @@ impl Approvals {
         let rest = path.trim_start_matches("/approvals");
         match (method.as_str(), rest) {
             ("POST", "/v1/requests") => self.register(&body, state),
+            ("POST", "/v1/lookup") => self.lookup(&body, state),
             ("GET", r) if r.starts_with("/v1/requests/") && r.ends_with("/decision") => {
                 let id = r
                     .trim_start_matches("/v1/requests/")
@@ -240,9 +247,106 @@ impl Approvals {
             .retain(|_, p| now < p.expires.saturating_add(self.ttl));
     }
 
-    /// `POST /approvals/v1/requests`, from a filter.
+    /// `POST /approvals/v1/requests`, from a filter: files the call and
+    /// answers its id and the `requestState` the client will echo.
     fn register(&self, body: &[u8], state: &State) -> Reply {
-        let bad = |why: &str| json_reply(StatusCode::BAD_REQUEST, &json!({"error": why}));
+        let p = match self.filed(body, state, false) {
+            Ok(p) => p,
+            Err(r) => return *r,
+        };
+        let state_token = approval::sign_state(
+            &approval::RequestState {
+                req: p.id.clone(),
+                id: p.approval_id.clone(),
+                agt: p.agent.clone().unwrap_or_else(|| "-".into()),
+                iat: p.created,
+                exp: p.expires,
+            },
+            &self.key,
+        );
+        let Ok(state_token) = state_token else {
+            return json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "cannot sign"}),
+            );
+        };
+        if let Err(r) = self.insert(p.clone()) {
+            return *r;
+        }
+        json_reply(
+            StatusCode::OK,
+            &json!({"request": p.id, "requestState": state_token}),
+        )
+    }
+
+    /// `POST /approvals/v1/lookup`, from a filter, for a client whose retry
+    /// carries no state (MCP 2025-11-25's URL elicitation error): the call's
+    /// open request, found by approval id and agent, or a new one. An
+    /// outcome other than pending is handed out once; the next identical
+    /// call starts a new request, so one approval covers one call.
+    fn lookup(&self, body: &[u8], state: &State) -> Reply {
+        match self.filed(body, state, true) {
+            Ok(p) => self.claim_or_file(p),
+            Err(r) => *r,
+        }
+    }
+
+    /// The lookup proper: `p` is the call as filed now.
+    fn claim_or_file(&self, p: Pending) -> Reply {
+        let now = now_secs();
+        let found = {
+            let mut map = self.lock();
+            let open = map.values_mut().find(|o| {
+                o.by_lookup && !o.claimed && o.approval_id == p.approval_id && o.agent == p.agent
+            });
+            open.map(|o| {
+                let answer = outcome(o, now);
+                if answer.get("status").and_then(Value::as_str) != Some("pending") {
+                    o.claimed = true;
+                }
+                (o.id.clone(), answer)
+            })
+        };
+        let (id, mut answer) = match found {
+            Some(f) => f,
+            None => {
+                let id = p.id.clone();
+                if let Err(r) = self.insert(p) {
+                    return *r;
+                }
+                (id, json!({"status": "pending"}))
+            }
+        };
+        if let Some(m) = answer.as_object_mut() {
+            m.insert("request".into(), Value::String(id));
+        }
+        json_reply(StatusCode::OK, &answer)
+    }
+
+    /// Stores a new request and records it.
+    fn insert(&self, p: Pending) -> Result<(), Box<Reply>> {
+        {
+            let mut map = self.lock();
+            if map.len() >= MAX_PENDING {
+                return Err(Box::new(json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": "too many pending approval requests"}),
+                )));
+            }
+            map.insert(p.id.clone(), p.clone());
+        }
+        self.audit(&p, "requested", None, "an approval was requested");
+        Ok(())
+    }
+
+    /// A filter's registration body, read into a new request (not stored).
+    fn filed(&self, body: &[u8], state: &State, by_lookup: bool) -> Result<Pending, Box<Reply>> {
+        let bad = |why: &str| {
+            Err(Box::new(json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": why}),
+            )))
+        };
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return bad("the body is not JSON");
         };
@@ -257,37 +361,21 @@ impl Approvals {
         let bundle_version = text("bundleVersion").unwrap_or_default();
         // The rule's approvers, from the bundle the filter decided with.
         let Some((roles, needed)) = state.approvers(&bundle_version, &binding.rule) else {
-            return json_reply(
+            return Err(Box::new(json_reply(
                 StatusCode::CONFLICT,
                 &json!({"error": "the control plane does not serve this bundle version, or its rule names no approvers"}),
-            );
+            )));
         };
         let mut rid = [0u8; 16];
         if getrandom::fill(&mut rid).is_err() {
-            return json_reply(
+            return Err(Box::new(json_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "no randomness"}),
-            );
+            )));
         }
         let id = hex::encode(rid);
         let now = now_secs();
         let agent = text("agent");
-        let state_token = approval::sign_state(
-            &approval::RequestState {
-                req: id.clone(),
-                id: approval_id.clone(),
-                agt: agent.clone().unwrap_or_else(|| "-".into()),
-                iat: now,
-                exp: now + self.ttl,
-            },
-            &self.key,
-        );
-        let Ok(state_token) = state_token else {
-            return json_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "cannot sign"}),
-            );
-        };
         let client = v.get("client").and_then(|c| {
             let name = c.get("name")?.as_str()?;
             let version = c.get("version").and_then(Value::as_str).unwrap_or("");
@@ -309,22 +397,10 @@ impl Approvals {
             needed,
             approvals: Vec::new(),
             status: Status::Pending,
+            by_lookup,
+            claimed: false,
         };
-        {
-            let mut map = self.lock();
-            if map.len() >= MAX_PENDING {
-                return json_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": "too many pending approval requests"}),
-                );
-            }
-            map.insert(id.clone(), p.clone());
-        }
-        self.audit(&p, "requested", None, "an approval was requested");
-        json_reply(
-            StatusCode::OK,
-            &json!({"request": id, "requestState": state_token}),
-        )
+        Ok(p)
     }
 
     /// `GET /approvals/v1/requests/{id}/decision`, from a filter.
@@ -332,18 +408,7 @@ impl Approvals {
         let Some(p) = self.get(id) else {
             return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such request"}));
         };
-        let approvers: Vec<&str> = p.approvals.iter().map(|(s, _)| s.as_str()).collect();
-        let v = match &p.status {
-            Status::Approved { token } => {
-                json!({"status": "approved", "token": token, "approvers": approvers})
-            }
-            Status::Denied { .. } => json!({"status": "denied"}),
-            Status::Pending if now_secs() >= p.expires => json!({"status": "expired"}),
-            Status::Pending => {
-                json!({"status": "pending", "approvals": approvers.len(), "needed": p.needed})
-            }
-        };
-        json_reply(StatusCode::OK, &v)
+        json_reply(StatusCode::OK, &outcome(&p, now_secs()))
     }
 
     /// The approver, from `Authorization: Bearer`, verified against the
@@ -622,6 +687,22 @@ impl Approvals {
     }
 }
 
+/// What a filter is told about a request: pending, approved (with the
+/// grant and who approved), denied or expired.
+fn outcome(p: &Pending, now: u64) -> Value {
+    let approvers: Vec<&str> = p.approvals.iter().map(|(s, _)| s.as_str()).collect();
+    match &p.status {
+        Status::Approved { token } => {
+            json!({"status": "approved", "token": token, "approvers": approvers})
+        }
+        Status::Denied { .. } => json!({"status": "denied"}),
+        Status::Pending if now >= p.expires => json!({"status": "expired"}),
+        Status::Pending => {
+            json!({"status": "pending", "approvals": approvers.len(), "needed": p.needed})
+        }
+    }
+}
+
 fn status_label(p: &Pending, now: u64) -> (&'static str, &'static str) {
     match &p.status {
         Status::Approved { .. } => ("Approved", "ok"),
@@ -754,9 +835,76 @@ mod tests {
                 needed,
                 approvals: Vec::new(),
                 status: Status::Pending,
+                by_lookup: false,
+                claimed: false,
             },
         );
         (a, approval_id, key)
+    }
+
+    /// The call of `service_with` as a 2025-11-25 lookup files it.
+    fn as_filed(a: &Approvals, agent: Option<&str>) -> Pending {
+        let mut p = a.get("r1").unwrap();
+        p.id = format!("new-{}", a.lock().len());
+        p.agent = agent.map(str::to_owned);
+        p.by_lookup = true;
+        p
+    }
+
+    fn lookup(a: &Approvals, agent: Option<&str>) -> Value {
+        let p = as_filed(a, agent);
+        serde_json::from_slice(&futures_body(a.claim_or_file(p))).unwrap()
+    }
+
+    #[test]
+    fn a_lookup_finds_its_open_request_and_hands_an_outcome_out_once() {
+        let (a, approval_id, key) = service_with(1);
+        // Requests filed with a state are not found by a lookup.
+        let first = lookup(&a, Some("agent-1"));
+        assert_eq!(first["status"], "pending");
+        let req = first["request"].as_str().unwrap().to_owned();
+        assert_ne!(req, "r1");
+        // The retry finds the same request; another agent gets its own.
+        assert_eq!(lookup(&a, Some("agent-1"))["request"], req.as_str());
+        let other = lookup(&a, Some("agent-2"));
+        assert_ne!(other["request"], req.as_str());
+        let bob = approver("bob", &["payments-approver"]);
+        assert!(a.decide(&req, &bob, "approve").starts_with("Approved"));
+        // Approved: the grant, once.
+        let got = lookup(&a, Some("agent-1"));
+        assert_eq!(
+            (got["status"].as_str(), got["request"].as_str()),
+            (Some("approved"), Some(req.as_str()))
+        );
+        approval::verify(
+            got["token"].as_str().unwrap(),
+            &[key.verifying_key()],
+            &approval_id,
+            now_secs(),
+            3600,
+        )
+        .unwrap();
+        // The next identical call starts over.
+        let again = lookup(&a, Some("agent-1"));
+        assert_eq!(again["status"], "pending");
+        assert_ne!(again["request"], req.as_str());
+        // A denial is told once, too.
+        let next = again["request"].as_str().unwrap().to_owned();
+        assert!(a.decide(&next, &bob, "deny").starts_with("Denied"));
+        assert_eq!(lookup(&a, Some("agent-1"))["status"], "denied");
+        assert_eq!(lookup(&a, Some("agent-1"))["status"], "pending");
+    }
+
+    #[test]
+    fn a_lookup_reports_an_expired_request_once() {
+        let (a, _, _) = service_with(1);
+        let first = lookup(&a, None);
+        let req = first["request"].as_str().unwrap().to_owned();
+        if let Some(p) = a.lock().get_mut(&req) {
+            p.expires = now_secs();
+        }
+        assert_eq!(lookup(&a, None)["status"], "expired");
+        assert_eq!(lookup(&a, None)["status"], "pending");
     }
 
     fn decision(a: &Approvals) -> Value {

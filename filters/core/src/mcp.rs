@@ -31,6 +31,10 @@ pub const DEFAULT_REVISION: &str = "2025-03-26";
 /// body that must agree with it.
 pub const STATELESS_REVISION: &str = "2026-07-28";
 
+/// The revision whose `URLElicitationRequiredError` (`-32042`) sends a
+/// client to a page and has it retry: its way to ask for an approval.
+pub const URL_ELICITATION_REVISION: &str = "2025-11-25";
+
 /// Where the 2026-07-28 revision carries the protocol version in a body.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
@@ -78,6 +82,10 @@ pub mod codes {
     pub const APPROVAL_REQUIRED: i64 = -31099;
     /// A rate, concurrency or budget limit was reached (HTTP 429).
     pub const LIMITED: i64 = -31089;
+    /// MCP 2025-11-25 `URLElicitationRequiredError`: the request can run
+    /// once the URL-mode elicitations in `data.elicitations` are done (the
+    /// approval page of a held call).
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 
     /// Whether `code` lies in the sub-range MCP 2026-07-28 reserves for
     /// codes its specification defines.

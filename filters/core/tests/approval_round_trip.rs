@@ -2,7 +2,9 @@
 //! the stream driver and its outcall seam (`Step::Call` /
 //! `StreamDriver::call_done`): the `input_required` answer, the signed
 //! `requestState`, the retry checked and spent once, every refusal, and
-//! the older revisions' error flow. The approval service's answers are
+//! the older revisions' error flow, and 2025-11-25's
+//! `URLElicitationRequiredError` (`-32042`) for sessions that declared URL
+//! mode. The approval service's answers are
 //! built here with the same signing code the control plane uses; the
 //! service itself is tested end to end in tests/e2e_approval.rs.
 
@@ -68,17 +70,33 @@ struct Stream {
 }
 
 fn send(engine: &Arc<Engine>, e: &mut MemoryEnv, body: &Value, revision: &str) -> Stream {
+    send_in(engine, e, body, revision, None)
+}
+
+fn send_in(
+    engine: &Arc<Engine>,
+    e: &mut MemoryEnv,
+    body: &Value,
+    revision: &str,
+    session: Option<&str>,
+) -> Stream {
     let mut d = StreamDriver::new(engine.clone());
+    let mut headers = vec![
+        ("content-type".into(), "application/json".into()),
+        ("mcp-protocol-version".into(), revision.into()),
+    ];
+    if revision == REV {
+        headers.push(("mcp-method".into(), "tools/call".into()));
+        headers.push(("mcp-name".into(), "pay".into()));
+    }
+    if let Some(s) = session {
+        headers.push(("mcp-session-id".into(), s.into()));
+    }
     let head = RequestHead {
         method: "POST".into(),
         path: "/mcp".into(),
         authority: "mcp.example.com".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("mcp-protocol-version".into(), revision.into()),
-            ("mcp-method".into(), "tools/call".into()),
-            ("mcp-name".into(), "pay".into()),
-        ],
+        headers,
     };
     // Under `requestHeaders: forward` (the default) the headers go on and
     // the body is held.
@@ -412,5 +430,226 @@ fn older_revisions_and_clients_without_url_elicitation_keep_the_error() {
     let mut no_url = call(2, json!({"amount": 500}), json!({}));
     no_url["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({});
     let s = send(&engine, &mut e, &no_url, REV);
+    assert_eq!(s.reply()["error"]["code"], codes::APPROVAL_REQUIRED);
+}
+
+/// A 2025-11-25 session opened by an `initialize` declaring `elicitation`
+/// `capabilities` (`url` when `url_mode`), named by the server's answer.
+fn open_session(engine: &Arc<Engine>, e: &mut MemoryEnv, session: &str, url_mode: bool) {
+    let elicitation = if url_mode {
+        json!({"form": {}, "url": {}})
+    } else {
+        json!({})
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": elicitation},
+        "clientInfo": {"name": "test-client", "version": "1"}}});
+    let mut s = send_in(engine, e, &init, "2025-11-25", None);
+    assert!(s.forwarded(), "{:?}", s.out);
+    s.d.response_headers(
+        e,
+        200,
+        &[
+            ("content-type".into(), "application/json".into()),
+            ("mcp-session-id".into(), session.into()),
+        ],
+        false,
+    );
+    let answer = json!({"jsonrpc": "2.0", "id": 0, "result": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "serverInfo": {"name": "payments", "version": "1"}}});
+    let bytes = answer.to_string().into_bytes();
+    s.d.response_body(e, &mut bytes.as_slice(), true);
+    s.d.end(e);
+}
+
+fn call_2025(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "pay", "arguments": {"amount": 500, "memo": "for alice@example.com"}}})
+}
+
+/// Elicitation (2025-11-25), "URL Elicitation Required Error": "When a
+/// request cannot be processed until an elicitation is completed, the
+/// server MAY return a URLElicitationRequiredError (code -32042) [...] Any
+/// elicitations returned in the error MUST be URL mode elicitations and
+/// have an elicitationId property." The retry carries nothing of the first
+/// attempt, so the service finds the call's request by approval id and
+/// agent (`/approvals/v1/lookup`); its grant is verified offline and spent
+/// once.
+#[test]
+fn a_2025_11_25_session_with_url_mode_gets_the_url_elicitation_error_then_runs_once() {
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let engine = engine(&key);
+    let mut e = MemoryEnv::at_secs(NOW);
+    open_session(&engine, &mut e, "sess-url", true);
+
+    // First attempt: filed with the service, answered -32042.
+    let mut s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(1),
+        "2025-11-25",
+        Some("sess-url"),
+    );
+    let (_, method, path, filed) = s.call();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/approvals/v1/lookup")
+    );
+    assert!(
+        !filed["arguments"].to_string().contains("alice@example.com"),
+        "{filed}"
+    );
+    let approval_id = filed["approvalId"].as_str().unwrap().to_owned();
+    s.answer(&mut e, 200, json!({"status": "pending", "request": "r-9"}));
+    let body = s.reply();
+    assert_eq!(body["id"], 1);
+    let error = &body["error"];
+    assert_eq!(error["code"], codes::URL_ELICITATION_REQUIRED);
+    let ask = &error["data"]["elicitations"][0];
+    assert_eq!(ask["mode"], "url");
+    assert_eq!(ask["elicitationId"], "r-9");
+    assert_eq!(ask["url"], "https://approve.example.com/approvals/r-9");
+    assert!(ask["message"].as_str().unwrap().contains("\"pay\""));
+    let recs = s.records(&mut e);
+    assert_eq!(
+        recs[0].approval.as_ref().unwrap().status,
+        "url_elicitation_required"
+    );
+    assert_eq!(recs[0].error_code, Some(codes::URL_ELICITATION_REQUIRED));
+
+    // The retry, once approved: the grant is checked and the call runs.
+    let grant = approval::mint(&approval_id, &key, NOW, 600, &[9; 16]).unwrap();
+    let approved =
+        json!({"status": "approved", "request": "r-9", "token": grant, "approvers": ["bob"]});
+    let mut s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(2),
+        "2025-11-25",
+        Some("sess-url"),
+    );
+    assert_eq!(s.call().2, "/approvals/v1/lookup");
+    s.answer(&mut e, 200, approved.clone());
+    assert!(s.forwarded(), "{:?}", s.out);
+    let recs = s.records(&mut e);
+    assert_eq!(recs[0].approval.as_ref().unwrap().status, "granted");
+
+    // A service that hands the same grant out twice gains nothing: spent.
+    let mut s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(3),
+        "2025-11-25",
+        Some("sess-url"),
+    );
+    s.answer(&mut e, 200, approved);
+    let body = s.reply();
+    assert_eq!(body["error"]["code"], codes::APPROVAL_REQUIRED);
+    assert_eq!(body["error"]["data"]["approval"]["error"], "already_used");
+
+    // A grant approved for other arguments does not fit this call.
+    let mut bigger = call_2025(4);
+    bigger["params"]["arguments"]["amount"] = json!(5000);
+    let s = send_in(&engine, &mut e, &bigger, "2025-11-25", Some("sess-url"));
+    let other_id = s.call().3["approvalId"].as_str().unwrap().to_owned();
+    assert_ne!(other_id, approval_id);
+    let other = approval::mint(&other_id, &key, NOW, 600, &[10; 16]).unwrap();
+    let mut s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(4),
+        "2025-11-25",
+        Some("sess-url"),
+    );
+    s.answer(
+        &mut e,
+        200,
+        json!({"status": "approved", "request": "r-9", "token": other}),
+    );
+    let body = s.reply();
+    assert_eq!(body["error"]["code"], codes::APPROVAL_REQUIRED);
+    assert!(!s.forwarded());
+
+    // Denied and expired end in the error, with a record.
+    for (status, error) in [("denied", "denied"), ("expired", "expired")] {
+        let mut s = send_in(
+            &engine,
+            &mut e,
+            &call_2025(5),
+            "2025-11-25",
+            Some("sess-url"),
+        );
+        s.answer(&mut e, 200, json!({"status": status, "request": "r-9"}));
+        let body = s.reply();
+        assert_eq!(body["error"]["code"], codes::APPROVAL_REQUIRED, "{status}");
+        assert_eq!(body["error"]["data"]["approval"]["error"], error);
+    }
+
+    // A pending answer without a usable request id, and a service that
+    // cannot be reached, fail closed.
+    for answer in [
+        json!({"status": "pending"}),
+        json!({"status": "pending", "request": "../../x"}),
+    ] {
+        let mut s = send_in(
+            &engine,
+            &mut e,
+            &call_2025(6),
+            "2025-11-25",
+            Some("sess-url"),
+        );
+        s.answer(&mut e, 200, answer);
+        assert_eq!(
+            s.reply()["error"]["data"]["approval"]["error"],
+            "service_unavailable"
+        );
+    }
+    let mut s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(7),
+        "2025-11-25",
+        Some("sess-url"),
+    );
+    let id = s.call().0;
+    s.out =
+        s.d.call_done(&mut e, id, CallResult::Failed("no cluster".into()));
+    assert_eq!(
+        s.reply()["error"]["data"]["approval"]["error"],
+        "service_unavailable"
+    );
+}
+
+/// Elicitation (2025-11-25): "Servers MUST NOT send elicitation requests
+/// with modes that are not supported by the client." A session that did
+/// not declare URL mode, a request naming no session, and a session the
+/// filter never saw open keep the `-31099` error flow.
+#[test]
+fn a_2025_11_25_session_without_url_mode_keeps_the_error_flow() {
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let engine = engine(&key);
+    let mut e = MemoryEnv::at_secs(NOW);
+    open_session(&engine, &mut e, "sess-form", false);
+    for session in [Some("sess-form"), None, Some("sess-unknown")] {
+        let s = send_in(&engine, &mut e, &call_2025(1), "2025-11-25", session);
+        let body = s.reply();
+        assert_eq!(
+            body["error"]["code"],
+            codes::APPROVAL_REQUIRED,
+            "{session:?}"
+        );
+        assert!(body["error"]["data"]["approval"]["id"].is_string());
+    }
+    // A URL-mode session of an older revision gets the error flow too.
+    open_session(&engine, &mut e, "sess-url", true);
+    let s = send_in(
+        &engine,
+        &mut e,
+        &call_2025(2),
+        "2025-06-18",
+        Some("sess-url"),
+    );
     assert_eq!(s.reply()["error"]["code"], codes::APPROVAL_REQUIRED);
 }

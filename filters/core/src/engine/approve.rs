@@ -24,6 +24,14 @@
 //!    expired, declined by the user, or anything unverifiable: a JSON-RPC
 //!    error (`-31099`) and a record.
 //!
+//! A 2025-11-25 client whose session declared URL-mode elicitation at
+//! `initialize` gets that revision's way instead, the
+//! `URLElicitationRequiredError` (`-32042`) naming the same page. Its retry
+//! carries no state, so the filter asks the service to find the call's open
+//! request by approval id and agent (`POST /approvals/v1/lookup`, which
+//! files one when there is none): pending, the same error again; approved,
+//! the grant, handed out once and then spent once here, as above.
+//!
 //! Every other revision, a client without URL elicitation, a batch, or a
 //! request that carries `x-mcp-approval` keeps the `-31099` error flow.
 
@@ -37,6 +45,11 @@ const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabiliti
 const DEFAULT_TIMEOUT_MS: u32 = 5000;
 /// Largest answer read from the approval service.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Slots of the table of 2025-11-25 sessions that declared URL-mode
+/// elicitation (shared data, every worker). A fixed number, so a flood of
+/// sessions costs no memory; a session whose slot another took falls back
+/// to the `-31099` error flow, which still works.
+const SESSION_SLOTS: u64 = 4096;
 
 /// A round trip in flight: what the stream waits on, and what it needs to
 /// finish the request afterwards.
@@ -58,6 +71,8 @@ enum Stage {
     /// Asking for the decision on request `req`, whose state the client
     /// echoed.
     Decision { req: String, state: String },
+    /// A 2025-11-25 call: finding its open request, or filing one.
+    Lookup,
 }
 
 impl Exchange {
@@ -87,19 +102,24 @@ impl Exchange {
             || a.jti.is_some()
             || a.error.is_some()
             || self.head.header(headers::APPROVAL).is_some()
-            || self.revision.as_deref() != Some(mcp::STATELESS_REVISION)
         {
             return None;
         }
         let params = value.get("params");
-        // mrtr: "Servers MUST NOT send an inputRequests that the client has
-        // not declared support for in its capabilities."
-        let url_mode = params
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
-            .and_then(|c| c.get("elicitation"))
-            .and_then(|e| e.get("url"))
-            .is_some_and(Value::is_object);
+        let url_mode = match self.revision.as_deref() {
+            // mrtr: "Servers MUST NOT send an inputRequests that the client
+            // has not declared support for in its capabilities."
+            Some(mcp::STATELESS_REVISION) => params
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
+                .and_then(|c| c.get("elicitation"))
+                .is_some_and(declares_url_mode),
+            // Elicitation: "Servers MUST NOT send elicitation requests with
+            // modes that are not supported by the client"; the error carries
+            // them, so only to a session that declared URL mode.
+            Some(mcp::URL_ELICITATION_REVISION) => self.session_declared_url_mode(env),
+            _ => false,
+        };
         if !url_mode {
             return None;
         }
@@ -111,9 +131,14 @@ impl Exchange {
             verdict: verdict.clone(),
         };
         let id = self.next_call_id();
+        if self.revision.as_deref() == Some(mcp::URL_ELICITATION_REVISION) {
+            let call = self.register_call(env, id, &svc, msg, a, "/approvals/v1/lookup");
+            self.approval_flow = Some(Box::new(flow(id, Stage::Lookup)));
+            return Some(RequestBodyAction::Call(call));
+        }
         let state = match params.and_then(|p| p.get("requestState")) {
             None => {
-                let call = self.register_call(env, id, &svc, msg, a);
+                let call = self.register_call(env, id, &svc, msg, a, "/approvals/v1/requests");
                 self.approval_flow = Some(Box::new(flow(id, Stage::Register)));
                 return Some(RequestBodyAction::Call(call));
             }
@@ -266,8 +291,18 @@ impl Exchange {
                     ),
                 }
             }
-            Stage::Decision { req, state } => match text("status").as_deref() {
-                Some("pending") => self.input_required(*flow, &req, &state),
+            stage @ (Stage::Decision { .. } | Stage::Lookup) => match text("status").as_deref() {
+                Some("pending") => match stage {
+                    Stage::Decision { req, state } => self.input_required(*flow, &req, &state),
+                    _ => match text("request").filter(|r| is_request_id(r)) {
+                        Some(req) => self.url_elicitation_required(*flow, &req),
+                        None => self.approval_refused(
+                            *flow,
+                            approval::ApprovalError::ServiceUnavailable,
+                            "the approval service's answer names no request".into(),
+                        ),
+                    },
+                },
                 Some("approved") => {
                     let Some(token) = text("token") else {
                         return self.approval_refused(
@@ -334,6 +369,7 @@ impl Exchange {
         svc: &crate::bundle::ApprovalService,
         msg: &Message,
         a: &ApprovalState,
+        path: &str,
     ) -> Outcall {
         let mut args = msg
             .arguments
@@ -361,7 +397,7 @@ impl Exchange {
             svc.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             "POST",
             svc.authority.as_deref().unwrap_or(&svc.cluster),
-            "/approvals/v1/requests",
+            path,
             vec![
                 ("content-type".into(), "application/json".into()),
                 ("accept".into(), "application/json".into()),
@@ -370,26 +406,105 @@ impl Exchange {
         )
     }
 
-    /// The `InputRequiredResult`: a URL-mode elicitation to the request's
-    /// page, and the state to echo (mrtr, elicitation "URL Mode").
-    fn input_required(&mut self, flow: Flow, req: &str, state: &str) -> RequestBodyAction {
-        let page = self
-            .bundle()
+    /// The page of approval request `req`.
+    fn page_url(&self, req: &str) -> String {
+        self.bundle()
             .settings
             .approvals
             .as_ref()
             .and_then(|a| a.service.as_ref())
             .map(|s| format!("{}/{req}", s.page_url.trim_end_matches('/')))
-            .unwrap_or_default();
-        let Some(msg) = flow.envelope.messages.first() else {
+            .unwrap_or_default()
+    }
+
+    /// What the person is asked, naming the held call's tool.
+    fn elicitation_message(msg: &Message) -> String {
+        let tool = match &msg.target {
+            Target::Tool(t) => truncate(t, 128).to_owned(),
+            _ => String::new(),
+        };
+        format!(
+            "A person must approve this call to tool {tool:?} before it runs. Open the approval page; once it is approved, retry."
+        )
+    }
+
+    /// The record of a call answered with a request to go to the page.
+    fn record_sent_to_page(
+        &mut self,
+        flow: &Flow,
+        msg: &Message,
+        status: &'static str,
+        error_code: Option<i64>,
+        req: &str,
+    ) {
+        let mut record = self.record_for(0, Direction::Client, msg, &flow.verdict);
+        record.outcome = Outcome::Denied;
+        record.error_code = error_code;
+        record.http_status = Some(200);
+        record.reason = format!(
+            "{}; answered {status}: approval request {req}",
+            flow.verdict.reason
+        );
+        if let Some(note) = record.approval.as_mut() {
+            note.status = status;
+        }
+        self.complete(record);
+        self.replied_locally = true;
+    }
+
+    /// 2025-11-25's `URLElicitationRequiredError` (elicitation, "URL
+    /// Elicitation Required Error"): one URL-mode elicitation, the request's
+    /// page, its id as the `elicitationId`. HTTP 200, because both SDKs read
+    /// a JSON-RPC error only from a successful response.
+    fn url_elicitation_required(&mut self, flow: Flow, req: &str) -> RequestBodyAction {
+        let page = self.page_url(req);
+        let Some(msg) = flow.envelope.messages.first().cloned() else {
             return RequestBodyAction::Reply(self.refuse_request(
                 DenyCause::Internal,
                 "an approval round trip without its message".into(),
             ));
         };
-        let tool = match &msg.target {
-            Target::Tool(t) => truncate(t, 128).to_owned(),
-            _ => String::new(),
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": msg.id,
+            "error": {
+                "code": mcp::codes::URL_ELICITATION_REQUIRED,
+                "message": "This call needs a person's approval.",
+                "data": {
+                    "elicitations": [{
+                        "mode": "url",
+                        "elicitationId": req,
+                        "url": page,
+                        "message": Self::elicitation_message(&msg),
+                    }],
+                    "requestId": self.request_id,
+                }
+            }
+        });
+        self.record_sent_to_page(
+            &flow,
+            &msg,
+            "url_elicitation_required",
+            Some(mcp::codes::URL_ELICITATION_REQUIRED),
+            req,
+        );
+        RequestBodyAction::Reply(LocalReply {
+            status: 200,
+            headers: json_headers(),
+            body: body.to_string().into_bytes(),
+            details: "portcullis_url_elicitation_required".into(),
+        })
+    }
+
+    /// The `InputRequiredResult`: a URL-mode elicitation to the request's
+    /// page, and the state to echo (mrtr, elicitation "URL Mode").
+    fn input_required(&mut self, flow: Flow, req: &str, state: &str) -> RequestBodyAction {
+        let page = self.page_url(req);
+        let Some(msg) = flow.envelope.messages.first().cloned() else {
+            return RequestBodyAction::Reply(self.refuse_request(
+                DenyCause::Internal,
+                "an approval round trip without its message".into(),
+            ));
         };
         let body = json!({
             "jsonrpc": "2.0",
@@ -401,9 +516,7 @@ impl Exchange {
                         "method": "elicitation/create",
                         "params": {
                             "mode": "url",
-                            "message": format!(
-                                "A person must approve this call to tool {tool:?} before it runs. Open the approval page; once it is approved, retry."
-                            ),
+                            "message": Self::elicitation_message(&msg),
                             "url": page,
                         }
                     }
@@ -411,19 +524,7 @@ impl Exchange {
                 "requestState": state,
             }
         });
-        let mut record = self.record_for(0, Direction::Client, msg, &flow.verdict);
-        record.outcome = Outcome::Denied;
-        record.error_code = None;
-        record.http_status = Some(200);
-        record.reason = format!(
-            "{}; answered input_required: approval request {req}",
-            flow.verdict.reason
-        );
-        if let Some(note) = record.approval.as_mut() {
-            note.status = "input_required";
-        }
-        self.complete(record);
-        self.replied_locally = true;
+        self.record_sent_to_page(&flow, &msg, "input_required", None, req);
         RequestBodyAction::Reply(LocalReply {
             status: 200,
             headers: json_headers(),
@@ -447,6 +548,55 @@ impl Exchange {
         let findings = vec![None; flow.envelope.messages.len()];
         RequestBodyAction::Reply(self.refuse(&flow.envelope, &[verdict], &findings, 0))
     }
+}
+
+impl Exchange {
+    /// An `initialize` that declares URL-mode elicitation
+    /// (`capabilities.elicitation.url`): its session is remembered once the
+    /// server names it (`remember_url_mode_session`).
+    pub(super) fn note_url_mode_offer(&mut self, value: &Value) {
+        if self.bundle().settings.approvals.is_none() {
+            return;
+        }
+        self.offers_url_mode = value.get("method").and_then(Value::as_str) == Some("initialize")
+            && value
+                .get("params")
+                .and_then(|p| p.get("capabilities"))
+                .and_then(|c| c.get("elicitation"))
+                .is_some_and(declares_url_mode);
+    }
+
+    /// The answer to an `initialize` that offered URL mode names its
+    /// session: remembered in the session table, keyed and stored by the
+    /// session id's hash (never the id itself).
+    pub(super) fn remember_url_mode_session(&mut self, env: &mut dyn Env, session: &str) {
+        if !self.offers_url_mode {
+            return;
+        }
+        let hash = short_hash(session.as_bytes());
+        // A full table overwrites: that session falls back to the error flow.
+        env.shared_set(&session_slot_key(&hash), hash.as_bytes());
+    }
+
+    /// Whether this request's session declared URL-mode elicitation.
+    fn session_declared_url_mode(&self, env: &dyn Env) -> bool {
+        let Some(hash) = self.session.as_deref() else {
+            return false;
+        };
+        env.shared_get(&session_slot_key(hash))
+            .is_some_and(|stored| stored == hash.as_bytes())
+    }
+}
+
+/// `elicitation: {url: {}}` in a client's capabilities.
+fn declares_url_mode(elicitation: &Value) -> bool {
+    elicitation.get("url").is_some_and(Value::is_object)
+}
+
+/// The shared-data key of a session hash's slot.
+fn session_slot_key(hash: &str) -> String {
+    let slot = u64::from_str_radix(hash.get(..8).unwrap_or("0"), 16).unwrap_or(0) % SESSION_SLOTS;
+    format!("portcullis.url-elicitation/{slot}")
 }
 
 /// Removes the filter's own round trip from a body before it goes upstream:

@@ -475,6 +475,8 @@ pub struct Exchange {
     approval_token: Option<String>,
     /// The round trip is over: the request is decided on what it has.
     approval_resolved: bool,
+    /// This is an `initialize` that declared URL-mode elicitation.
+    offers_url_mode: bool,
     /// Who approved (the approval service's word, for the record).
     approvers: Vec<String>,
     /// The last outcall id given out.
@@ -522,6 +524,7 @@ impl Exchange {
             approval_flow: None,
             approval_token: None,
             approval_resolved: false,
+            offers_url_mode: false,
             approvers: Vec::new(),
             next_call: 0,
             fleet_flow: None,

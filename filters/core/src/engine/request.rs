@@ -588,6 +588,7 @@ impl Exchange {
             mcp::effective_revision(self.head.header("mcp-protocol-version"), &envelope, &value);
         self.revision = Some(revision.clone());
         self.client = envelope.messages.iter().find_map(|m| m.client.clone());
+        self.note_url_mode_offer(&value);
         let routing = RoutingHeaders {
             protocol_version: self.head.header("mcp-protocol-version"),
             method: self.head.header("mcp-method"),

@@ -136,6 +136,13 @@ impl Exchange {
         headers: &[(String, String)],
     ) -> HeaderEdits {
         self.response_status = status;
+        if (200..300).contains(&status)
+            && let Some((_, session)) = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+        {
+            self.remember_url_mode_session(env, session);
+        }
         let mut edits = HeaderEdits::default();
         if self.replied_locally {
             // Our own local reply, passing back through the encode path.
