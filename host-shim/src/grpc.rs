@@ -169,11 +169,10 @@ impl GrpcCallResult {
 /// clusters) client calls go through.
 ///
 /// With `TCP_NODELAY`, as Envoy's upstream connections have it (`CodecClient`
-/// sets `connection_->noDelay(true)`). Without it a call's HEADERS and DATA
-/// frames go out as two small writes and Nagle holds the second until the
-/// server's delayed ACK: every call took about 40 ms more on Linux
-/// (`benches/fleet_limit.rs` measured 44.5 ms a governed call before, on
-/// loopback).
+/// sets `connection_->noDelay(true)`). Without it every call took about
+/// 40 ms more on loopback (`benches/fleet_limit.rs`: 44.5 ms a governed
+/// call, 0.4 to 0.8 ms with it), Nagle's algorithm holding a small second
+/// write (HEADERS, then DATA) until the server's delayed ACK.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
