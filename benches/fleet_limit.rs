@@ -299,6 +299,7 @@ fn fleet_limit(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("portcullis-bench-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let Some((_redis, redis_port)) = redis(&dir) else {
+        let _ = std::fs::remove_dir_all(&dir);
         eprintln!(
             "fleet_limit: SKIPPED, redis-server is not on PATH (Debian: apt-get install redis-server)"
         );
