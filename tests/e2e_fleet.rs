@@ -6,6 +6,8 @@
 //! * A fleet limit of 25 holds at exactly 25 across both proxies under
 //!   parallel load from both, as the upstream's own record shows.
 //! * A daily budget holds across both.
+//! * An approval grant spent through one proxy is refused `already_used`
+//!   by the other, and the upstream runs the call once.
 //! * With Redis stopped, calls under a fleet limit are refused with a clear
 //!   error and a record; once Redis is back they pass again.
 
@@ -223,5 +225,168 @@ fn fleet_limits_hold_across_two_proxies_and_fail_closed_without_redis() {
     assert!(
         eventually(|| call(&bases[0], 6, "pay").status == 200),
         "passes again once Redis is back"
+    );
+}
+
+/// A single-use approval is spent once for the whole fleet: the grant
+/// `portcullis approve` mints for a refused call passes through proxy A,
+/// and the very same grant through proxy B is refused `already_used` (the
+/// fleet service's `Spend` said it was not the first), with a record; the
+/// upstream ran the call exactly once.
+#[test]
+fn an_approval_spent_through_one_proxy_is_refused_by_the_other() {
+    let dir = temp_dir("e2e-fleet-approval");
+    let redis_port = free_port();
+    let _redis = redis_on(redis_port, &dir);
+    let (_fleet, fleet_addr) = fleet_service(redis_port);
+    let upstream_log = dir.join("upstream.jsonl");
+    let (_upstream, port) = mcp_server(&["--policy-tools", "--json-response"], &upstream_log);
+
+    let key = dir.join("approver.key");
+    let (code, _, err) = portcullis(&["audit", "keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "keygen: {err}");
+    let public = std::fs::read_to_string(dir.join("approver.key.pub")).unwrap();
+    let b = dir.join("bundle-approval");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(
+        b.join("server.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: docs}\n\
+         spec:\n  match: {pathPrefix: /mcp}\n  owner: platform-team\n  classification: internal\n\
+         \x20 tools:\n    - name: pay\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("policy.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {name: docs}\nspec:\n\
+         \x20 rules:\n\
+         \x20   - {id: payments, effect: permit, tools: [pay]}\n\
+         \x20   - id: big-payments\n\
+         \x20     effect: requireApproval\n\
+         \x20     tools: [pay]\n\
+         \x20     arguments: {type: object, required: [amount], properties: {amount: {type: number, exclusiveMinimum: 100}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("settings.yaml"),
+        format!(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: Settings\nmetadata: {{name: settings}}\n\
+             spec:\n  fleet: {{cluster: fleet, timeoutMs: 1000}}\n\
+             \x20 approvals:\n    keys: [\"{}\"]\n    url: https://approvals.example.com/approve\n    maxTtl: 1h\n",
+            public.trim()
+        ),
+    )
+    .unwrap();
+
+    let cluster = format!("fleet=http://{fleet_addr}");
+    let proxies: Vec<_> = (0..2)
+        .map(|i| {
+            let audit = dir.join(format!("approval-audit-{i}.jsonl"));
+            let (p, base) = portcullis_serve(&[
+                "--upstream",
+                &format!("http://127.0.0.1:{port}"),
+                "--bundle",
+                b.to_str().unwrap(),
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "--cluster",
+                &cluster,
+                "--workers",
+                "2",
+            ]);
+            (p, base.trim_end_matches('/').to_owned(), audit)
+        })
+        .collect();
+
+    // A big payment, as a raw MCP 2026-07-28 client without URL-mode
+    // elicitation sends it: the error flow, retried with x-mcp-approval.
+    fn pay(base: &str, id: usize, grant: Option<&str>) -> Response {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "pay", "arguments": {"amount": 2500, "to": "acct-9"}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}}}});
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "pay"),
+        ];
+        if let Some(g) = grant {
+            headers.push(("x-mcp-approval", g));
+        }
+        http(base, "POST", "/mcp", &headers, body.to_string().as_bytes())
+    }
+    let (base_a, base_b) = (&proxies[0].1, &proxies[1].1);
+
+    // Without a grant: refused, with the id to approve.
+    let refused = pay(base_a, 1, None).json();
+    assert_eq!(refused["error"]["code"], -31099, "{refused}");
+    let approval = &refused["error"]["data"]["approval"];
+    assert_eq!(approval["covers"]["rule"], "Policy/docs#big-payments");
+    let id = approval["id"].as_str().unwrap().to_owned();
+    let (code, grant, err) = portcullis(&[
+        "approve",
+        &id,
+        "--key",
+        key.to_str().unwrap(),
+        "--ttl",
+        "10m",
+    ]);
+    assert_eq!(code, 0, "approve: {err}");
+    let grant = grant.trim().to_owned();
+    assert!(grant.starts_with("pat1."), "{grant}");
+    assert_eq!(upstream_calls(&upstream_log, "pay"), 0);
+
+    // Spent through proxy A: the call runs.
+    let r = pay(base_a, 2, Some(&grant));
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert!(
+        r.json().to_string().contains("paid 2500.00 to acct-9"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(upstream_calls(&upstream_log, "pay"), 1);
+
+    // The same grant through proxy B: already spent in the fleet.
+    let again = pay(base_b, 3, Some(&grant)).json();
+    assert_eq!(again["error"]["code"], -31099, "{again}");
+    assert_eq!(
+        again["error"]["data"]["approval"]["error"], "already_used",
+        "{again}"
+    );
+    // And through A again, for good measure.
+    let again = pay(base_a, 4, Some(&grant)).json();
+    assert_eq!(
+        again["error"]["data"]["approval"]["error"], "already_used",
+        "{again}"
+    );
+    assert_eq!(
+        upstream_calls(&upstream_log, "pay"),
+        1,
+        "the upstream ran the approved call exactly once"
+    );
+
+    // The records: granted through A, refused already_used through B.
+    let (audit_a, audit_b) = (&proxies[0].2, &proxies[1].2);
+    assert!(
+        eventually(|| jsonl(audit_a)
+            .iter()
+            .any(|r| r["approval"]["status"] == "granted" && r["outcome"] == "result")),
+        "A records the granted call: {:#?}",
+        jsonl(audit_a)
+    );
+    assert!(
+        eventually(|| jsonl(audit_b)
+            .iter()
+            .any(|r| r["approval"]["error"] == "already_used")),
+        "B records the refusal: {:#?}",
+        jsonl(audit_b)
+    );
+    assert!(
+        !jsonl(audit_b)
+            .iter()
+            .any(|r| r["approval"]["status"] == "granted"),
+        "B granted nothing"
     );
 }
