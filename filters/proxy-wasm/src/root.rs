@@ -4,12 +4,17 @@
 //! shared queue. The engine says what to call ([`Engine::fleet_tick`],
 //! [`Engine::fleet_release`]); this makes the calls and routes the answers.
 //!
-//! Why the root and not the stream: Envoy cancels the outcalls a stream's
-//! context made when that context is destroyed (`Context::onDestroy` and
-//! `Context::~Context` in source/extensions/common/wasm/context.cc cancel
-//! every pending `http_request_` and `grpc_call_request_`), so a
-//! `ReleaseLease` dispatched from `on_log` could be cut before it leaves.
-//! A root context lives as long as its VM.
+//! Why a queue to the root rather than a `ReleaseLease` from the stream's
+//! own `on_log`: the stream's context is gone when the answer comes. A
+//! call is owned by the root context in any case (proxy-wasm-cpp-host
+//! src/exports.cc runs `grpc_call` on
+//! `contextOrEffectiveContext()->root_context()`, and Envoy's
+//! `Context::~Context` in source/extensions/common/wasm/context.cc cancels
+//! the outstanding `grpc_call_request_` of the context being destroyed, so
+//! only a root's teardown cancels it), but the SDK hands the answer to the
+//! context that dispatched it and drops it once that context was deleted:
+//! a failed release would go unseen. From the root it is logged and
+//! counted, and a lost one still expires (`leaseTtlMs`).
 
 use crate::host::{EnvOf, Host, Level};
 use portcullis_core::Engine;
