@@ -1040,7 +1040,8 @@ fn a_rug_pull_seen_by_one_proxy_is_refused_by_the_fleet() {
     // And does not offer it, even served as approved.
     let (mut ex, _, _) = post(&b, &mut eb, &[], &list(4));
     let (out, records) = respond(&mut ex, &mut eb, "application/json", &tools_result(4, approved()));
-    let names: Vec<&str> = json_of(&out)["result"]["tools"]
+    let listed = json_of(&out);
+    let names: Vec<&str> = listed["result"]["tools"]
         .as_array()
         .unwrap()
         .iter()
