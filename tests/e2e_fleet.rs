@@ -339,10 +339,11 @@ fn fleet_a_rug_pull_seen_through_one_proxy_is_refused_through_the_other() {
     let approved = listed["result"]["tools"].as_array().unwrap().clone();
     let b = dir.join("bundle");
     std::fs::create_dir_all(&b).unwrap();
-    let mut server = "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: crm}\n\
+    let mut server =
+        "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: crm}\n\
          spec:\n  match: {pathPrefix: /mcp}\n  owner: platform-team\n  classification: internal\n\
          \x20 pinning: lenient\n  onPinFailure: removeTool\n  tools:\n"
-        .to_owned();
+            .to_owned();
     for t in &approved {
         server.push_str(&format!(
             "    - name: {}\n      pin: {}\n",
@@ -450,11 +451,17 @@ fn fleet_a_concurrency_limit_of_one_holds_across_two_proxies_and_is_released() {
         1,
         "{statuses:?}"
     );
-    let refused = answers.iter().find(|r| r.status == 429).expect("one refused");
+    let refused = answers
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("one refused");
     let v = refused.json();
     assert_eq!(v["error"]["code"], -31089, "{v}");
     assert_eq!(v["error"]["data"]["limit"]["kind"], "concurrency", "{v}");
-    assert_eq!(v["error"]["data"]["limit"]["id"], "Policy/docs#one-slow", "{v}");
+    assert_eq!(
+        v["error"]["data"]["limit"]["id"], "Policy/docs#one-slow",
+        "{v}"
+    );
     let passed = answers.iter().find(|r| r.status == 200).unwrap().json();
     assert!(passed["error"].is_null(), "{passed}");
     assert_eq!(upstream_calls(&upstream_log, "slow"), 1);

@@ -573,7 +573,12 @@ impl ToolMemory {
             .or_else(|| self.fleet_quarantine_reason(env, server, tool))
     }
 
-    fn local_quarantine_reason(&self, env: &dyn Env, server: &Server, tool: &str) -> Option<String> {
+    fn local_quarantine_reason(
+        &self,
+        env: &dyn Env,
+        server: &Server,
+        tool: &str,
+    ) -> Option<String> {
         if let Some(bytes) = env.shared_get(&self.quarantine_key(server)) {
             return parse_strict(&bytes)
                 .ok()?
@@ -587,7 +592,12 @@ impl ToolMemory {
 
     /// Why the fleet refuses `tool`: another proxy saw it fail the pin this
     /// bundle still gives it.
-    fn fleet_quarantine_reason(&self, env: &dyn Env, server: &Server, tool: &str) -> Option<String> {
+    fn fleet_quarantine_reason(
+        &self,
+        env: &dyn Env,
+        server: &Server,
+        tool: &str,
+    ) -> Option<String> {
         self.fleet_entries(env)
             .iter()
             .find(|e| e.tool == tool && fleet_q::applies(server, e))

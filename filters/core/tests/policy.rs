@@ -1856,7 +1856,10 @@ fn a_fleet_concurrency_limit_takes_a_lease_and_releases_it_at_the_end() {
     sent.end(&mut e);
     assert_eq!(e.releases.len(), 1);
     let release = api::ReleaseLeaseRequest::decode(e.releases[0].as_slice()).unwrap();
-    assert_eq!((release.key.as_str(), release.lease_id.as_str()), (key.as_str(), "L1"));
+    assert_eq!(
+        (release.key.as_str(), release.lease_id.as_str()),
+        (key.as_str(), "L1")
+    );
 
     // Not granted: refused as a concurrency limit, nothing to release.
     let (mut sent, id, _) = ask(&mut e);

@@ -640,7 +640,11 @@ fn the_root_context_refreshes_the_quarantine_and_releases_leases() {
         panic!("{:?}", host.calls[0])
     };
     assert_eq!(
-        (service.as_str(), method.as_str(), host.calls[0].cluster.as_str()),
+        (
+            service.as_str(),
+            method.as_str(),
+            host.calls[0].cluster.as_str()
+        ),
         ("portcullis.fleet.v1.Fleet", "ListQuarantine", "fleet")
     );
     assert_eq!(root.in_flight(), 1);
@@ -660,7 +664,9 @@ fn the_root_context_refreshes_the_quarantine_and_releases_leases() {
     assert!(root.answer(&mut host, 101, answer.clone()));
     assert!(!root.answer(&mut host, 101, answer), "answered once");
     assert_eq!(
-        host.shared.get("portcullis.fleet/quarantine#version").map(Vec::as_slice),
+        host.shared
+            .get("portcullis.fleet/quarantine#version")
+            .map(Vec::as_slice),
         Some(&b"3"[..])
     );
 

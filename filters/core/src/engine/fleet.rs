@@ -301,7 +301,12 @@ impl Engine {
     /// changed; a failed refresh keeps the last list (the local quarantine
     /// applies regardless). Returns what to log when something got no
     /// answer.
-    pub fn fleet_call_done(&self, env: &mut dyn Env, id: u32, result: &CallResult) -> Option<String> {
+    pub fn fleet_call_done(
+        &self,
+        env: &mut dyn Env,
+        id: u32,
+        result: &CallResult,
+    ) -> Option<String> {
         use crate::fleet::quarantine;
         use prost::Message as _;
         let question = self
@@ -326,13 +331,15 @@ impl Engine {
             ))
         };
         let note = match (question, body) {
-            (RootQuestion::Add(entry), Ok(body)) => match api::AddQuarantineResponse::decode(body) {
-                Ok(_) => None,
-                Err(e) => {
-                    quarantine::queue_pushes(env, &[entry]);
-                    failed("AddQuarantine", &e.to_string())
+            (RootQuestion::Add(entry), Ok(body)) => {
+                match api::AddQuarantineResponse::decode(body) {
+                    Ok(_) => None,
+                    Err(e) => {
+                        quarantine::queue_pushes(env, &[entry]);
+                        failed("AddQuarantine", &e.to_string())
+                    }
                 }
-            },
+            }
             (RootQuestion::Add(entry), Err(why)) => {
                 quarantine::queue_pushes(env, &[entry]);
                 failed("AddQuarantine (retried next tick)", &why)
@@ -366,7 +373,10 @@ impl Engine {
             .as_ref()
             .map(|f| (f.cluster.clone(), f.timeout_ms))
             .unwrap_or_default();
-        let mut calls = self.fleet_root.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut calls = self
+            .fleet_root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         calls.next = calls.next.wrapping_add(1);
         let id = calls.next;
         calls.asked.insert(id, question);

@@ -58,11 +58,7 @@ pub fn queue_pushes(env: &mut dyn Env, entries: &[QuarantineEntry]) {
                 list.entries.push(e.clone());
             }
         }
-        match env.shared_write(
-            PUSH_KEY,
-            &list.encode_to_vec(),
-            current.map(|(_, cas)| cas),
-        ) {
+        match env.shared_write(PUSH_KEY, &list.encode_to_vec(), current.map(|(_, cas)| cas)) {
             SharedWrite::Conflict => continue,
             SharedWrite::Written | SharedWrite::Unavailable => return,
         }
@@ -118,7 +114,8 @@ pub fn store_list(env: &mut dyn Env, list: &ListQuarantineResponse) -> bool {
     if env.shared_get(VERSION_KEY).as_deref() == Some(version.as_bytes()) {
         return false;
     }
-    env.shared_set(LIST_KEY, &list.encode_to_vec()) && env.shared_set(VERSION_KEY, version.as_bytes())
+    env.shared_set(LIST_KEY, &list.encode_to_vec())
+        && env.shared_set(VERSION_KEY, version.as_bytes())
 }
 
 /// The fleet's list as last stored, with its version.
