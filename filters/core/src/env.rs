@@ -47,9 +47,10 @@ pub trait Env {
     fn count(&mut self, _metric: &str, _delta: u64) {}
     /// Hands a fleet lease to release (an encoded
     /// `portcullis.fleet.v1.ReleaseLeaseRequest`) to whatever outlives this
-    /// stream: proxy-wasm's shared queue, drained by the root context,
-    /// because Envoy cancels a stream's own outcalls when the stream goes.
-    /// `false` when the host has no such queue: the lease then expires.
+    /// stream: proxy-wasm's shared queue, drained by the root context, which
+    /// makes the call and sees its answer after the stream's context is
+    /// gone. `false` when the host has no such queue: the lease then
+    /// expires.
     fn enqueue_release(&mut self, _release: &[u8]) -> bool {
         false
     }

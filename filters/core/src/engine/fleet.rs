@@ -15,8 +15,9 @@
 //! belongs to the exchange from its answer on, and goes back when the
 //! exchange ends or is refused ([`crate::policy::gate::release`]): handed
 //! to the root context through [`Env::enqueue_release`], which asks
-//! `Fleet/ReleaseLease`, because Envoy cancels a stream's own outcalls when
-//! the stream is destroyed.
+//! `Fleet/ReleaseLease` and sees its answer: the stream's context is gone
+//! by then, and the proxy-wasm SDK drops an answer whose context was
+//! deleted (filters/proxy-wasm/src/root.rs).
 //!
 //! The root context's side (quarantine push and refresh on its tick, lease
 //! releases) is [`Engine::fleet_tick`], [`Engine::fleet_release`] and
