@@ -390,3 +390,255 @@ fn an_approval_spent_through_one_proxy_is_refused_by_the_other() {
         "B granted nothing"
     );
 }
+
+// ------------------------------------------------ quarantine and leases
+
+/// A 2026-07-28 request straight to `/mcp` of `base`, with the SDK's
+/// per-request `_meta`.
+fn fleet_rpc(base: &str, id: usize, method: &str, name: Option<&str>, params: Value) -> Response {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    if let Some(name) = name {
+        headers.push(("mcp-name", name));
+    }
+    http(base, "POST", "/mcp", &headers, body.to_string().as_bytes())
+}
+
+fn fleet_tool_call(base: &str, id: usize, tool: &str, arguments: Value) -> Response {
+    fleet_rpc(
+        base,
+        id,
+        "tools/call",
+        Some(tool),
+        json!({"name": tool, "arguments": arguments}),
+    )
+}
+
+/// Two `portcullis serve` (two workers each) over `bundle` in front of
+/// `upstream_port`, with the fleet service as cluster `fleet`.
+fn two_fleet_proxies(
+    dir: &Path,
+    bundle: &Path,
+    upstream_port: u16,
+    fleet_addr: &str,
+) -> Vec<(Proc, String)> {
+    let cluster = format!("fleet=http://{fleet_addr}");
+    (0..2)
+        .map(|i| {
+            let audit = dir.join(format!("audit-{i}.jsonl"));
+            let (p, base) = portcullis_serve(&[
+                "--upstream",
+                &format!("http://127.0.0.1:{upstream_port}"),
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "--cluster",
+                &cluster,
+                "--workers",
+                "2",
+            ]);
+            (p, base.trim_end_matches('/').to_owned())
+        })
+        .collect()
+}
+
+/// tests/e2e/content_server.py (the official SDK's server with a sleeper
+/// tool) on a free port.
+fn content_upstream(extra: &[&str]) -> (Kill, u16) {
+    let mut child = Command::new(python())
+        .arg(root().join("tests/e2e/content_server.py"))
+        .args(["--port", "0", "--json-response"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start content_server.py");
+    let stdout = child.stdout.take().unwrap();
+    let upstream = Kill(child);
+    let mut port = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(p) = line.strip_prefix("READY ") {
+            port = p.trim().parse::<u16>().ok();
+            break;
+        }
+    }
+    (upstream, port.expect("content_server.py printed READY"))
+}
+
+/// Issue 19: a rug pull seen through proxy A (the upstream changes a pinned
+/// tool's definition, and A's tools/list catches it) is refused through
+/// proxy B, which never listed the tools again: A's root context pushes the
+/// pin failure to the fleet service on its tick, B's refreshes the fleet's
+/// quarantine on its own. The stated bound with this bundle (the default
+/// `quarantineRefreshMs` of 1000, `timeoutMs` 1000) is 2 x 1000 + 2 x 1000
+/// = 4 s; the test polls with a generous deadline and asserts no timing.
+#[test]
+fn fleet_a_rug_pull_seen_through_one_proxy_is_refused_through_the_other() {
+    use portcullis_core::pins::tool_pin;
+    let dir = temp_dir("e2e-fleet-rug");
+    let redis_port = free_port();
+    let _redis = redis_on(redis_port, &dir);
+    let (_fleet, fleet_addr) = fleet_service(redis_port);
+    // The flip comes after the first tools/list answer: the approval below.
+    let (_upstream, port) = content_upstream(&["--rug-pull", "--rug-pull-after", "1"]);
+    let direct = mcp_client(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "2026-07-28",
+        &json!([{"op": "list_tools"}]),
+        &[],
+    );
+    let listed = direct
+        .iter()
+        .find(|l| l["op"] == "list_tools")
+        .expect("the approval's list");
+    let approved = listed["result"]["tools"].as_array().unwrap().clone();
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    let mut server =
+        "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: crm}\n\
+         spec:\n  match: {pathPrefix: /mcp}\n  owner: platform-team\n  classification: internal\n\
+         \x20 pinning: lenient\n  onPinFailure: removeTool\n  tools:\n"
+            .to_owned();
+    for t in &approved {
+        server.push_str(&format!(
+            "    - name: {}\n      pin: {}\n",
+            json!(t["name"]),
+            json!(tool_pin(t).unwrap())
+        ));
+    }
+    std::fs::write(b.join("server.yaml"), server).unwrap();
+    std::fs::write(
+        b.join("settings.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Settings\nmetadata: {name: settings}\n\
+         spec:\n  fleet: {cluster: fleet, timeoutMs: 1000}\n",
+    )
+    .unwrap();
+    let proxies = two_fleet_proxies(&dir, &b, port, &fleet_addr);
+    let (a, bb) = (&proxies[0].1, &proxies[1].1);
+
+    // B calls `add` as approved.
+    let r = fleet_tool_call(bb, 1, "add", json!({"a": 2, "b": 40}));
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert!(r.json()["error"].is_null(), "{}", r.json());
+
+    // A lists the tools after the flip: `add` failed its pin and is gone.
+    let r = fleet_rpc(a, 2, "tools/list", None, json!({}));
+    assert_eq!(r.status, 200);
+    let names: Vec<String> = r.json()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n == "add"), "{names:?}");
+
+    // B refuses it within the bound, without listing the tools itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        let r = fleet_tool_call(bb, 3, "add", json!({"a": 1, "b": 1}));
+        let v = r.json();
+        if v["error"]["data"]["rule"] == "McpServer/crm#pins" {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy B still serves the rug-pulled tool: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(refused["error"]["data"]["rule"], "McpServer/crm#pins");
+    let why = refused["error"]["data"]["reason"].as_str().unwrap();
+    assert!(why.contains("fleet-wide quarantine"), "{why}");
+}
+
+/// Issue 19: a fleet concurrency limit of 1 holds across two proxies. Two
+/// slow calls at once, one through each: exactly one passes, the other is
+/// refused (429, -31089, `concurrency`). Once the first has ended its lease
+/// goes back (the stream hands it to the root context's queue, which calls
+/// ReleaseLease), so a new call passes long before the lease's expiry
+/// (`leaseTtlMs`, 300 s by default).
+#[test]
+fn fleet_a_concurrency_limit_of_one_holds_across_two_proxies_and_is_released() {
+    let dir = temp_dir("e2e-fleet-lease");
+    let redis_port = free_port();
+    let _redis = redis_on(redis_port, &dir);
+    let (_fleet, fleet_addr) = fleet_service(redis_port);
+    let upstream_log = dir.join("upstream.jsonl");
+    let (_upstream, port) = mcp_server(&["--slow-tool", "--json-response"], &upstream_log);
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(
+        b.join("server.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: McpServer\nmetadata: {name: docs}\n\
+         spec:\n  match: {pathPrefix: /mcp}\n  owner: platform-team\n  classification: internal\n\
+         \x20 tools:\n    - name: slow\n    - name: echo\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("policy.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Policy\nmetadata: {name: docs}\nspec:\n\
+         \x20 rules:\n    - {id: all, effect: permit, tools: [slow, echo]}\n\
+         \x20 limits:\n    - {id: one-slow, tools: [slow], scope: fleet, concurrency: 1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("settings.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Settings\nmetadata: {name: settings}\n\
+         spec:\n  fleet: {cluster: fleet, timeoutMs: 1000}\n",
+    )
+    .unwrap();
+    let proxies = two_fleet_proxies(&dir, &b, port, &fleet_addr);
+    let bases: Vec<String> = proxies.iter().map(|(_, b)| b.clone()).collect();
+
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = bases
+            .iter()
+            .enumerate()
+            .map(|(i, base)| {
+                s.spawn(move || fleet_tool_call(base, 10 + i, "slow", json!({"seconds": 3})))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    let refused = answers
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("one refused");
+    let v = refused.json();
+    assert_eq!(v["error"]["code"], -31089, "{v}");
+    assert_eq!(v["error"]["data"]["limit"]["kind"], "concurrency", "{v}");
+    assert_eq!(
+        v["error"]["data"]["limit"]["id"], "Policy/docs#one-slow",
+        "{v}"
+    );
+    let passed = answers.iter().find(|r| r.status == 200).unwrap().json();
+    assert!(passed["error"].is_null(), "{passed}");
+    assert_eq!(upstream_calls(&upstream_log, "slow"), 1);
+
+    // The lease went back when the call ended: a new call passes, through
+    // either proxy, well before the lease would have expired.
+    assert!(
+        eventually(|| fleet_tool_call(&bases[1], 20, "slow", json!({"seconds": 0})).status == 200),
+        "released"
+    );
+    assert!(
+        eventually(|| fleet_tool_call(&bases[0], 21, "slow", json!({"seconds": 0})).status == 200),
+        "released again"
+    );
+}

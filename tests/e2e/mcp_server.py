@@ -13,7 +13,7 @@ Usage:
     mcp_server.py [--port N] [--json-response] [--stateless] [--record FILE]
                   [--fixed-time ISO] [--root DIR] [--param-headers]
                   [--allow-any-host] [--verify-upstream-jwk FILE --expect-aud AUD]
-                  [--policy-tools]
+                  [--policy-tools] [--slow-tool]
 
 --record FILE appends one JSON line per HTTP request the server received:
     {"seq", "time", "method", "path", "query", "headers": {lowercased: value},
@@ -322,6 +322,14 @@ def build_server(args: argparse.Namespace) -> MCPServer:
         def pay(amount: float, to: str) -> str:
             return f"paid {amount:.2f} to {to}"
 
+    if args.slow_tool:
+        # A call that stays in flight long enough for another to overlap it
+        # (the fleet concurrency e2e test).
+        @mcp.tool(name="slow", description="Wait the given number of seconds, then answer 'done'.")
+        async def slow(seconds: float) -> str:
+            await anyio.sleep(min(max(seconds, 0.0), 30.0))
+            return "done"
+
     @mcp.resource("file:///readme", name="readme", description="The upstream's README.", mime_type="text/plain")
     def readme() -> str:
         return "Portcullis e2e upstream README\n"
@@ -351,6 +359,11 @@ def main() -> None:
         "--policy-tools",
         action="store_true",
         help="also serve fetch-file (a naive path-based reader) and pay (the policy e2e test's tools)",
+    )
+    p.add_argument(
+        "--slow-tool",
+        action="store_true",
+        help="also serve slow (waits `seconds`, at most 30, then answers): calls that overlap",
     )
     p.add_argument(
         "--param-headers",

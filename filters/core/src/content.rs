@@ -19,6 +19,8 @@
 use crate::audit::{ContentFindings, PinFinding};
 use crate::bundle::{PinFailure, Server};
 use crate::env::{Env, metrics};
+use crate::fleet::api::QuarantineEntry;
+use crate::fleet::quarantine as fleet_q;
 use crate::json::parse_strict;
 use crate::pins::{PinCache, PinStatus};
 use crate::scan::injection::Surface;
@@ -38,7 +40,16 @@ pub struct ToolMemory {
     tools: Mutex<BTreeMap<String, ToolState>>,
     /// Tools canonicalised and hashed so far (the others reused a pin).
     pins_hashed: AtomicU64,
+    /// A fleet state service is configured: pin failures are pushed to it,
+    /// and its quarantine is refused here too ([`crate::fleet::quarantine`]).
+    fleet: bool,
+    /// The fleet's list as last read from shared data, by its version, so a
+    /// decision decodes it only when it changed.
+    fleet_cache: Mutex<Option<FleetList>>,
 }
+
+/// The fleet's quarantine entries, with the version they were read at.
+type FleetList = (Vec<u8>, Arc<Vec<QuarantineEntry>>);
 
 /// What the last tools/list of a server showed.
 #[derive(Debug, Clone, Default)]
@@ -189,7 +200,49 @@ impl ToolMemory {
             version: version.to_owned(),
             tools: Mutex::new(BTreeMap::new()),
             pins_hashed: AtomicU64::new(0),
+            fleet: false,
+            fleet_cache: Mutex::new(None),
         }
+    }
+
+    /// With a fleet state service: the quarantine is fleet-wide.
+    pub fn fleet_wide(mut self) -> ToolMemory {
+        self.fleet = true;
+        self
+    }
+
+    /// The fleet's quarantine entries binding `server` (none without a
+    /// fleet service, or before the first refresh).
+    pub fn fleet_quarantine(&self, env: &dyn Env, server: &Server) -> Vec<QuarantineEntry> {
+        self.fleet_entries(env)
+            .iter()
+            .filter(|e| fleet_q::applies(server, e))
+            .cloned()
+            .collect()
+    }
+
+    fn fleet_entries(&self, env: &dyn Env) -> Arc<Vec<QuarantineEntry>> {
+        if !self.fleet {
+            return Arc::default();
+        }
+        let Some(version) = env.shared_get(fleet_q::VERSION_KEY) else {
+            return Arc::default();
+        };
+        let mut cache = self
+            .fleet_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((v, entries)) = cache.as_ref()
+            && *v == version
+        {
+            return Arc::clone(entries);
+        }
+        let Some((version, list)) = fleet_q::stored_list(env) else {
+            return Arc::default();
+        };
+        let entries = Arc::new(list.entries);
+        *cache = Some((version, Arc::clone(&entries)));
+        entries
     }
 
     /// How many tool definitions this VM has canonicalised and hashed to
@@ -241,6 +294,7 @@ impl ToolMemory {
                 .unwrap_or_default()
         };
         let report = server.pins.check_cached(tools, &mut pin_cache);
+        let mut pushes: Vec<QuarantineEntry> = Vec::new();
         self.pins_hashed
             .fetch_add(report.hashed as u64, Ordering::Relaxed);
         for t in &report.tools {
@@ -281,6 +335,15 @@ impl ToolMemory {
                 }
                 _ => continue,
             };
+            if self.fleet {
+                pushes.push(QuarantineEntry {
+                    server: server.name.clone(),
+                    tool: t.name.clone(),
+                    pin: expected.clone().unwrap_or_default(),
+                    seen: t.actual.clone(),
+                    reason: why.clone(),
+                });
+            }
             review.pins.push(PinFinding {
                 tool: t.name.clone(),
                 status,
@@ -322,6 +385,28 @@ impl ToolMemory {
                     review.removed_from_list = review.removed_from_list.saturating_add(n as u32);
                 }
             }
+        }
+        // Tools another proxy of the fleet saw fail their pins are not
+        // offered here either, whatever this upstream serves this proxy.
+        let fleet_quarantined = self.fleet_quarantine(env, server);
+        if review.refuse.is_none() && !fleet_quarantined.is_empty() {
+            let before = tools.len();
+            tools.retain(|t| {
+                let name = t.get("name").and_then(Value::as_str).unwrap_or("");
+                let hit = fleet_quarantined.iter().any(|e| e.tool == name);
+                if hit && !failed.contains_key(name) {
+                    review.pins.push(PinFinding {
+                        tool: name.to_owned(),
+                        status: "fleet_quarantined",
+                        expected: None,
+                        actual: None,
+                        detail: None,
+                    });
+                }
+                !hit
+            });
+            let n = before - tools.len();
+            review.removed_from_list = review.removed_from_list.saturating_add(n as u32);
         }
         if review.refuse.is_none()
             && let Some((policy_name, policy)) = &server.content
@@ -384,6 +469,15 @@ impl ToolMemory {
             }
             st.failed.clone()
         };
+        // The rest of the fleet refuses them too, once the root context
+        // pushed them (its next tick).
+        let known = self.fleet_entries(env);
+        pushes.retain(|p| {
+            !known
+                .iter()
+                .any(|k| k.server == p.server && k.tool == p.tool && k.pin == p.pin)
+        });
+        fleet_q::queue_pushes(env, &pushes);
         // Other worker VMs refuse the same tools: merge this list's verdicts
         // into the shared view rather than overwrite it with ours.
         let key = self.quarantine_key(server);
@@ -475,6 +569,16 @@ impl ToolMemory {
     /// the shared store when the host has one (all worker VMs agree), else
     /// this VM's own view.
     pub fn quarantine_reason(&self, env: &dyn Env, server: &Server, tool: &str) -> Option<String> {
+        self.local_quarantine_reason(env, server, tool)
+            .or_else(|| self.fleet_quarantine_reason(env, server, tool))
+    }
+
+    fn local_quarantine_reason(
+        &self,
+        env: &dyn Env,
+        server: &Server,
+        tool: &str,
+    ) -> Option<String> {
         if let Some(bytes) = env.shared_get(&self.quarantine_key(server)) {
             return parse_strict(&bytes)
                 .ok()?
@@ -484,6 +588,25 @@ impl ToolMemory {
         }
         let state = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
         state.get(&server.name)?.failed.get(tool).cloned()
+    }
+
+    /// Why the fleet refuses `tool`: another proxy saw it fail the pin this
+    /// bundle still gives it.
+    fn fleet_quarantine_reason(
+        &self,
+        env: &dyn Env,
+        server: &Server,
+        tool: &str,
+    ) -> Option<String> {
+        self.fleet_entries(env)
+            .iter()
+            .find(|e| e.tool == tool && fleet_q::applies(server, e))
+            .map(|e| {
+                format!(
+                    "{}, as a proxy of the fleet saw it (fleet-wide quarantine)",
+                    e.reason
+                )
+            })
     }
 
     fn quarantine_key(&self, server: &Server) -> String {

@@ -45,6 +45,15 @@ pub trait Env {
     }
     /// Adds `delta` to the counter `metric` (dotted name, `portcullis.`…).
     fn count(&mut self, _metric: &str, _delta: u64) {}
+    /// Hands a fleet lease to release (an encoded
+    /// `portcullis.fleet.v1.ReleaseLeaseRequest`) to whatever outlives this
+    /// stream: proxy-wasm's shared queue, drained by the root context, which
+    /// makes the call and sees its answer after the stream's context is
+    /// gone. `false` when the host has no such queue: the lease then
+    /// expires.
+    fn enqueue_release(&mut self, _release: &[u8]) -> bool {
+        false
+    }
 }
 
 /// An [`Env`] as a [`SharedStore`] (the limits' view of the host).
@@ -99,6 +108,11 @@ pub mod metrics {
     pub const APPROVALS_REQUIRED: &str = "portcullis.approvals_required";
     pub const APPROVALS_GRANTED: &str = "portcullis.approvals_granted";
     pub const SHADOW_MCP: &str = "portcullis.shadow_mcp";
+    /// A fleet lease whose release could not be queued (it expires).
+    pub const FLEET_RELEASE_LOST: &str = "portcullis.fleet_release_lost";
+    /// A call to the fleet state service from the root context (quarantine
+    /// push or refresh, lease release) that got no answer.
+    pub const FLEET_UNAVAILABLE: &str = "portcullis.fleet_unavailable";
 }
 
 /// 16 random bytes as hex: request ids, lease ids.

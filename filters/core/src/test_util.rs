@@ -70,6 +70,9 @@ pub struct MemoryEnv {
     pub shared: SharedData,
     /// Every [`Env::count`], summed by metric name.
     pub metrics: BTreeMap<String, u64>,
+    /// Fleet lease releases handed to the root context
+    /// ([`Env::enqueue_release`]), oldest first.
+    pub releases: Vec<Vec<u8>>,
     properties: BTreeMap<Vec<String>, Vec<u8>>,
     random: Random,
 }
@@ -101,6 +104,7 @@ impl MemoryEnv {
             now: nanos,
             shared: SharedData::new(),
             metrics: BTreeMap::new(),
+            releases: Vec::new(),
             properties: BTreeMap::new(),
             random: Random::Seeded(0),
         }
@@ -235,6 +239,11 @@ impl Env for MemoryEnv {
 
     fn shared_write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
         self.shared.write(key, value, cas)
+    }
+
+    fn enqueue_release(&mut self, release: &[u8]) -> bool {
+        self.releases.push(release.to_vec());
+        true
     }
 
     fn count(&mut self, metric: &str, delta: u64) {

@@ -1603,26 +1603,29 @@ fn fleet_limits_need_a_fleet_service() {
     assert_eq!(errors[0].pointer, "/spec/limits/0/scope");
     assert!(text[0].contains("Settings.spec.fleet"), "{text:?}");
 
-    // A fleet-wide concurrency limit is refused where it is written, even
-    // with a fleet service: its lease could not be given back at the end.
-    let json = assemble(vec![
-        provider(),
-        server("files", "/mcp", &["read_file"]),
-        policy(
-            "limits",
-            json!({"limits": [{"id": "one", "scope": "fleet", "concurrency": 1}]}),
-        ),
-        test_util::doc(
-            "Settings",
-            "settings",
-            json!({"fleet": {"cluster": "fleet", "timeoutMs": 200}}),
-        ),
-    ]);
-    let errors = Bundle::compile(&json).unwrap_err();
-    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    assert_eq!(errors.len(), 1, "{text:?}");
-    assert_eq!(errors[0].pointer, "/spec/limits/0/scope");
-    assert!(text[0].contains("scope: proxy"), "{text:?}");
+    // A fleet-wide concurrency limit compiles with a fleet service; its
+    // lease settings are checked where they are written.
+    let with_fleet = |fleet: Value| {
+        assemble(vec![
+            provider(),
+            server("files", "/mcp", &["read_file"]),
+            policy(
+                "limits",
+                json!({"limits": [{"id": "one", "scope": "fleet", "concurrency": 1}]}),
+            ),
+            test_util::doc("Settings", "settings", json!({ "fleet": fleet })),
+        ])
+    };
+    Bundle::compile(&with_fleet(json!({"cluster": "fleet", "timeoutMs": 200}))).unwrap();
+    let errors = Bundle::compile(&with_fleet(
+        json!({"cluster": "fleet", "leaseTtlMs": 10, "quarantineRefreshMs": 5}),
+    ))
+    .unwrap_err();
+    let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        ["/spec/fleet/quarantineRefreshMs", "/spec/fleet/leaseTtlMs"]
+    );
 }
 
 /// A fleet limit asks the fleet state service (RLS v3 over gRPC, on the
@@ -1776,4 +1779,135 @@ fn a_fleet_limit_is_asked_of_the_fleet_service_and_fails_closed() {
     let (sent, id) = ask(&engine, &mut e);
     let sent = answer(sent, &mut e, id + 7, rls_answer(rls::Code::Ok, 1));
     assert_eq!(sent.reply().0, 500);
+}
+
+/// A fleet concurrency limit takes a lease from the fleet state service
+/// (`Fleet/AcquireLease`) before the call goes on: granted passes and the
+/// lease is handed to the root context's release queue when the exchange
+/// ends; not granted refuses like a proxy concurrency limit (429, -31089);
+/// no answer refuses fail closed. The root context turns each queued
+/// release into a `Fleet/ReleaseLease` call.
+#[test]
+fn a_fleet_concurrency_limit_takes_a_lease_and_releases_it_at_the_end() {
+    use portcullis_core::fleet::api;
+    use portcullis_core::outcall::{CallResult, OutcallKind};
+    use prost::Message as _;
+
+    let engine = test_util::engine(vec![
+        provider(),
+        server("files", "/mcp", &["read_file", "search"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "one", "scope": "fleet", "key": ["subject"], "concurrency": 1}]}),
+        ),
+        test_util::doc(
+            "Settings",
+            "s",
+            json!({"fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200, "leaseTtlMs": 60000}}),
+        ),
+    ]);
+    let mut e = env();
+    let ask = |e: &mut MemoryEnv| {
+        let sent = send(
+            &engine,
+            e,
+            "/mcp",
+            &as_user("alice", json!({})),
+            &call("search", json!({})),
+        );
+        let RequestBodyAction::Call(c) = &sent.action else {
+            panic!("no lease asked: {:?}", sent.action)
+        };
+        let OutcallKind::Grpc {
+            service,
+            method,
+            message,
+            ..
+        } = &c.kind
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (service.as_str(), method.as_str()),
+            ("portcullis.fleet.v1.Fleet", "AcquireLease")
+        );
+        let req = api::AcquireLeaseRequest::decode(message.as_slice()).unwrap();
+        assert_eq!((req.limit, req.ttl_ms), (1, 60000));
+        assert!(req.key.ends_with("#one/subject=alice"), "{}", req.key);
+        let id = c.id;
+        (sent, id, req.key)
+    };
+    let lease = |granted: bool, id: &str| CallResult::Grpc {
+        status: 0,
+        message: String::new(),
+        body: api::AcquireLeaseResponse {
+            granted,
+            lease_id: id.into(),
+            active: 1,
+        }
+        .encode_to_vec(),
+    };
+
+    // Granted: forwarded; the lease goes back when the exchange ends.
+    let (mut sent, id, key) = ask(&mut e);
+    sent.action = sent.ex.on_call_done(&mut e, id, lease(true, "L1"));
+    assert!(sent.forwarded().is_some(), "{:?}", sent.action);
+    assert!(e.releases.is_empty(), "held while the call runs");
+    sent.end(&mut e);
+    assert_eq!(e.releases.len(), 1);
+    let release = api::ReleaseLeaseRequest::decode(e.releases[0].as_slice()).unwrap();
+    assert_eq!(
+        (release.key.as_str(), release.lease_id.as_str()),
+        (key.as_str(), "L1")
+    );
+
+    // Not granted: refused as a concurrency limit, nothing to release.
+    let (mut sent, id, _) = ask(&mut e);
+    sent.action = sent.ex.on_call_done(&mut e, id, lease(false, ""));
+    let (status, body, _) = sent.reply();
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], codes::LIMITED);
+    assert_eq!(body["error"]["data"]["limit"]["kind"], "concurrency");
+    assert_eq!(body["error"]["data"]["limit"]["id"], "Policy/limits#one");
+    let recs = sent.end(&mut e);
+    assert_eq!(recs[0].limit.as_ref().unwrap().kind, "concurrency");
+    assert_eq!(e.releases.len(), 1);
+
+    // No answer: refused fail closed, with a record.
+    let (mut sent, id, _) = ask(&mut e);
+    sent.action = sent
+        .ex
+        .on_call_done(&mut e, id, CallResult::Failed("timeout".into()));
+    let (status, body, _) = sent.reply();
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["data"]["limit"]["kind"], "fleet-unavailable");
+    sent.end(&mut e);
+    assert_eq!(e.releases.len(), 1);
+
+    // The root context's side: a queued release becomes ReleaseLease; a
+    // failure is reported (the lease expires instead).
+    let call = engine.fleet_release(&e.releases[0]).unwrap();
+    let OutcallKind::Grpc {
+        method, message, ..
+    } = &call.kind
+    else {
+        panic!("{call:?}")
+    };
+    assert_eq!(method, "ReleaseLease");
+    assert_eq!(message, &e.releases[0]);
+    assert_eq!(call.cluster, "portcullis_fleet");
+    let note = engine
+        .fleet_call_done(&mut e, call.id, &CallResult::Failed("reset".into()))
+        .unwrap();
+    assert!(note.contains("ReleaseLease"), "{note}");
+    assert!(engine.fleet_release(b"\xff garbage").is_none());
+    let ok = engine.fleet_release(&e.releases[0]).unwrap();
+    let done = CallResult::Grpc {
+        status: 0,
+        message: String::new(),
+        body: api::ReleaseLeaseResponse { released: true }.encode_to_vec(),
+    };
+    assert_eq!(engine.fleet_call_done(&mut e, ok.id, &done), None);
+    // An answer to no call of the root's is not one.
+    assert_eq!(engine.fleet_call_done(&mut e, ok.id, &done), None);
 }

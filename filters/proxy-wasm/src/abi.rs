@@ -172,6 +172,22 @@ mod imports {
             return_metric_id: *mut u32,
         ) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        fn proxy_register_shared_queue(
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        fn proxy_enqueue_shared_queue(
+            queue_id: u32,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_dequeue_shared_queue(
+            queue_id: u32,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     }
 
     // Metric ids by name. A VM is single-threaded, so a thread-local is
@@ -179,6 +195,11 @@ mod imports {
     std::thread_local! {
         static METRICS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
             std::cell::RefCell::new(std::collections::HashMap::new());
+        /// The release queue's token, from the root context's registration.
+        /// Tokens are proxy-wide (cpp-host `SharedQueue`), so a stream
+        /// enqueues on it directly, with no `proxy_resolve_shared_queue`
+        /// (which would need this VM's `vm_id`).
+        static RELEASE_QUEUE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
     }
 
     /// Counter, in the ABI's metric types.
@@ -237,6 +258,44 @@ mod imports {
     pub struct AbiHost;
 
     impl AbiHost {
+        /// Registers the root context on the fleet release queue; its
+        /// `on_queue_ready` then gets every release. cpp-host's
+        /// `SharedQueue::registerQueue` keys a queue by (vm_id, name) and a
+        /// later registration of the same name takes it over, keeping its
+        /// token and items: with one VM per worker, the last worker's root
+        /// drains the releases of all.
+        pub fn register_release_queue(&mut self, name: &str) -> Result<u32, HostError> {
+            let mut id: u32 = 0;
+            // SAFETY: pointer and length of a live str; out-pointer to a local.
+            let status = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
+            check("proxy_register_shared_queue", status)?;
+            RELEASE_QUEUE.with(|q| q.set(Some(id)));
+            Ok(id)
+        }
+
+        /// The next item of a queue this root registered; `None` when empty.
+        pub fn dequeue(&mut self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+            let mut data: *mut u8 = std::ptr::null_mut();
+            let mut size: usize = 0;
+            // SAFETY: out-pointers to locals.
+            let status = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) };
+            if status == EMPTY {
+                return Ok(None);
+            }
+            check("proxy_dequeue_shared_queue", status)?;
+            // SAFETY: see `take_host_bytes`.
+            Ok(Some(unsafe { take_host_bytes(data, size) }))
+        }
+
+        /// `proxy_set_tick_period_milliseconds` for the root context (0:
+        /// no ticks).
+        pub fn set_tick_period(&mut self, ms: u32) -> Result<(), HostError> {
+            // SAFETY: no pointers.
+            check("proxy_set_tick_period_milliseconds", unsafe {
+                proxy_set_tick_period_milliseconds(ms)
+            })
+        }
+
         /// The answer to an HTTP outcall, read in `on_http_call_response`.
         /// No headers: the call failed (reset, timeout, no healthy host).
         pub fn http_call_result(&self, num_headers: usize, body_size: usize) -> CallResult {
@@ -576,6 +635,19 @@ mod imports {
                     })
                 }
             }
+        }
+
+        fn enqueue_release(&mut self, release: &[u8]) -> Result<(), HostError> {
+            let Some(queue) = RELEASE_QUEUE.with(std::cell::Cell::get) else {
+                return Err(HostError {
+                    call: "proxy_enqueue_shared_queue (no release queue registered)",
+                    status: NOT_FOUND,
+                });
+            };
+            // SAFETY: pointer and length of a live slice.
+            let status =
+                unsafe { proxy_enqueue_shared_queue(queue, release.as_ptr(), release.len()) };
+            check("proxy_enqueue_shared_queue", status)
         }
 
         fn resume_request(&mut self) -> Result<(), HostError> {

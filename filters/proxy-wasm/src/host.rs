@@ -129,6 +129,14 @@ pub trait Host {
             status: 12,
         })
     }
+    /// Queues a fleet lease release for the root context
+    /// (`proxy_enqueue_shared_queue` on the queue the root registered).
+    fn enqueue_release(&mut self, _release: &[u8]) -> Result<(), HostError> {
+        Err(HostError {
+            call: "proxy_enqueue_shared_queue (unsupported by this host)",
+            status: 12,
+        })
+    }
     /// Lets a held request go on (`proxy_continue_stream(Request)`).
     fn resume_request(&mut self) -> Result<(), HostError> {
         Err(HostError {
@@ -188,6 +196,19 @@ impl Env for EnvOf<'_> {
                     &format!("portcullis: shared data not written: {e}"),
                 );
                 SharedWrite::Unavailable
+            }
+        }
+    }
+
+    fn enqueue_release(&mut self, release: &[u8]) -> bool {
+        match self.0.enqueue_release(release) {
+            Ok(()) => true,
+            Err(e) => {
+                self.0.log(
+                    Level::Warn,
+                    &format!("portcullis: fleet lease release not queued (it expires): {e}"),
+                );
+                false
             }
         }
     }

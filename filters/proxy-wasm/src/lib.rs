@@ -22,12 +22,14 @@
 pub mod abi;
 pub mod filter;
 pub mod host;
+pub mod root;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use crate::abi::AbiHost;
     use crate::filter::{AUDIT_PROPERTY, CURRENT, Http};
     use crate::host::{Host, Level};
+    use crate::root::{FleetRoot, RELEASE_QUEUE};
     use portcullis_core::Engine;
     use portcullis_core::audit::{AuditRecord, rfc3339};
     use portcullis_core::engine::LocalReply;
@@ -40,7 +42,9 @@ mod wasm {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(LogLevel::Info);
         std::panic::set_hook(Box::new(on_panic));
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, trust: None }) });
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+            Box::new(Root { engine: None, trust: None, fleet: FleetRoot::default(), queue: None })
+        });
     }}
 
     fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
@@ -84,9 +88,27 @@ mod wasm {
         /// From the VM configuration; `None` until `on_vm_start` accepted it
         /// (a VM whose configuration was refused never configures).
         trust: Option<TrustConfig>,
+        /// Fleet calls of this root context (quarantine, lease releases).
+        fleet: FleetRoot,
+        /// The fleet release queue this root registered.
+        queue: Option<u32>,
     }
 
-    impl Context for Root {}
+    impl Context for Root {
+        /// Answers to the root's own fleet calls: the SDK's dispatcher
+        /// routes a gRPC answer to the context that dispatched it, here the
+        /// root (from its tick or queue callback).
+        fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+            let mut host = AbiHost;
+            let result = host.grpc_call_result(status_code, response_size);
+            if !self.fleet.answer(&mut host, token_id, result) {
+                host.log(
+                    Level::Warn,
+                    "portcullis: a gRPC answer for no call of the root context, ignored",
+                );
+            }
+        }
+    }
 
     impl RootContext for Root {
         fn on_vm_start(&mut self, _size: usize) -> bool {
@@ -104,6 +126,15 @@ mod wasm {
                         );
                     }
                     self.trust = Some(trust);
+                    // Fleet lease releases come here from the streams. Without
+                    // the queue a lease is not released but expires.
+                    match host.register_release_queue(RELEASE_QUEUE) {
+                        Ok(id) => self.queue = Some(id),
+                        Err(e) => host.log(
+                            Level::Warn,
+                            &format!("portcullis: no fleet release queue ({e}); fleet leases expire instead of being released"),
+                        ),
+                    }
                     true
                 }
                 Err(e) => {
@@ -155,6 +186,15 @@ mod wasm {
                             engine.bundle().servers.len()
                         ),
                     );
+                    // The fleet's quarantine is refreshed on the tick; none
+                    // without a fleet service (a reconfiguration stops it).
+                    let period = engine.fleet_tick_period_ms().unwrap_or(0);
+                    if let Err(e) = host.set_tick_period(period) {
+                        host.log(
+                            Level::Error,
+                            &format!("portcullis: no tick for the fleet quarantine: {e}"),
+                        );
+                    }
                     // A reconfiguration replaces the engine for new streams;
                     // streams in flight keep the one they started with.
                     self.engine = Some(Arc::new(engine));
@@ -173,6 +213,30 @@ mod wasm {
             let engine = self.engine.clone()?;
             let version = engine.version().to_owned();
             Some(Box::new(Http::new(engine, version)))
+        }
+
+        fn on_tick(&mut self) {
+            if let Some(engine) = self.engine.clone() {
+                self.fleet.tick(&mut AbiHost, &engine);
+            }
+        }
+
+        fn on_queue_ready(&mut self, queue_id: u32) {
+            if Some(queue_id) != self.queue {
+                return;
+            }
+            let Some(engine) = self.engine.clone() else {
+                return;
+            };
+            self.fleet.releases(&mut AbiHost, &engine, |host| {
+                match AbiHost.dequeue(queue_id) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        host.log(Level::Warn, &format!("portcullis: release queue: {e}"));
+                        None
+                    }
+                }
+            });
         }
 
         fn get_type(&self) -> Option<ContextType> {

@@ -610,3 +610,96 @@ fn a_host_that_cannot_make_the_call_fails_closed() {
         "{reply}"
     );
 }
+
+/// The root context's fleet work (docs/fleet.md): its tick asks the fleet's
+/// quarantine and stores the answer in shared data; a queued lease release
+/// becomes a `ReleaseLease` call; answers go back to the engine that asked,
+/// and a failure is logged, never a panic.
+#[test]
+fn the_root_context_refreshes_the_quarantine_and_releases_leases() {
+    use portcullis_core::fleet::api;
+    use portcullis_filter::root::FleetRoot;
+    use prost::Message as _;
+    let engine = test_util::engine(vec![
+        server("everything", "/mcp", &["echo"]),
+        doc(
+            "Settings",
+            "s",
+            json!({"fleet": {"cluster": "fleet", "timeoutMs": 200, "quarantineRefreshMs": 500}}),
+        ),
+    ]);
+    assert_eq!(engine.fleet_tick_period_ms(), Some(500));
+    let mut host = MockHost::default();
+    let mut root = FleetRoot::default();
+    root.tick(&mut host, &engine);
+    assert_eq!(host.calls.len(), 1);
+    let OutcallKind::Grpc {
+        service, method, ..
+    } = &host.calls[0].kind
+    else {
+        panic!("{:?}", host.calls[0])
+    };
+    assert_eq!(
+        (
+            service.as_str(),
+            method.as_str(),
+            host.calls[0].cluster.as_str()
+        ),
+        ("portcullis.fleet.v1.Fleet", "ListQuarantine", "fleet")
+    );
+    assert_eq!(root.in_flight(), 1);
+    let list = api::ListQuarantineResponse {
+        entries: vec![api::QuarantineEntry {
+            server: "everything".into(),
+            tool: "echo".into(),
+            ..Default::default()
+        }],
+        version: 3,
+    };
+    let answer = CallResult::Grpc {
+        status: 0,
+        message: String::new(),
+        body: list.encode_to_vec(),
+    };
+    assert!(root.answer(&mut host, 101, answer.clone()));
+    assert!(!root.answer(&mut host, 101, answer), "answered once");
+    assert_eq!(
+        host.shared
+            .get("portcullis.fleet/quarantine#version")
+            .map(Vec::as_slice),
+        Some(&b"3"[..])
+    );
+
+    // A release from the queue: one ReleaseLease; a failed answer is logged.
+    let release = api::ReleaseLeaseRequest {
+        key: "k".into(),
+        lease_id: "L".into(),
+    }
+    .encode_to_vec();
+    let mut queue = vec![release.clone(), b"\xffnot a release".to_vec()];
+    root.releases(&mut host, &engine, |_| queue.pop());
+    assert_eq!(host.calls.len(), 2);
+    let OutcallKind::Grpc {
+        method, message, ..
+    } = &host.calls[1].kind
+    else {
+        panic!("{:?}", host.calls[1])
+    };
+    assert_eq!((method.as_str(), message), ("ReleaseLease", &release));
+    assert!(root.answer(&mut host, 102, CallResult::Failed("reset".into())));
+    assert!(
+        host.logs
+            .iter()
+            .any(|(l, m)| *l == Level::Warn && m.contains("ReleaseLease")),
+        "{:?}",
+        host.logs
+    );
+
+    // A host that cannot make the call: answered as failed at once.
+    host.refuse_calls = true;
+    root.releases(&mut host, &engine, {
+        let mut once = Some(release.clone());
+        move |_| once.take()
+    });
+    assert_eq!(root.in_flight(), 0);
+}

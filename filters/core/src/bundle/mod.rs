@@ -312,6 +312,24 @@ pub struct FleetSettings {
     /// The RLS domain the limits are counted under; default `portcullis`.
     #[serde(default = "default_fleet_domain")]
     pub domain: String,
+    /// How often each proxy pushes the pin failures it saw and reads the
+    /// fleet's quarantine (its root context's tick); default 1000. A rug
+    /// pull seen by one proxy is refused by every other within twice this
+    /// plus twice `timeoutMs` (docs/fleet.md, "Quarantine propagation").
+    #[serde(default = "default_quarantine_refresh")]
+    pub quarantine_refresh_ms: u32,
+    /// How long a fleet concurrency lease lives if its release is lost (a
+    /// proxy that died mid-call); default 300000, as a proxy lease.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_quarantine_refresh() -> u32 {
+    1000
+}
+
+fn default_lease_ttl() -> u64 {
+    crate::policy::limits::LEASE_NANOS / 1_000_000
 }
 
 fn default_fleet_timeout() -> u32 {
@@ -861,20 +879,20 @@ impl Bundle {
                     "at least 1 millisecond",
                 ));
             }
-        }
-        // A fleet lease must be given back when the call's stream ends, and
-        // outcalls run only on the request path: refused here, with what to
-        // write instead, rather than refusing every call it matches.
-        for (doc, spec) in &policy_docs {
-            for (i, limit) in spec.limits.iter().enumerate() {
-                if limit.scope == crate::policy::limits::Scope::Fleet && limit.concurrency.is_some()
-                {
-                    errors.push(BundleError::at(
-                        doc,
-                        format!("/spec/limits/{i}/scope"),
-                        "a fleet-wide concurrency limit is not supported yet (its lease could not be released when the call ends); use scope: proxy, which counts calls in flight per proxy (docs/fleet.md)",
-                    ));
-                }
+            // A tick faster than the service answers only piles up calls.
+            if f.quarantine_refresh_ms < 100 {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/fleet/quarantineRefreshMs",
+                    "at least 100 milliseconds",
+                ));
+            }
+            if f.lease_ttl_ms < 1000 {
+                errors.push(BundleError::at(
+                    doc,
+                    "/spec/fleet/leaseTtlMs",
+                    "at least 1000 milliseconds (a lease must outlive the call it covers)",
+                ));
             }
         }
         if fleet.is_none() {

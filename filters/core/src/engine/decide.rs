@@ -83,6 +83,9 @@ impl Exchange {
         count_decisions(env, &decisions);
         match denied(&decisions) {
             Some(first) => {
+                // Fleet leases granted before the refusal go back now, not
+                // at the stream's end.
+                gate::release(env, &mut self.leases);
                 RequestBodyAction::Reply(self.refuse(&envelope, &decisions, &findings, first))
             }
             None => self.forward(

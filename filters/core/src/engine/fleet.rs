@@ -10,10 +10,18 @@
 //! before the limits are counted, for the same reason: the request is
 //! decided again from the start with each answer.
 //!
-//! Concurrency leases are not asked here: a fleet lease must be released
-//! when the stream ends, and the outcall seam only runs on the request
-//! path, so a bundle with a fleet concurrency limit is refused where it
-//! writes one.
+//! A fleet concurrency limit takes a lease (`Fleet/AcquireLease`, living
+//! `Settings.spec.fleet.leaseTtlMs` at most) the same way. A granted lease
+//! belongs to the exchange from its answer on, and goes back when the
+//! exchange ends or is refused ([`crate::policy::gate::release`]): handed
+//! to the root context through [`Env::enqueue_release`], which asks
+//! `Fleet/ReleaseLease` and sees its answer: the stream's context is gone
+//! by then, and the proxy-wasm SDK drops an answer whose context was
+//! deleted (filters/proxy-wasm/src/root.rs).
+//!
+//! The root context's side (quarantine push and refresh on its tick, lease
+//! releases) is [`Engine::fleet_tick`], [`Engine::fleet_release`] and
+//! [`Engine::fleet_call_done`].
 
 use super::*;
 use crate::fleet::{api, rls};
@@ -96,20 +104,20 @@ impl Exchange {
                 if self.fleet_answers.iter().any(|(k, _)| *k == key) {
                     continue;
                 }
-                if let Some(FleetAsk::Rls(req)) =
-                    limit.fleet_ask(&keys, &fleet.domain, LEASE_TTL_MS)
-                {
-                    next = Some((key, limit.id.clone(), req));
+                if let Some(ask) = limit.fleet_ask(&keys, &fleet.domain, fleet.lease_ttl_ms) {
+                    next = Some((key, limit.id.clone(), ask));
                     break 'messages;
                 }
             }
         }
         let (key, question, service, method, message) = match next {
-            Some((key, limit_id, req)) => {
-                let message = req.encode_to_vec();
-                let ask = FleetAsk::Rls(req);
+            Some((key, limit_id, ask)) => {
+                let (service, method, message) = match &ask {
+                    FleetAsk::Rls(req) => (rls::SERVICE, rls::METHOD, req.encode_to_vec()),
+                    FleetAsk::Lease(req) => (api::SERVICE, api::ACQUIRE_LEASE, req.encode_to_vec()),
+                };
                 let question = Question::Limit { limit_id, ask };
-                (key, question, rls::SERVICE, rls::METHOD, message)
+                (key, question, service, method, message)
             }
             None => {
                 let spend = decisions
@@ -192,6 +200,16 @@ impl Exchange {
                         .find(|l| l.id == limit_id)
                         .and_then(|l| l.fleet_verdict(&ask, body))
                 });
+                // A granted lease is the exchange's from now on, so that it
+                // goes back however the exchange ends (refused by a later
+                // check, or done).
+                let verdict = match verdict {
+                    Some(LimitVerdict::Within(Some(lease))) => {
+                        self.leases.push(lease);
+                        Some(LimitVerdict::Within(None))
+                    }
+                    other => other,
+                };
                 self.fleet_answers.push((flow.key, verdict));
             }
             Question::Spend => {
@@ -207,6 +225,172 @@ impl Exchange {
     }
 }
 
-/// How long a fleet lease would live without a release (a proxy that dies
-/// mid-call): as a proxy lease.
-const LEASE_TTL_MS: u64 = crate::policy::limits::LEASE_NANOS / 1_000_000;
+/// What the root context asked the fleet state service.
+#[derive(Debug)]
+enum RootQuestion {
+    /// `AddQuarantine`: a pin failure this proxy saw.
+    Add(api::QuarantineEntry),
+    /// `ListQuarantine`: the fleet's quarantine.
+    List,
+    /// `ReleaseLease`: a lease whose exchange ended.
+    Release,
+}
+
+/// The root context's calls in flight, by the engine's id.
+#[derive(Debug, Default)]
+pub(crate) struct RootCalls {
+    next: u32,
+    asked: BTreeMap<u32, RootQuestion>,
+}
+
+impl Engine {
+    /// How often the root context should tick for the fleet
+    /// (`proxy_set_tick_period_milliseconds`): `Settings.spec.fleet
+    /// .quarantineRefreshMs`, `None` without a fleet service.
+    pub fn fleet_tick_period_ms(&self) -> Option<u32> {
+        self.bundle
+            .settings
+            .fleet
+            .as_ref()
+            .map(|f| f.quarantine_refresh_ms)
+    }
+
+    /// The root context's tick: an `AddQuarantine` for each pin failure a
+    /// stream of this proxy saw since (taken by this VM alone), and, if this
+    /// VM's turn came ([`crate::fleet::quarantine::claim_refresh`]: one per
+    /// period per proxy), a `ListQuarantine`. The host makes the calls and
+    /// gives each answer to [`Engine::fleet_call_done`].
+    pub fn fleet_tick(&self, env: &mut dyn Env) -> Vec<Outcall> {
+        use crate::fleet::quarantine;
+        use prost::Message as _;
+        let Some(fleet) = self.bundle.settings.fleet.as_ref() else {
+            return Vec::new();
+        };
+        let mut calls = Vec::new();
+        for entry in quarantine::take_pushes(env) {
+            let message = api::AddQuarantineRequest {
+                entry: Some(entry.clone()),
+            }
+            .encode_to_vec();
+            calls.push(self.root_call(api::ADD_QUARANTINE, message, RootQuestion::Add(entry)));
+        }
+        if quarantine::claim_refresh(env, fleet.quarantine_refresh_ms) {
+            let message = api::ListQuarantineRequest {}.encode_to_vec();
+            calls.push(self.root_call(api::LIST_QUARANTINE, message, RootQuestion::List));
+        }
+        calls
+    }
+
+    /// A lease a stream handed over ([`Env::enqueue_release`]) as its
+    /// `ReleaseLease` call. `None`: not a release (nothing to call).
+    pub fn fleet_release(&self, release: &[u8]) -> Option<Outcall> {
+        use prost::Message as _;
+        self.bundle.settings.fleet.as_ref()?;
+        let req = api::ReleaseLeaseRequest::decode(release).ok()?;
+        if req.key.is_empty() || req.lease_id.is_empty() {
+            return None;
+        }
+        Some(self.root_call(
+            api::RELEASE_LEASE,
+            req.encode_to_vec(),
+            RootQuestion::Release,
+        ))
+    }
+
+    /// The answer to a root context's fleet call. A pushed entry that got no
+    /// answer waits for the next tick; the list is stored when its version
+    /// changed; a failed refresh keeps the last list (the local quarantine
+    /// applies regardless). Returns what to log when something got no
+    /// answer.
+    pub fn fleet_call_done(
+        &self,
+        env: &mut dyn Env,
+        id: u32,
+        result: &CallResult,
+    ) -> Option<String> {
+        use crate::fleet::quarantine;
+        use prost::Message as _;
+        let question = self
+            .fleet_root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .asked
+            .remove(&id)?;
+        let body = match result {
+            CallResult::Grpc {
+                status: 0, body, ..
+            } => Ok(body.as_slice()),
+            CallResult::Grpc {
+                status, message, ..
+            } => Err(format!("gRPC status {status} ({message})")),
+            CallResult::Http { status, .. } => Err(format!("HTTP {status} to a gRPC call")),
+            CallResult::Failed(why) => Err(why.clone()),
+        };
+        let failed = |what: &str, why: &str| {
+            Some(format!(
+                "portcullis: the fleet state service did not answer {what}: {why}"
+            ))
+        };
+        let note = match (question, body) {
+            (RootQuestion::Add(entry), Ok(body)) => {
+                match api::AddQuarantineResponse::decode(body) {
+                    Ok(_) => None,
+                    Err(e) => {
+                        quarantine::queue_pushes(env, &[entry]);
+                        failed("AddQuarantine", &e.to_string())
+                    }
+                }
+            }
+            (RootQuestion::Add(entry), Err(why)) => {
+                quarantine::queue_pushes(env, &[entry]);
+                failed("AddQuarantine (retried next tick)", &why)
+            }
+            (RootQuestion::List, Ok(body)) => match api::ListQuarantineResponse::decode(body) {
+                Ok(list) => {
+                    quarantine::store_list(env, &list);
+                    None
+                }
+                Err(e) => failed("ListQuarantine (the last list is kept)", &e.to_string()),
+            },
+            (RootQuestion::List, Err(why)) => {
+                failed("ListQuarantine (the last list is kept)", &why)
+            }
+            (RootQuestion::Release, Ok(_)) => None,
+            (RootQuestion::Release, Err(why)) => {
+                failed("ReleaseLease (the lease expires instead)", &why)
+            }
+        };
+        if note.is_some() {
+            env.count(crate::env::metrics::FLEET_UNAVAILABLE, 1);
+        }
+        note
+    }
+
+    fn root_call(&self, method: &str, message: Vec<u8>, question: RootQuestion) -> Outcall {
+        let (cluster, timeout_ms) = self
+            .bundle
+            .settings
+            .fleet
+            .as_ref()
+            .map(|f| (f.cluster.clone(), f.timeout_ms))
+            .unwrap_or_default();
+        let mut calls = self
+            .fleet_root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        calls.next = calls.next.wrapping_add(1);
+        let id = calls.next;
+        calls.asked.insert(id, question);
+        Outcall {
+            id,
+            cluster,
+            timeout_ms,
+            kind: OutcallKind::Grpc {
+                service: api::SERVICE.to_owned(),
+                method: method.to_owned(),
+                message,
+                initial_metadata: Vec::new(),
+            },
+        }
+    }
+}

@@ -197,6 +197,9 @@ pub struct Engine {
     /// Requests filed for their session's GET stream when the host has no
     /// shared store (see `Exchange::register_for_stream`).
     streams: Mutex<BTreeMap<String, StreamTable>>,
+    /// The root context's calls to the fleet state service in flight
+    /// (engine/fleet.rs).
+    fleet_root: Mutex<fleet::RootCalls>,
 }
 
 impl Engine {
@@ -213,13 +216,17 @@ impl Engine {
             || approval_page)
             .then(crate::scan::Scanner::builtin)
             .and_then(Result::ok);
-        let tools = crate::content::ToolMemory::new(&bundle.version);
+        let mut tools = crate::content::ToolMemory::new(&bundle.version);
+        if bundle.settings.fleet.is_some() {
+            tools = tools.fleet_wide();
+        }
         Engine {
             bundle,
             tokens: Mutex::new(tokens),
             tools,
             audit_scanner,
             streams: Mutex::new(BTreeMap::new()),
+            fleet_root: Mutex::new(fleet::RootCalls::default()),
         }
     }
 

@@ -8,6 +8,9 @@
 //!   can also be served by an RLS an operator already runs.
 //! - [`api`]: Portcullis's own `portcullis.fleet.v1.Fleet` service for what
 //!   RLS cannot express (crates/fleet/proto/portcullis/fleet/v1/fleet.proto).
+//! - [`quarantine`]: the fleet's quarantine as this proxy keeps it in
+//!   shared data (what to push, the list last read, who refreshes).
 
 pub mod api;
+pub mod quarantine;
 pub mod rls;

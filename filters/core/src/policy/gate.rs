@@ -310,10 +310,23 @@ pub fn spend_key(jti: &str) -> String {
     format!("portcullis.approval/{jti}")
 }
 
-/// Gives back every concurrency slot in `leases`.
+/// Gives back every concurrency slot in `leases`: a proxy slot in shared
+/// data now, a fleet lease through [`Env::enqueue_release`] (the root
+/// context asks the fleet state service; a lost release expires).
 pub fn release(env: &mut dyn Env, leases: &mut Vec<Lease>) {
     let now = env.now_nanos();
     for lease in std::mem::take(leases) {
+        if lease.fleet {
+            use prost::Message as _;
+            let req = crate::fleet::api::ReleaseLeaseRequest {
+                key: lease.key,
+                lease_id: lease.id,
+            };
+            if !env.enqueue_release(&req.encode_to_vec()) {
+                env.count(metrics::FLEET_RELEASE_LOST, 1);
+            }
+            continue;
+        }
         limits::release(&mut StoreOf(env), &lease, now);
     }
 }

@@ -172,6 +172,8 @@ pub enum FleetAsk {
 pub struct Lease {
     pub key: String,
     pub id: String,
+    /// Held by the fleet state service (`scope: fleet`), not in shared data.
+    pub fleet: bool,
 }
 
 /// What a limit said about one call.
@@ -453,6 +455,7 @@ impl Limit {
                         LimitVerdict::Within(Some(Lease {
                             key: req.key.clone(),
                             id: r.lease_id,
+                            fleet: true,
                         }))
                     })
                 } else {
@@ -624,6 +627,7 @@ fn acquire(
             LimitVerdict::Within(Some(Lease {
                 key: key.to_owned(),
                 id: lease_id.to_owned(),
+                fleet: false,
             })),
         )
     })
@@ -884,6 +888,7 @@ mod tests {
             &Lease {
                 key: "c".into(),
                 id: "a".into(),
+                fleet: false,
             },
             2,
         );
