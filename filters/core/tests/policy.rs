@@ -1159,6 +1159,123 @@ fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
     }
 }
 
+/// Each approval gate chooses where its grants are spent (issue 19: "each
+/// limit, budget and approval gate chooses `scope: proxy` [...] or `scope:
+/// fleet`"): under a fleet service, a rule of `scope: proxy` spends in this
+/// proxy's shared data and asks the fleet nothing.
+#[test]
+fn an_approval_rule_of_scope_proxy_is_spent_here_even_with_a_fleet() {
+    use base64::Engine as _;
+    use portcullis_core::env::Env as _;
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let engine = test_util::engine(vec![
+        provider(),
+        server("payments", "/mcp", &["pay"]),
+        policy(
+            "pay",
+            json!({"rules": [
+                {"id": "pay", "effect": "permit", "tools": ["pay"]},
+                {"id": "big", "effect": "requireApproval", "tools": ["pay"], "scope": "proxy"},
+            ]}),
+        ),
+        doc(
+            "Settings",
+            "settings",
+            json!({"approvals": {"keys": [public], "maxTtl": "1h"},
+                   "fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
+        ),
+    ]);
+    assert!(engine.bundle().fleet_approval_rules.is_empty());
+    let mut e = env();
+    let args = json!({"amount": 500});
+    let first = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("pay", args.clone()),
+    );
+    let id = first.reply().1["error"]["data"]["approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.end(&mut e);
+    let token = approval::mint(&id, &key, NOW, 600, &[11; 16]).unwrap();
+    let mut h = as_user("alice", json!({}));
+    h.push(("x-mcp-approval", token));
+    let sent = send(&engine, &mut e, "/mcp", &h, &call("pay", args.clone()));
+    assert!(
+        sent.forwarded().is_some(),
+        "no fleet question: {:?}",
+        sent.action
+    );
+    sent.end(&mut e);
+    assert!(
+        e.shared_get(&format!("portcullis.approval/{}", hex(11)))
+            .is_some(),
+        "spent in this proxy's shared data"
+    );
+    let again = send(&engine, &mut e, "/mcp", &h, &call("pay", args));
+    assert_eq!(
+        again.reply().1["error"]["data"]["approval"]["error"],
+        "already_used"
+    );
+}
+
+/// `scope` on a rule is where an approval is spent: a `requireApproval`
+/// rule's alone, and `fleet` needs the fleet service; each error at its
+/// field.
+#[test]
+fn an_approval_scope_is_checked_where_it_is_written() {
+    let bundle = |rules: Value, settings: Value| {
+        assemble(vec![
+            provider(),
+            server("payments", "/mcp", &["pay"]),
+            policy("pay", json!({ "rules": rules })),
+            test_util::doc("Settings", "settings", settings),
+        ])
+    };
+    let errors = Bundle::compile(&bundle(
+        json!([{"id": "pay", "effect": "permit", "tools": ["pay"], "scope": "fleet"}]),
+        json!({"fleet": {"cluster": "fleet"}}),
+    ))
+    .unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].pointer, "/spec/rules/0/scope");
+    assert!(
+        errors[0].to_string().contains("requireApproval"),
+        "{}",
+        errors[0]
+    );
+    let errors = Bundle::compile(&bundle(
+        json!([{"id": "pay", "effect": "permit", "tools": ["pay"]},
+               {"id": "big", "effect": "requireApproval", "tools": ["pay"], "scope": "fleet"}]),
+        json!({}),
+    ))
+    .unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].pointer, "/spec/rules/1/scope");
+    assert!(
+        errors[0].to_string().contains("Settings.spec.fleet"),
+        "{}",
+        errors[0]
+    );
+    // With a fleet, an approval rule is the fleet's unless it says proxy.
+    let b = Bundle::compile(&bundle(
+        json!([{"id": "pay", "effect": "permit", "tools": ["pay"]},
+               {"id": "big", "effect": "requireApproval", "tools": ["pay"]},
+               {"id": "local", "effect": "requireApproval", "tools": ["pay"], "scope": "proxy"}]),
+        json!({"fleet": {"cluster": "fleet"}}),
+    ))
+    .unwrap();
+    assert_eq!(
+        b.fleet_approval_rules.iter().collect::<Vec<_>>(),
+        ["Policy/pay#big"]
+    );
+}
+
 fn hex(seed: u8) -> String {
     format!("{seed:02x}").repeat(16)
 }

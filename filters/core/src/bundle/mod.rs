@@ -615,6 +615,9 @@ pub struct Bundle {
     pub approval_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Longest approval accepted, seconds.
     pub approval_max_ttl: u64,
+    /// `requireApproval` rules (ids) whose grants are spent once for the
+    /// whole fleet (`scope: fleet`, the default with `Settings.spec.fleet`).
+    pub fleet_approval_rules: std::collections::BTreeSet<String>,
 }
 
 impl Bundle {
@@ -906,8 +909,35 @@ impl Bundle {
                         ));
                     }
                 }
+                for (i, rule) in spec.rules.iter().enumerate() {
+                    if rule.scope == Some(crate::policy::limits::Scope::Fleet) {
+                        errors.push(BundleError::at(
+                            doc,
+                            format!("/spec/rules/{i}/scope"),
+                            "a fleet approval is spent by the fleet state service; set Settings.spec.fleet (cluster, timeoutMs), or use scope: proxy",
+                        ));
+                    }
+                }
             }
         }
+        // Where each approval rule's grants are spent: its own word, else
+        // the fleet whenever there is one.
+        let fleet_approval_rules = policy_docs
+            .iter()
+            .flat_map(|(doc, spec)| {
+                spec.rules
+                    .iter()
+                    .filter(|r| r.effect == crate::policy::Effect::RequireApproval)
+                    .filter(|r| {
+                        r.scope.unwrap_or(if fleet.is_some() {
+                            crate::policy::limits::Scope::Fleet
+                        } else {
+                            crate::policy::limits::Scope::Proxy
+                        }) == crate::policy::limits::Scope::Fleet
+                    })
+                    .map(|r| format!("Policy/{}#{}", doc.metadata.name, r.id))
+            })
+            .collect();
         let mut approval_keys = Vec::new();
         let mut approval_max_ttl = 3600;
         if let Some((spec, doc)) = &settings
@@ -992,6 +1022,7 @@ impl Bundle {
             policy: Arc::new(policy),
             approval_keys,
             approval_max_ttl,
+            fleet_approval_rules,
         })
     }
 

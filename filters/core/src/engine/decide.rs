@@ -70,12 +70,16 @@ impl Exchange {
             );
             global_limits = counted.global;
             // An approval is spent only once nothing else refuses the call.
-            let fleet_spends = engine
-                .bundle
-                .settings
-                .fleet
-                .is_some()
-                .then_some(self.fleet_spends.as_slice());
+            let fleet_spends =
+                engine
+                    .bundle
+                    .settings
+                    .fleet
+                    .is_some()
+                    .then_some(gate::FleetSpends {
+                        answers: self.fleet_spends.as_slice(),
+                        rules: &engine.bundle.fleet_approval_rules,
+                    });
             if !counted.refused && !gate::spend_approvals(env, &mut decisions, fleet_spends) {
                 gate::release(env, &mut self.leases);
             }

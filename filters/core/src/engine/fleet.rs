@@ -122,6 +122,11 @@ impl Exchange {
             None => {
                 let spend = decisions
                     .iter()
+                    .filter(|v| {
+                        v.rule
+                            .as_ref()
+                            .is_some_and(|r| engine.bundle.fleet_approval_rules.contains(r))
+                    })
                     .filter_map(|v| v.approval.as_ref()?.jti.as_deref())
                     .map(crate::policy::gate::spend_key)
                     .find(|key| !self.fleet_spends.iter().any(|(k, _)| k == key));

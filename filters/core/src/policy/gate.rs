@@ -250,15 +250,32 @@ pub fn limits(
     counted
 }
 
-/// Records each approval of this request as spent, atomically across VMs.
-/// `false` (and that verdict refused) if one was already spent.
+/// The fleet's part in spending approvals: the fleet service's answers
+/// (spend key, first?) and the rules whose grants it spends.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetSpends<'a> {
+    pub answers: &'a [(String, Option<bool>)],
+    pub rules: &'a std::collections::BTreeSet<String>,
+}
+
+impl FleetSpends<'_> {
+    /// Whether `v`'s approval is spent by the fleet (its rule's `scope`).
+    pub fn covers(&self, v: &Verdict) -> bool {
+        v.rule.as_ref().is_some_and(|r| self.rules.contains(r))
+    }
+}
+
+/// Records each approval of this request as spent, atomically across VMs
+/// (or, for a rule of `fleet`, as the fleet service answered). `false`
+/// (and that verdict refused) if one was already spent.
 pub fn spend_approvals(
     env: &mut dyn Env,
     decisions: &mut [Verdict],
-    fleet: Option<&[(String, Option<bool>)]>,
+    fleet: Option<FleetSpends<'_>>,
 ) -> bool {
     let mut ok = true;
     for v in decisions.iter_mut() {
+        let by_fleet = fleet.filter(|f| f.covers(v));
         let Some(state) = v.approval.as_mut() else {
             continue;
         };
@@ -266,10 +283,10 @@ pub fn spend_approvals(
             continue;
         };
         let key = spend_key(&jti);
-        let error = match fleet {
+        let error = match by_fleet {
             // Spent by the fleet state service (asked before the decision,
             // engine/fleet.rs): the first spend anywhere in the fleet counts.
-            Some(answers) => match answers.iter().find(|(k, _)| *k == key) {
+            Some(f) => match f.answers.iter().find(|(k, _)| *k == key) {
                 Some((_, Some(true))) => None,
                 Some((_, Some(false))) => Some(approval::ApprovalError::AlreadyUsed),
                 _ => Some(approval::ApprovalError::FleetUnavailable),

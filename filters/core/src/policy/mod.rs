@@ -114,6 +114,11 @@ pub struct RuleSpec {
     /// how many distinct people must (docs/approvals.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvers: Option<ApproversSpec>,
+    /// `requireApproval` only: where a grant is spent once. `fleet` (the
+    /// default when `Settings.spec.fleet` is set): once for every proxy,
+    /// by the fleet state service; `proxy`: in this proxy's shared data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<limits::Scope>,
 }
 
 /// `approvers` of a `requireApproval` rule: the roles (from a token of an
@@ -1085,6 +1090,12 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
                 "count is how many distinct people must approve: 1 to 5".into(),
             ));
         }
+    }
+    if r.scope.is_some() && r.effect != Effect::RequireApproval {
+        return Err((
+            "/scope".into(),
+            "scope is where an approval is spent, so only for requireApproval rules (a limit has its own scope)".into(),
+        ));
     }
     for m in &r.methods {
         if !crate::mcp::is_known_method(m) {
