@@ -216,7 +216,7 @@ impl ToolMemory {
     pub fn fleet_quarantine(&self, env: &dyn Env, server: &Server) -> Vec<QuarantineEntry> {
         self.fleet_entries(env)
             .iter()
-            .filter(|e| fleet_q::applies(server, e))
+            .filter(|e| fleet_q::applies(&server.name, |t| server.pins.pin(t), e))
             .cloned()
             .collect()
     }
@@ -600,7 +600,7 @@ impl ToolMemory {
     ) -> Option<String> {
         self.fleet_entries(env)
             .iter()
-            .find(|e| e.tool == tool && fleet_q::applies(server, e))
+            .find(|e| e.tool == tool && fleet_q::applies(&server.name, |t| server.pins.pin(t), e))
             .map(|e| {
                 format!(
                     "{}, as a proxy of the fleet saw it (fleet-wide quarantine)",

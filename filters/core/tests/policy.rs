@@ -1904,6 +1904,53 @@ fn a_fleet_limit_is_asked_of_the_fleet_service_and_fails_closed() {
 /// ends; not granted refuses like a proxy concurrency limit (429, -31089);
 /// no answer refuses fail closed. The root context turns each queued
 /// release into a `Fleet/ReleaseLease` call.
+/// A call the argument review refuses (a secret in its arguments, blocked
+/// by the default content policy) takes no fleet quota: the fleet is asked
+/// only once nothing in this proxy refuses the call.
+#[test]
+fn a_call_the_argument_review_refuses_asks_the_fleet_nothing() {
+    let engine = test_util::engine(vec![
+        provider(),
+        server("files", "/mcp", &["pay"]),
+        policy(
+            "limits",
+            json!({"limits": [{"id": "calls", "scope": "fleet", "key": ["subject"],
+                "budget": {"unitsPerDay": 10, "costs": {"pay": 4}}}]}),
+        ),
+        test_util::doc(
+            "Settings",
+            "s",
+            json!({"fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
+        ),
+    ]);
+    let mut e = env();
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("pay", json!({"key": "AKIAIOSFODNN7EXAMPLE"})),
+    );
+    let (_, body, _) = sent.reply();
+    assert_eq!(
+        body["error"]["data"]["rule"], "ContentPolicy/builtin#pii",
+        "{body}"
+    );
+    // The same call without the secret is asked of the fleet.
+    let sent = send(
+        &engine,
+        &mut e,
+        "/mcp",
+        &as_user("alice", json!({})),
+        &call("pay", json!({"amount": 5})),
+    );
+    assert!(
+        matches!(sent.action, RequestBodyAction::Call(_)),
+        "{:?}",
+        sent.action
+    );
+}
+
 #[test]
 fn a_fleet_concurrency_limit_takes_a_lease_and_releases_it_at_the_end() {
     use portcullis_core::fleet::api;

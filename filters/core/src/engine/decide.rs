@@ -22,6 +22,17 @@
 use super::*;
 use crate::policy::gate;
 
+/// A request the pillars judged and whose arguments were reviewed: what the
+/// limits, the spends and the answer start from.
+#[derive(Debug)]
+pub(super) struct Reviewed {
+    pub envelope: Envelope,
+    pub decisions: Vec<Verdict>,
+    pub findings: Vec<Option<ContentFindings>>,
+    /// The body was changed (redacted, or the round trip's state stripped).
+    pub rewritten: bool,
+}
+
 impl Exchange {
     pub(super) fn decide(
         &mut self,
@@ -37,22 +48,48 @@ impl Exchange {
         if let Some(action) = self.approval_round_trip(env, &envelope, value, &decisions) {
             return action;
         }
-        // Fleet limits and approval spends are asked before anything is
-        // counted or reviewed; the request is decided again, from the
-        // start, with each answer.
-        let envelope = if decisions.iter().all(|v| v.decision != Decision::Deny) {
-            match self.fleet_call(envelope, &decisions, value) {
-                Ok(call) => return RequestBodyAction::Call(call),
-                Err(envelope) => envelope,
-            }
-        } else {
-            envelope
-        };
         let (findings, rewritten) = self.review_arguments(env, &envelope, value, &mut decisions);
         // A round trip the filter finished: its requestState and its answer
         // were stripped from the body, which goes upstream rewritten.
         let rewritten = rewritten || self.approval_resolved;
+        self.count_and_answer(
+            env,
+            Reviewed {
+                envelope,
+                decisions,
+                findings,
+                rewritten,
+            },
+            value,
+        )
+    }
+
+    /// A request past its review: its fleet questions asked (one outcall at
+    /// a time, the request held, and back here with each answer), then the
+    /// limits counted, the approvals spent, and the request forwarded or
+    /// refused. Asked only now, so a call the review refuses takes no fleet
+    /// quota.
+    pub(super) fn count_and_answer(
+        &mut self,
+        env: &mut dyn Env,
+        reviewed: Reviewed,
+        value: &mut Value,
+    ) -> RequestBodyAction {
         let denied = |d: &[Verdict]| d.iter().position(|v| v.decision == Decision::Deny);
+        let reviewed = if denied(&reviewed.decisions).is_none() {
+            match self.fleet_call(reviewed, value) {
+                Ok(call) => return RequestBodyAction::Call(call),
+                Err(reviewed) => reviewed,
+            }
+        } else {
+            reviewed
+        };
+        let Reviewed {
+            envelope,
+            mut decisions,
+            findings,
+            rewritten,
+        } = reviewed;
         let mut global_limits = Vec::new();
         if denied(&decisions).is_none() {
             let engine = Arc::clone(&self.engine);

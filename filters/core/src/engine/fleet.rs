@@ -35,7 +35,7 @@ pub(super) struct FleetFlow {
     /// The limit's bucket key, or the approval's spend key.
     key: String,
     question: Question,
-    envelope: Envelope,
+    reviewed: super::decide::Reviewed,
     value: Value,
 }
 
@@ -63,14 +63,15 @@ impl Exchange {
     /// (docs/fleet.md).
     pub(super) fn fleet_call(
         &mut self,
-        envelope: Envelope,
-        decisions: &[Verdict],
+        reviewed: super::decide::Reviewed,
         value: &mut Value,
-    ) -> Result<Outcall, Envelope> {
+    ) -> Result<Outcall, super::decide::Reviewed> {
         let engine = Arc::clone(&self.engine);
         let Some(fleet) = engine.bundle.settings.fleet.as_ref() else {
-            return Err(envelope);
+            return Err(reviewed);
         };
+        let envelope = &reviewed.envelope;
+        let decisions = &reviewed.decisions;
         use prost::Message as _;
         let server = self.server().map(|s| s.name.clone()).unwrap_or_default();
         let identity = self.identity.clone();
@@ -131,7 +132,7 @@ impl Exchange {
                     .map(crate::policy::gate::spend_key)
                     .find(|key| !self.fleet_spends.iter().any(|(k, _)| k == key));
                 let Some(key) = spend else {
-                    return Err(envelope);
+                    return Err(reviewed);
                 };
                 // Kept at least as long as any grant the bundle accepts
                 // can live.
@@ -164,7 +165,7 @@ impl Exchange {
             id,
             key,
             question,
-            envelope,
+            reviewed,
             value: std::mem::take(value),
         });
         Ok(call)
@@ -226,7 +227,7 @@ impl Exchange {
             }
         }
         let mut value = flow.value;
-        Some(self.decide(env, flow.envelope, &mut value))
+        Some(self.count_and_answer(env, flow.reviewed, &mut value))
     }
 }
 

@@ -18,7 +18,6 @@
 //! encoding.
 
 use super::api::{ListQuarantineResponse, QuarantineEntry};
-use crate::bundle::Server;
 use crate::env::{Env, SharedWrite};
 use prost::Message as _;
 
@@ -31,11 +30,16 @@ pub const REFRESH_KEY: &str = "portcullis.fleet/quarantine-refresh";
 /// writing first); the next list or tick tries again.
 const CAS_TRIES: usize = 8;
 
-/// Whether a fleet entry binds this bundle's `server`: the entry names the
-/// pin its tool failed, so a bundle that pins the tool otherwise (it was
-/// reviewed again and re-pinned) is not bound by it.
-pub fn applies(server: &Server, entry: &QuarantineEntry) -> bool {
-    entry.server == server.name && server.pins.pin(&entry.tool).unwrap_or("") == entry.pin
+/// Whether a fleet entry binds server `server` of this bundle, whose pin
+/// for the entry's tool is `pin_of(tool)`: the entry names the pin its tool
+/// failed, so a bundle that pins the tool otherwise (it was reviewed again
+/// and re-pinned) is not bound by it.
+pub fn applies<'a>(
+    server: &str,
+    pin_of: impl FnOnce(&str) -> Option<&'a str>,
+    entry: &QuarantineEntry,
+) -> bool {
+    entry.server == server && pin_of(&entry.tool).unwrap_or("") == entry.pin
 }
 
 /// Adds `entries` to what the root context pushes on its next tick.
