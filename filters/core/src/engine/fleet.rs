@@ -1,14 +1,16 @@
-//! `scope: fleet` limits (issue 19): before the limits are counted, each
-//! fleet rate or budget that covers a call of the request is asked of the
-//! fleet state service, one outcall at a time (`RequestBodyAction::Call`,
-//! a gRPC call to `Settings.spec.fleet.cluster`), and the decision runs
-//! again with the answers. An answer that is not a clear yes or no (a gRPC
-//! error, a timeout, garbage) is kept as no answer, and the limit's
-//! `failClosed` decides in [`crate::policy::gate::limits`].
+//! `scope: fleet` limits (issue 19): once a request passed every check of
+//! this proxy (pillars and argument review) and before the limits are
+//! counted, each fleet rate or budget that covers a call of the request is
+//! asked of the fleet state service, one outcall at a time
+//! (`RequestBodyAction::Call`, a gRPC call to
+//! `Settings.spec.fleet.cluster`); the reviewed request
+//! (`decide::Reviewed`) waits and goes on with each answer. An
+//! answer that is not a clear yes or no (a gRPC error, a timeout, garbage)
+//! is kept as no answer, and the limit's `failClosed` decides in
+//! [`crate::policy::gate::limits`].
 //!
-//! A granted single-use approval is spent there too (`Fleet/Spend`),
-//! before the limits are counted, for the same reason: the request is
-//! decided again from the start with each answer.
+//! A granted single-use approval is spent there too (`Fleet/Spend`), with
+//! the same questions, so before the limits are counted.
 //!
 //! A fleet concurrency limit takes a lease (`Fleet/AcquireLease`, living
 //! `Settings.spec.fleet.leaseTtlMs` at most) the same way. A granted lease
@@ -57,9 +59,9 @@ impl Exchange {
     /// each fleet rate or budget that covers one of its calls, then, with a
     /// fleet service configured, each granted approval's spend (once for
     /// the whole fleet, not in this proxy's shared data, where every proxy
-    /// would accept it once). The request is kept to be decided again from
-    /// the start with the answer, so all are asked before the limits are
-    /// counted: an approval is spent even when a limit then refuses the call
+    /// would accept it once). The reviewed request waits for the answer
+    /// and goes on with it; all are asked before the limits are counted, so
+    /// an approval is spent even when a limit then refuses the call
     /// (docs/fleet.md).
     pub(super) fn fleet_call(
         &mut self,
