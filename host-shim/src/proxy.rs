@@ -303,6 +303,20 @@ struct WorkerState {
     idle: Notify,
 }
 
+/// An HTTP/1.1 client for the upstream and for `http_call`, with
+/// `TCP_NODELAY` as every Envoy upstream connection has it (`CodecClient`
+/// sets `connection_->noDelay(true)`; see `crate::grpc::client`, where its
+/// absence cost 40 ms a call).
+fn http1_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 fn worker_main(
     mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     shared: Arc<Shared>,
@@ -321,8 +335,8 @@ fn worker_main(
             shared,
             vm: RefCell::new(None),
             component: RefCell::new(None),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            call_client: Client::builder(TokioExecutor::new()).build_http(),
+            client: http1_client(),
+            call_client: http1_client(),
             grpc_client: crate::grpc::client(),
             active: Cell::new(0),
             idle: Notify::new(),
@@ -1123,7 +1137,7 @@ impl TestVm {
     /// Performs queued http calls for real (needs a tokio runtime) and
     /// delivers the results.
     pub async fn run_http_calls(&self) {
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = http1_client();
         for call in self.vm.take_http_calls() {
             let token = call.token;
             let r = perform_http_call(client.clone(), call).await;
