@@ -181,6 +181,14 @@ fn pay_calls(record: &Path) -> usize {
         .count()
 }
 
+/// The filter's records of tools/call `pay`.
+fn pay_records(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["mcp.method.name"] == "tools/call" && r["gen_ai.tool.name"] == "pay")
+        .collect()
+}
+
 fn query(db: &Path) -> Vec<Value> {
     let (code, out, err) = portcullis(&[
         "audit",
@@ -384,10 +392,7 @@ fn a_person_approves_in_the_page_and_the_sdk_retry_runs_once() {
             .iter()
             .any(|r| r["decision"] == "deny" && r["approver"]["subject"] == "bob@example.com")
     );
-    let calls: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["mcp.method.name"] == "tools/call" && r["gen_ai.tool.name"] == "pay")
-        .collect();
+    let calls = pay_records(&records);
     assert!(
         calls
             .iter()
@@ -575,10 +580,7 @@ fn a_2025_11_25_client_is_sent_to_the_page_and_its_retry_runs_once() {
             .any(|r| r["approval"]["error"] == "denied")
     }));
     let records = query(&db);
-    let calls: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["mcp.method.name"] == "tools/call" && r["gen_ai.tool.name"] == "pay")
-        .collect();
+    let calls = pay_records(&records);
     assert!(
         calls
             .iter()

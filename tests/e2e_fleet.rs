@@ -102,23 +102,11 @@ fn bundle(dir: &Path) -> PathBuf {
 }
 
 fn call(base: &str, id: usize, tool: &str) -> Response {
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": tool, "arguments": {"text": "hi", "amount": 1, "to": "a"}, "_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}}});
-    http(
+    fleet_tool_call(
         base,
-        "POST",
-        "/mcp",
-        &[
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/event-stream"),
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", tool),
-        ],
-        body.to_string().as_bytes(),
+        id,
+        tool,
+        json!({"text": "hi", "amount": 1, "to": "a"}),
     )
 }
 
@@ -139,25 +127,7 @@ fn fleet_limits_hold_across_two_proxies_and_fail_closed_without_redis() {
     let upstream_log = dir.join("upstream.jsonl");
     let (_upstream, port) = mcp_server(&["--policy-tools", "--json-response"], &upstream_log);
     let b = bundle(&dir);
-    let cluster = format!("fleet=http://{fleet_addr}");
-    let proxies: Vec<_> = (0..2)
-        .map(|i| {
-            let audit = dir.join(format!("audit-{i}.jsonl"));
-            let (p, base) = portcullis_serve(&[
-                "--upstream",
-                &format!("http://127.0.0.1:{port}"),
-                "--bundle",
-                b.to_str().unwrap(),
-                "--audit-log",
-                audit.to_str().unwrap(),
-                "--cluster",
-                &cluster,
-                "--workers",
-                "2",
-            ]);
-            (p, base.trim_end_matches('/').to_owned(), audit)
-        })
-        .collect();
+    let proxies = two_fleet_proxies(&dir, &b, port, &fleet_addr);
     let bases: Vec<String> = proxies.iter().map(|(_, b, _)| b.clone()).collect();
 
     // 80 calls, 8 threads, alternating proxies: exactly 25 pass.
@@ -277,45 +247,20 @@ fn an_approval_spent_through_one_proxy_is_refused_by_the_other() {
     )
     .unwrap();
 
-    let cluster = format!("fleet=http://{fleet_addr}");
-    let proxies: Vec<_> = (0..2)
-        .map(|i| {
-            let audit = dir.join(format!("approval-audit-{i}.jsonl"));
-            let (p, base) = portcullis_serve(&[
-                "--upstream",
-                &format!("http://127.0.0.1:{port}"),
-                "--bundle",
-                b.to_str().unwrap(),
-                "--audit-log",
-                audit.to_str().unwrap(),
-                "--cluster",
-                &cluster,
-                "--workers",
-                "2",
-            ]);
-            (p, base.trim_end_matches('/').to_owned(), audit)
-        })
-        .collect();
+    let proxies = two_fleet_proxies(&dir, &b, port, &fleet_addr);
 
     // A big payment, as a raw MCP 2026-07-28 client without URL-mode
     // elicitation sends it: the error flow, retried with x-mcp-approval.
     fn pay(base: &str, id: usize, grant: Option<&str>) -> Response {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": "pay", "arguments": {"amount": 2500, "to": "acct-9"}, "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-                "io.modelcontextprotocol/clientCapabilities": {}}}});
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/event-stream"),
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", "pay"),
-        ];
-        if let Some(g) = grant {
-            headers.push(("x-mcp-approval", g));
-        }
-        http(base, "POST", "/mcp", &headers, body.to_string().as_bytes())
+        let grant: Vec<(&str, &str)> = grant.map(|g| ("x-mcp-approval", g)).into_iter().collect();
+        fleet_rpc(
+            base,
+            id,
+            "tools/call",
+            Some("pay"),
+            json!({"name": "pay", "arguments": {"amount": 2500, "to": "acct-9"}}),
+            &grant,
+        )
     }
     let (base_a, base_b) = (&proxies[0].1, &proxies[1].1);
 
@@ -395,7 +340,14 @@ fn an_approval_spent_through_one_proxy_is_refused_by_the_other() {
 
 /// A 2026-07-28 request straight to `/mcp` of `base`, with the SDK's
 /// per-request `_meta`.
-fn fleet_rpc(base: &str, id: usize, method: &str, name: Option<&str>, params: Value) -> Response {
+fn fleet_rpc(
+    base: &str,
+    id: usize,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+    extra: &[(&str, &str)],
+) -> Response {
     let mut params = params;
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -411,6 +363,7 @@ fn fleet_rpc(base: &str, id: usize, method: &str, name: Option<&str>, params: Va
     if let Some(name) = name {
         headers.push(("mcp-name", name));
     }
+    headers.extend_from_slice(extra);
     http(base, "POST", "/mcp", &headers, body.to_string().as_bytes())
 }
 
@@ -421,17 +374,19 @@ fn fleet_tool_call(base: &str, id: usize, tool: &str, arguments: Value) -> Respo
         "tools/call",
         Some(tool),
         json!({"name": tool, "arguments": arguments}),
+        &[],
     )
 }
 
 /// Two `portcullis serve` (two workers each) over `bundle` in front of
-/// `upstream_port`, with the fleet service as cluster `fleet`.
+/// `upstream_port`, with the fleet service as cluster `fleet`: each
+/// proxy, its base URL and its audit log.
 fn two_fleet_proxies(
     dir: &Path,
     bundle: &Path,
     upstream_port: u16,
     fleet_addr: &str,
-) -> Vec<(Proc, String)> {
+) -> Vec<(Proc, String, PathBuf)> {
     let cluster = format!("fleet=http://{fleet_addr}");
     (0..2)
         .map(|i| {
@@ -448,7 +403,7 @@ fn two_fleet_proxies(
                 "--workers",
                 "2",
             ]);
-            (p, base.trim_end_matches('/').to_owned())
+            (p, base.trim_end_matches('/').to_owned(), audit)
         })
         .collect()
 }
@@ -532,7 +487,7 @@ fn fleet_a_rug_pull_seen_through_one_proxy_is_refused_through_the_other() {
     assert!(r.json()["error"].is_null(), "{}", r.json());
 
     // A lists the tools after the flip: `add` failed its pin and is gone.
-    let r = fleet_rpc(a, 2, "tools/list", None, json!({}));
+    let r = fleet_rpc(a, 2, "tools/list", None, json!({}), &[]);
     assert_eq!(r.status, 200);
     let names: Vec<String> = r.json()["result"]["tools"]
         .as_array()
@@ -598,7 +553,7 @@ fn fleet_a_concurrency_limit_of_one_holds_across_two_proxies_and_is_released() {
     )
     .unwrap();
     let proxies = two_fleet_proxies(&dir, &b, port, &fleet_addr);
-    let bases: Vec<String> = proxies.iter().map(|(_, b)| b.clone()).collect();
+    let bases: Vec<String> = proxies.iter().map(|(_, b, _)| b.clone()).collect();
 
     let answers: Vec<Response> = std::thread::scope(|s| {
         let handles: Vec<_> = bases

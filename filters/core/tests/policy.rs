@@ -1043,25 +1043,22 @@ fn approval_engine(signing: &ed25519_dalek::SigningKey) -> Arc<Engine> {
 /// the service's "first" lets the call through, "not first" (spent through
 /// another proxy) refuses it `already_used`, and no answer refuses it
 /// `fleet_unavailable` with a record; nothing is written to shared data.
-#[test]
-fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
+/// A payments server whose `pay` needs approval (`big` carries `rule`'s
+/// extra fields) under a fleet service, with the key that signs grants.
+fn fleet_approval_engine(rule: Value) -> (Arc<Engine>, ed25519_dalek::SigningKey) {
     use base64::Engine as _;
-    use portcullis_core::env::Env as _;
-    use portcullis_core::fleet::api;
-    use portcullis_core::outcall::{CallResult, OutcallKind};
-    use prost::Message as _;
-
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let mut big = json!({"id": "big", "effect": "requireApproval", "tools": ["pay"]});
+    if let (Some(b), Value::Object(x)) = (big.as_object_mut(), rule) {
+        b.extend(x);
+    }
     let engine = test_util::engine(vec![
         provider(),
         server("payments", "/mcp", &["pay"]),
         policy(
             "pay",
-            json!({"rules": [
-                {"id": "pay", "effect": "permit", "tools": ["pay"]},
-                {"id": "big", "effect": "requireApproval", "tools": ["pay"]},
-            ]}),
+            json!({"rules": [{"id": "pay", "effect": "permit", "tools": ["pay"]}, big]}),
         ),
         doc(
             "Settings",
@@ -1070,11 +1067,14 @@ fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
                    "fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
         ),
     ]);
-    let mut e = env();
-    let args = json!({"amount": 500});
+    (engine, key)
+}
+
+/// The approval id alice's unapproved `pay` call with `args` is refused with.
+fn approval_id_for(engine: &Arc<Engine>, e: &mut MemoryEnv, args: &Value) -> String {
     let first = send(
-        &engine,
-        &mut e,
+        engine,
+        e,
         "/mcp",
         &as_user("alice", json!({})),
         &call("pay", args.clone()),
@@ -1083,7 +1083,21 @@ fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
         .as_str()
         .unwrap()
         .to_owned();
-    first.end(&mut e);
+    first.end(e);
+    id
+}
+
+#[test]
+fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
+    use portcullis_core::env::Env as _;
+    use portcullis_core::fleet::api;
+    use portcullis_core::outcall::{CallResult, OutcallKind};
+    use prost::Message as _;
+
+    let (engine, key) = fleet_approval_engine(json!({}));
+    let mut e = env();
+    let args = json!({"amount": 500});
+    let id = approval_id_for(&engine, &mut e, &args);
 
     let attempt = |e: &mut MemoryEnv, seed: u8, answer: CallResult| {
         let token = approval::mint(&id, &key, NOW, 600, &[seed; 16]).unwrap();
@@ -1165,43 +1179,13 @@ fn with_a_fleet_service_an_approval_is_spent_fleet_wide() {
 /// proxy's shared data and asks the fleet nothing.
 #[test]
 fn an_approval_rule_of_scope_proxy_is_spent_here_even_with_a_fleet() {
-    use base64::Engine as _;
     use portcullis_core::env::Env as _;
 
-    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
-    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
-    let engine = test_util::engine(vec![
-        provider(),
-        server("payments", "/mcp", &["pay"]),
-        policy(
-            "pay",
-            json!({"rules": [
-                {"id": "pay", "effect": "permit", "tools": ["pay"]},
-                {"id": "big", "effect": "requireApproval", "tools": ["pay"], "scope": "proxy"},
-            ]}),
-        ),
-        doc(
-            "Settings",
-            "settings",
-            json!({"approvals": {"keys": [public], "maxTtl": "1h"},
-                   "fleet": {"cluster": "portcullis_fleet", "timeoutMs": 200}}),
-        ),
-    ]);
+    let (engine, key) = fleet_approval_engine(json!({"scope": "proxy"}));
     assert!(engine.bundle().fleet_approval_rules.is_empty());
     let mut e = env();
     let args = json!({"amount": 500});
-    let first = send(
-        &engine,
-        &mut e,
-        "/mcp",
-        &as_user("alice", json!({})),
-        &call("pay", args.clone()),
-    );
-    let id = first.reply().1["error"]["data"]["approval"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    first.end(&mut e);
+    let id = approval_id_for(&engine, &mut e, &args);
     let token = approval::mint(&id, &key, NOW, 600, &[11; 16]).unwrap();
     let mut h = as_user("alice", json!({}));
     h.push(("x-mcp-approval", token));

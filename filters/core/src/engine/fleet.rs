@@ -126,9 +126,7 @@ impl Exchange {
                 let spend = decisions
                     .iter()
                     .filter(|v| {
-                        v.rule
-                            .as_ref()
-                            .is_some_and(|r| engine.bundle.fleet_approval_rules.contains(r))
+                        crate::policy::gate::spent_by_fleet(&engine.bundle.fleet_approval_rules, v)
                     })
                     .filter_map(|v| v.approval.as_ref()?.jti.as_deref())
                     .map(crate::policy::gate::spend_key)

@@ -261,8 +261,14 @@ pub struct FleetSpends<'a> {
 impl FleetSpends<'_> {
     /// Whether `v`'s approval is spent by the fleet (its rule's `scope`).
     pub fn covers(&self, v: &Verdict) -> bool {
-        v.rule.as_ref().is_some_and(|r| self.rules.contains(r))
+        spent_by_fleet(self.rules, v)
     }
+}
+
+/// Whether `v`'s approval rule is one of `fleet_rules` (a bundle's
+/// `fleet_approval_rules`): its grant is spent by the fleet service.
+pub fn spent_by_fleet(fleet_rules: &std::collections::BTreeSet<String>, v: &Verdict) -> bool {
+    v.rule.as_ref().is_some_and(|r| fleet_rules.contains(r))
 }
 
 /// Records each approval of this request as spent, atomically across VMs
