@@ -292,7 +292,10 @@ impl Parser {
             if end > self.limit {
                 return Err(SseError::TooLarge { limit: self.limit });
             }
-            let raw: Vec<u8> = self.buf.drain(..end).collect();
+            // The event leaves the buffer whole (one copy of what follows
+            // it, usually nothing), not byte by byte.
+            let rest = self.buf.split_off(end);
+            let raw = std::mem::replace(&mut self.buf, rest);
             self.pos = 0;
             self.line_start = 0;
             let skip = std::mem::take(&mut self.bom_len);
@@ -326,7 +329,18 @@ impl Parser {
         if !self.check_bom(eof) {
             return None;
         }
-        while let Some(&b) = self.buf.get(self.pos) {
+        loop {
+            let tail = self.buf.get(self.pos..).unwrap_or_default();
+            let Some(next) = line_break(tail) else {
+                // No line ends in what arrived: the next chunk is scanned
+                // from where this one ended, not from the start again.
+                self.pos = self.buf.len();
+                return None;
+            };
+            self.pos += next;
+            let Some(&b) = self.buf.get(self.pos) else {
+                return None;
+            };
             let term_len = match b {
                 b'\n' => 1,
                 b'\r' => match self.buf.get(self.pos + 1) {
@@ -349,7 +363,6 @@ impl Parser {
                 return Some(self.pos);
             }
         }
-        None
     }
 }
 
@@ -388,7 +401,7 @@ fn classify_line(line: &str) -> Result<Line<'_>, SseError> {
         "id" => Some(Field::Id),
         "retry" => Some(Field::Retry),
         other => {
-            if let Some(ch) = other.chars().find(|c| SPLITLINES_EXTRA.contains(c)) {
+            if let Some(ch) = find_separator(other, SPLITLINES_EXTRA) {
                 return Err(SseError::LineSeparator { ch });
             }
             return Err(SseError::UnknownField {
@@ -400,13 +413,28 @@ fn classify_line(line: &str) -> Result<Line<'_>, SseError> {
         Some(Field::Data) => C0_SEPARATORS,
         _ => SPLITLINES_EXTRA,
     };
-    if let Some(ch) = value.chars().find(|c| forbidden.contains(c)) {
+    if let Some(ch) = find_separator(value, forbidden) {
         return Err(SseError::LineSeparator { ch });
     }
     Ok(match field {
         None => Line::Comment,
         Some(f) => Line::Field(f, value),
     })
+}
+
+/// The first of `forbidden` in `text`. Every separator is a C0 control or
+/// non-ASCII, so text of printable ASCII (the common case: a JSON `data`
+/// line) is cleared by one pass over its bytes, without decoding chars.
+fn find_separator(text: &str, forbidden: &[char]) -> Option<char> {
+    if !text.bytes().any(|b| b < 0x20 || b >= 0x80) {
+        return None;
+    }
+    text.chars().find(|c| forbidden.contains(c))
+}
+
+/// The offset of the first CR or LF in `bytes`.
+fn line_break(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'\r', b'\n', bytes)
 }
 
 fn interpret(raw: Vec<u8>, skip: usize) -> Result<Event, SseError> {
@@ -458,7 +486,7 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
         if rest.is_empty() {
             return None;
         }
-        match rest.find(['\r', '\n']) {
+        match line_break(rest.as_bytes()) {
             None => {
                 let line = rest;
                 rest = "";
@@ -481,7 +509,7 @@ fn split_lines_keep_empty(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let current = rest?;
-        match current.find(['\r', '\n']) {
+        match line_break(current.as_bytes()) {
             None => {
                 rest = None;
                 Some(current)
@@ -751,6 +779,31 @@ mod tests {
                     Err(SseError::LineSeparator { ch: *sep }),
                     "accepted {stream:?}"
                 );
+            }
+        }
+    }
+
+    /// The byte pre-check clears only text the char search would clear.
+    #[test]
+    fn find_separator_agrees_with_a_char_search() {
+        let texts = [
+            "",
+            "plain ascii {\"a\":1}",
+            "tab\there",
+            "\u{1}",
+            "caf\u{e9}",
+            "x\u{0b}y",
+            "x\u{1e}",
+            "\u{85}",
+            "a\u{2028}b",
+            "\u{2029}",
+            "\u{feff}data",
+            "\u{10ffff}\u{0c}",
+        ];
+        for t in texts {
+            for set in [SPLITLINES_EXTRA, C0_SEPARATORS] {
+                let naive = t.chars().find(|c| set.contains(c));
+                assert_eq!(find_separator(t, set), naive, "{t:?}");
             }
         }
     }
