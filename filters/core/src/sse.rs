@@ -338,9 +338,7 @@ impl Parser {
                 return None;
             };
             self.pos += next;
-            let Some(&b) = self.buf.get(self.pos) else {
-                return None;
-            };
+            let &b = self.buf.get(self.pos)?;
             let term_len = match b {
                 b'\n' => 1,
                 b'\r' => match self.buf.get(self.pos + 1) {
@@ -426,7 +424,7 @@ fn classify_line(line: &str) -> Result<Line<'_>, SseError> {
 /// non-ASCII, so text of printable ASCII (the common case: a JSON `data`
 /// line) is cleared by one pass over its bytes, without decoding chars.
 fn find_separator(text: &str, forbidden: &[char]) -> Option<char> {
-    if !text.bytes().any(|b| b < 0x20 || b >= 0x80) {
+    if text.bytes().all(|b| (0x20..0x80).contains(&b)) {
         return None;
     }
     text.chars().find(|c| forbidden.contains(c))
