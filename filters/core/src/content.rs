@@ -40,6 +40,8 @@ pub struct ToolMemory {
     tools: Mutex<BTreeMap<String, ToolState>>,
     /// Tools canonicalised and hashed so far (the others reused a pin).
     pins_hashed: AtomicU64,
+    /// Tool definitions screened so far (the others reused their findings).
+    tools_screened: AtomicU64,
     /// A fleet state service is configured: pin failures are pushed to it,
     /// and its quarantine is refused here too ([`crate::fleet::quarantine`]).
     fleet: bool,
@@ -66,6 +68,9 @@ struct ToolState {
     /// The pins of the last list's tools, so an unchanged tool is not
     /// canonicalised and hashed again.
     pins: PinCache,
+    /// The screening findings of the last list's tools, so an unchanged
+    /// tool is not screened again.
+    screens: crate::scan::ToolScreenCache,
 }
 
 /// A tool's advertised `inputSchema`, compiled once per definition.
@@ -200,6 +205,7 @@ impl ToolMemory {
             version: version.to_owned(),
             tools: Mutex::new(BTreeMap::new()),
             pins_hashed: AtomicU64::new(0),
+            tools_screened: AtomicU64::new(0),
             fleet: false,
             fleet_cache: Mutex::new(None),
         }
@@ -252,6 +258,11 @@ impl ToolMemory {
         self.pins_hashed.load(Ordering::Relaxed)
     }
 
+    /// Tool definitions screened so far.
+    pub fn tools_screened(&self) -> u64 {
+        self.tools_screened.load(Ordering::Relaxed)
+    }
+
     /// Tools of `server` that calls are refused for, as this VM saw them.
     pub fn quarantined(&self, server: &str) -> Vec<String> {
         self.tools
@@ -286,11 +297,16 @@ impl ToolMemory {
         let mut hashes: BTreeMap<String, String> = BTreeMap::new();
         // The cache is taken out while the list is checked and put back
         // below; a list checked meanwhile by the same VM only misses it.
-        let mut pin_cache = {
+        let (mut pin_cache, mut screen_cache) = {
             let mut state = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
             state
                 .get_mut(&server.name)
-                .map(|st| std::mem::take(&mut st.pins))
+                .map(|st| {
+                    (
+                        std::mem::take(&mut st.pins),
+                        std::mem::take(&mut st.screens),
+                    )
+                })
                 .unwrap_or_default()
         };
         let report = server.pins.check_cached(tools, &mut pin_cache);
@@ -411,7 +427,12 @@ impl ToolMemory {
         if review.refuse.is_none()
             && let Some((policy_name, policy)) = &server.content
         {
-            let screens = policy.screen_tools(tools);
+            let before = screen_cache.screened;
+            let screens = policy.screen_tools_cached(tools, &mut screen_cache);
+            self.tools_screened.fetch_add(
+                screen_cache.screened.saturating_sub(before),
+                Ordering::Relaxed,
+            );
             let mut findings = ContentFindings::default();
             for sc in &screens {
                 for f in &sc.findings {
@@ -456,6 +477,7 @@ impl ToolMemory {
             }
             st.hashes.extend(hashes);
             st.pins = pin_cache;
+            st.screens = screen_cache;
             for (name, schema) in compiled {
                 st.schemas.insert(name, schema);
             }

@@ -244,6 +244,12 @@ impl Engine {
         self.tools.pins_hashed()
     }
 
+    /// Tool definitions this VM screened (ContentPolicy); a repeated
+    /// tools/list's unchanged tools reuse their findings.
+    pub fn tools_screened(&self) -> u64 {
+        self.tools.tools_screened()
+    }
+
     /// Tools of `server` that calls are refused for, after their last
     /// definitions failed a pin or screening (as this VM saw them).
     pub fn quarantined_tools(&self, server: &str) -> Vec<String> {

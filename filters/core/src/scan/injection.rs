@@ -614,6 +614,11 @@ struct Detector {
     actions: BTreeMap<Surface, ScreenAction>,
 }
 
+/// The members of a tool definition [`Screen::check_tool`] screens as text.
+pub const TOOL_TEXT_KEYS: [&str; 3] = ["name", "title", "description"];
+/// The members it walks (every string inside, and object keys).
+pub const TOOL_TREE_KEYS: [&str; 3] = ["inputSchema", "outputSchema", "annotations"];
+
 /// Spans reported per rule per string, at most.
 const MAX_SPANS_PER_RULE: usize = 64;
 
@@ -1053,12 +1058,12 @@ impl Screen {
         let Some(obj) = tool.as_object() else {
             return out;
         };
-        for key in ["name", "title", "description"] {
+        for key in TOOL_TEXT_KEYS {
             if let Some(Value::String(s)) = obj.get(key) {
                 self.text_into(s, Surface::ToolDefinition, &format!("/{key}"), &mut out);
             }
         }
-        for key in ["inputSchema", "outputSchema", "annotations"] {
+        for key in TOOL_TREE_KEYS {
             if let Some(v) = obj.get(key) {
                 let mut ptr = format!("/{key}");
                 self.walk(v, Surface::ToolDefinition, &mut ptr, true, &mut out);

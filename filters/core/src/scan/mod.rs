@@ -213,10 +213,50 @@ impl ContentPolicy {
     /// had findings (dropped or not), for the audit record. Pins are checked
     /// before this, by [`crate::pins::PinSet::check`].
     pub fn screen_tools(&self, tools: &mut Vec<serde_json::Value>) -> Vec<ToolScreen> {
+        self.screen_tools_cached(tools, &mut ToolScreenCache::default())
+    }
+
+    /// [`ContentPolicy::screen_tools`], reusing the findings of every tool
+    /// whose screened members are exactly those of the same-named tool in
+    /// `cache` (the last list this policy screened), and leaving in `cache`
+    /// the tools of this list. A server serves the same tools/list again
+    /// and again, and screening a definition (the learned detector above
+    /// all) costs far more than comparing it.
+    pub fn screen_tools_cached(
+        &self,
+        tools: &mut Vec<serde_json::Value>,
+        cache: &mut ToolScreenCache,
+    ) -> Vec<ToolScreen> {
         let mut out = Vec::new();
         let mut keep = Vec::with_capacity(tools.len());
+        let mut last = std::mem::take(&mut cache.tools);
         for (index, tool) in tools.iter().enumerate() {
-            let findings = self.screen.check_tool(tool);
+            let name = tool.get("name").and_then(serde_json::Value::as_str);
+            let remembered = name
+                .and_then(|n| last.remove(n))
+                .filter(|(members, _)| ToolScreenCache::same_members(tool, members));
+            let findings = match remembered {
+                Some((members, findings)) => {
+                    cache.reused = cache.reused.saturating_add(1);
+                    if let Some(n) = name {
+                        cache
+                            .tools
+                            .insert(n.to_owned(), (members, findings.clone()));
+                    }
+                    findings
+                }
+                None => {
+                    let findings = self.screen.check_tool(tool);
+                    cache.screened = cache.screened.saturating_add(1);
+                    if let Some(n) = name {
+                        let members = ToolScreenCache::members(tool);
+                        cache
+                            .tools
+                            .insert(n.to_owned(), (members, findings.clone()));
+                    }
+                    findings
+                }
+            };
             let dropped = injection::worst(&findings) == Some(injection::ScreenAction::DropTool);
             keep.push(!dropped);
             if !findings.is_empty() {
@@ -235,6 +275,59 @@ impl ContentPolicy {
         let mut keep = keep.into_iter();
         tools.retain(|_| keep.next().unwrap_or(false));
         out
+    }
+}
+
+/// What [`ContentPolicy::screen_tools_cached`] remembers: per tool name of
+/// the last list, the screened members of its definition
+/// ([`injection::TOOL_TEXT_KEYS`] and [`injection::TOOL_TREE_KEYS`]) and
+/// their findings. A tool is reused only when every one of those members is
+/// equal (`Value` equality, exact: no digest that could collide) to the
+/// remembered one, so its findings are the ones screening it would give.
+/// Only the last list's tools are kept, so it never holds more than one
+/// list. It belongs to one policy: the engine keeps one per server, in a
+/// memory rebuilt with each bundle.
+#[derive(Debug, Clone, Default)]
+pub struct ToolScreenCache {
+    tools: std::collections::HashMap<String, (serde_json::Value, Vec<injection::Finding>)>,
+    /// Tools screened, and tools whose findings were reused, so far.
+    pub screened: u64,
+    pub reused: u64,
+}
+
+impl ToolScreenCache {
+    fn screened_keys() -> impl Iterator<Item = &'static str> {
+        injection::TOOL_TEXT_KEYS
+            .into_iter()
+            .chain(injection::TOOL_TREE_KEYS)
+    }
+
+    /// The screened members of `tool` (an object; `Null` when it is not).
+    fn members(tool: &serde_json::Value) -> serde_json::Value {
+        let Some(obj) = tool.as_object() else {
+            return serde_json::Value::Null;
+        };
+        let kept = Self::screened_keys()
+            .filter_map(|k| obj.get(k).map(|v| (k.to_owned(), v.clone())))
+            .collect();
+        serde_json::Value::Object(kept)
+    }
+
+    /// Whether `tool`'s screened members are exactly `members`.
+    fn same_members(tool: &serde_json::Value, members: &serde_json::Value) -> bool {
+        match (tool.as_object(), members.as_object()) {
+            (Some(obj), Some(kept)) => Self::screened_keys().all(|k| obj.get(k) == kept.get(k)),
+            _ => false,
+        }
+    }
+
+    /// How many tools it remembers.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
     }
 }
 
