@@ -17,7 +17,8 @@
 //!
 //! `tools_list/{native,wasm}/50`: a tools/list answer of 50 pinned tools
 //! (about 1 KiB each) that did not change since the last one: the pins
-//! come from the VM's pin cache, not from canonicalising and hashing each
+//! come from the VM's pin cache and the screening findings from its
+//! screening cache, not from canonicalising, hashing and screening each
 //! tool again.
 
 #![allow(
