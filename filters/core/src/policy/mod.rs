@@ -1616,7 +1616,7 @@ mod tests {
             "request.tool == 't' && subject.id == 'alice' && headers['x-team'] == 'b' && args.n > 1",
         ];
         let id = alice();
-        let headers = vec![
+        let headers = [
             ("X-Team".to_owned(), "a".to_owned()),
             ("x-team".to_owned(), "b".to_owned()),
             ("Accept".to_owned(), "*/*".to_owned()),
