@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policy::approval", 1),
     // 2. rules
     ("policy", 2),
+    ("policy::when", 2),
     ("policy::limits", 2),
     // 3. verdicts
     ("verdict", 3),

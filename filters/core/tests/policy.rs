@@ -672,6 +672,93 @@ fn a_cel_error_fails_closed_and_is_reported() {
     assert!(decide(&engine, &mut e, "bob", "refund", json!({"amount": 2})).0);
 }
 
+/// A `when` builds only the attributes it reads (issue 16); the verdicts
+/// are those of the whole attribute set: member paths, missing keys (fail
+/// closed), `has()`, `in`, `size()` of a whole map, macros with their own
+/// variables, string functions, an erroring forbid.
+#[test]
+fn cel_conditions_decide_on_exactly_what_they_read() {
+    let whens = [
+        (
+            "t-lines",
+            "args.order.lines.exists(l, l.sku == 'A-1' && l.qty <= 10)",
+        ),
+        ("t-has", "has(args.dryRun) && args.dryRun == true"),
+        ("t-size", "size(args) <= 2"),
+        (
+            "t-in",
+            "'confirm' in args && args.note.startsWith('ok') && args.note.contains('fine')",
+        ),
+        (
+            "t-claims",
+            "subject.claims.tenant == 'acme' && size(subject.claims) >= 5 && has(subject.claims.azp)",
+        ),
+        ("t-or", "args.missing.deeper == 1 || args.fallback == true"),
+        (
+            "t-all",
+            "args.items.all(i, i > 0) && args.items.size() == 3",
+        ),
+        ("t-map", "args.meta == {'k': 'v'}"),
+        (
+            "t-req",
+            "request.tool == 't-req' && subject.tenant == 'acme' && time.weekday == 5",
+        ),
+    ];
+    let mut tools: Vec<&str> = whens.iter().map(|(t, _)| *t).collect();
+    tools.push("t-block");
+    let mut rules: Vec<Value> = whens
+        .iter()
+        .enumerate()
+        .map(|(i, (tool, when))| json!({"id": format!("c{i}"), "effect": "permit", "tools": [tool], "when": when}))
+        .collect();
+    rules.push(json!({"id": "block-open", "effect": "permit", "tools": ["t-block"]}));
+    rules.push(json!({"id": "block", "effect": "forbid", "tools": ["t-block"], "when": "args.target.host.endsWith('.internal')"}));
+    let engine = test_util::engine(vec![
+        provider(),
+        server("s", "/mcp", &tools),
+        policy("p", json!({"rules": rules})),
+    ]);
+    let mut e = env();
+    for (tool, args, allowed) in [
+        (
+            "t-lines",
+            json!({"order": {"lines": [{"sku": "B"}, {"sku": "A-1", "qty": 3}]}}),
+            true,
+        ),
+        (
+            "t-lines",
+            json!({"order": {"lines": [{"sku": "A-1", "qty": 30}]}}),
+            false,
+        ),
+        ("t-lines", json!({"order": {}}), false),
+        ("t-has", json!({"dryRun": true}), true),
+        ("t-has", json!({"dryRun": "true"}), false),
+        ("t-has", json!({}), false),
+        ("t-size", json!({"a": 1, "b": {"c": [1, 2, 3]}}), true),
+        ("t-size", json!({"a": 1, "b": 2, "c": 3}), false),
+        ("t-in", json!({"confirm": null, "note": "ok, fine"}), true),
+        ("t-in", json!({"note": "ok, fine"}), false),
+        ("t-in", json!({"confirm": 1, "note": "fine"}), false),
+        ("t-claims", json!({}), true),
+        ("t-or", json!({"fallback": true}), true),
+        ("t-or", json!({"missing": {"deeper": 1}}), true),
+        ("t-or", json!({}), false),
+        ("t-all", json!({"items": [1, 2, 3]}), true),
+        ("t-all", json!({"items": [1, -2, 3]}), false),
+        ("t-all", json!({"items": "abc"}), false),
+        ("t-map", json!({"meta": {"k": "v"}}), true),
+        ("t-map", json!({"meta": {"k": "v", "x": 1}}), false),
+        ("t-req", json!({}), true),
+        ("t-block", json!({"target": {"host": "example.com"}}), true),
+        ("t-block", json!({"target": {"host": "db.internal"}}), false),
+        ("t-block", json!({"target": "db.internal"}), false),
+        ("t-block", json!({}), false),
+    ] {
+        let (ok, recs) = decide(&engine, &mut e, "bob", tool, args.clone());
+        assert_eq!(ok, allowed, "{tool} {args}: {:?}", recs[0].reason);
+    }
+}
+
 #[test]
 fn bad_rules_are_refused_at_configure_time_with_their_field() {
     let cases: Vec<(Value, &str)> = vec![

@@ -25,16 +25,23 @@
 //! configure time too; a bad one is a bundle error with its document's file
 //! and line and the field.
 //!
-//! A CEL evaluation pays only for what its expression reads: the attribute
-//! roots it references (`args`, `subject`, ...) are found once at configure
-//! time and only those are built per call, straight into CEL values, in a
-//! scope over one standard-library environment shared by every rule (built
-//! per call, it cost more than the evaluation). Rules without `when` never
-//! touch CEL.
+//! A CEL evaluation pays only for what its expression reads, and rules
+//! without `when` never touch CEL. At configure time [`when`] walks each
+//! expression for the member paths it reads of each attribute root
+//! (`args.city`, `subject.tenant`, `'x-block' in headers`); per call only
+//! those roots are built, holding only those paths (a whole value wherever
+//! the expression uses more than a constant lookup), straight as the
+//! interpreter's values borrowing the call's strings, in a scope over one
+//! standard-library environment shared by every rule. Building each root
+//! whole as `cel::Value`s, which `add_variable` then copied again, was most
+//! of a decision's CEL cost (the whole claim set and every argument for
+//! `subject.tenant` and `args.query`); building the environment per call
+//! cost more than the evaluation.
 
 pub mod approval;
 pub mod gate;
 pub mod limits;
+mod when;
 
 use crate::glob::GlobSet;
 use crate::identity::Identity;
@@ -44,6 +51,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 pub use limits::{LimitSpec, LimitVerdict};
+use when::Need;
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,11 +203,11 @@ pub struct Rule {
     static_only: bool,
 }
 
-/// A compiled `when`: the program, the attribute roots it reads (bits of
-/// [`CEL_ROOTS`]), and the environment it runs in.
+/// A compiled `when`: the program, the attribute roots it reads with how
+/// much of each ([`when`]), and the environment it runs in.
 struct CelCondition {
     program: cel::Program,
-    roots: u8,
+    reads: Vec<(&'static str, Need)>,
     env: std::sync::Arc<cel::Env>,
 }
 
@@ -644,8 +652,7 @@ impl Rule {
 }
 
 /// The names a `when` expression may use; anything else is a configure-time
-/// error, so a typo cannot silently never match. A root's bit in
-/// [`CelCondition::roots`] is its position here.
+/// error, so a typo cannot silently never match.
 const CEL_ROOTS: &[&str] = &["request", "args", "subject", "source", "headers", "time"];
 
 /// The standard library environment every `when` runs in: built once, as
@@ -656,29 +663,46 @@ fn cel_env() -> std::sync::Arc<cel::Env> {
 }
 
 /// One attribute root of the CEL attribute set (docs/policy.md):
-/// `request`, `args`, `subject`, `source`, `headers`, `time`.
-fn cel_attribute(root: &str, call: &Call, ctx: &Context, args: &Value) -> Option<cel::Value> {
-    use cel::objects::{Key, Map as CelMap};
-    use std::sync::Arc;
-    fn map<const N: usize>(entries: [(&str, cel::Value); N]) -> cel::Value {
-        let m: HashMap<Key, cel::Value> = entries
+/// `request`, `args`, `subject`, `source`, `headers`, `time`, holding what
+/// `need` reads of it, borrowing the call's strings.
+fn cel_attribute<'v>(
+    root: &str,
+    need: &Need,
+    call: &Call<'v>,
+    ctx: &Context<'v>,
+    args: &'v Value,
+) -> Option<Box<dyn cel::common::value::Val + 'v>> {
+    use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString, CelUInt};
+    use cel::common::value::Val;
+    use std::borrow::Cow;
+    type Built<'v> = Box<dyn Val + 'v>;
+    /// A record of fixed fields, with those `need` reads.
+    fn record<'v, const N: usize>(
+        need: &Need,
+        names: [&'static str; N],
+        mut field: impl FnMut(&'static str, &Need) -> Built<'v>,
+    ) -> Built<'v> {
+        let m: HashMap<CelMapKey<'v>, Built<'v>> = names
             .into_iter()
-            .map(|(k, v)| (Key::String(Arc::new(k.to_owned())), v))
+            .filter_map(|name| Some((CelMapKey::from(name), field(name, need.field(name)?))))
             .collect();
-        cel::Value::Map(CelMap { map: Arc::new(m) })
+        Box::new(CelMap::from(m))
     }
-    fn string(s: &str) -> cel::Value {
-        cel::Value::String(Arc::new(s.to_owned()))
+    fn string(s: &str) -> Built<'_> {
+        Box::new(CelString::from(s))
     }
-    fn strings(list: Option<&Vec<String>>) -> cel::Value {
-        cel::Value::List(Arc::new(
-            list.map(|l| l.iter().map(|s| string(s)).collect())
+    fn strings(list: Option<&Vec<String>>) -> Built<'_> {
+        Box::new(CelList::from(
+            list.map(|l| l.iter().map(|s| string(s)).collect::<Vec<_>>())
                 .unwrap_or_default(),
         ))
     }
-    fn int(n: u64) -> cel::Value {
-        // Integers are CEL `int`, as `to_cel` makes them.
-        i64::try_from(n).map_or(cel::Value::UInt(n), cel::Value::Int)
+    fn int(n: u64) -> Built<'static> {
+        // Integers are CEL `int`, as `when::json` makes them.
+        match i64::try_from(n) {
+            Ok(i) => Box::new(CelInt::from(i)),
+            Err(_) => Box::new(CelUInt::from(n)),
+        }
     }
     let id = ctx.identity;
     Some(match root {
@@ -689,103 +713,102 @@ fn cel_attribute(root: &str, call: &Call, ctx: &Context, args: &Value) -> Option
                 Some((TargetKind::Prompt, n)) => ("", "", n),
                 None => ("", "", ""),
             };
-            map([
-                ("server", string(call.server)),
-                ("method", string(call.method)),
-                ("tool", string(tool)),
-                ("resource", string(resource)),
-                ("prompt", string(prompt)),
-            ])
+            record(
+                need,
+                ["server", "method", "tool", "resource", "prompt"],
+                |name, _| {
+                    string(match name {
+                        "server" => call.server,
+                        "method" => call.method,
+                        "tool" => tool,
+                        "resource" => resource,
+                        _ => prompt,
+                    })
+                },
+            )
         }
-        "args" => to_cel(args),
-        "subject" => map([
-            ("authenticated", cel::Value::Bool(id.is_some())),
-            ("id", string(id.map(|i| i.subject.as_str()).unwrap_or(""))),
-            (
+        "args" => when::json(args, need),
+        "subject" => record(
+            need,
+            [
+                "authenticated",
+                "id",
                 "agent",
-                string(id.and_then(|i| i.agent.as_deref()).unwrap_or("")),
-            ),
-            (
                 "tenant",
-                string(id.and_then(|i| i.tenant.as_deref()).unwrap_or("")),
-            ),
-            ("roles", strings(id.map(|i| &i.roles))),
-            ("groups", strings(id.map(|i| &i.groups))),
-            ("scopes", strings(id.map(|i| &i.scopes))),
-            (
+                "roles",
+                "groups",
+                "scopes",
                 "claims",
-                id.map(|i| object_to_cel(&i.claims))
-                    .unwrap_or_else(|| object_to_cel(&Map::new())),
-            ),
-        ]),
-        "source" => map([(
-            "address",
-            cel::Value::String(Arc::new(
+            ],
+            |name, need| match name {
+                "authenticated" => Box::new(CelBool::from(id.is_some())),
+                "id" => string(id.map(|i| i.subject.as_str()).unwrap_or("")),
+                "agent" => string(id.and_then(|i| i.agent.as_deref()).unwrap_or("")),
+                "tenant" => string(id.and_then(|i| i.tenant.as_deref()).unwrap_or("")),
+                "roles" => strings(id.map(|i| &i.roles)),
+                "groups" => strings(id.map(|i| &i.groups)),
+                "scopes" => strings(id.map(|i| &i.scopes)),
+                _ => match id {
+                    Some(i) => when::object(&i.claims, need),
+                    None => Box::new(CelMap::default()),
+                },
+            },
+        ),
+        "source" => record(need, ["address"], |_, _| {
+            Box::new(CelString::from(
                 ctx.source.map(|s| s.to_string()).unwrap_or_default(),
-            )),
-        )]),
+            ))
+        }),
         "headers" => {
             // Lower-cased names; a repeated header keeps its last value.
-            let m: HashMap<Key, cel::Value> = ctx
-                .headers
-                .iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.to_ascii_lowercase())), string(v)))
-                .collect();
-            cel::Value::Map(CelMap { map: Arc::new(m) })
+            let mut m: HashMap<CelMapKey<'v>, Built<'v>> = HashMap::new();
+            for (k, v) in ctx.headers {
+                let k: Cow<'v, str> = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(k.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(k.as_str())
+                };
+                if need.field(&k).is_some() {
+                    m.insert(CelMapKey::String(CelString::from(k)), string(v));
+                }
+            }
+            Box::new(CelMap::from(m))
         }
         "time" => {
             let (hour, minute, weekday) = clock(ctx.now_unix);
-            map([
-                ("unix", int(ctx.now_unix)),
-                ("hour", int(hour)),
-                ("minute", int(minute)),
-                ("weekday", int(weekday)),
-            ])
+            record(need, ["unix", "hour", "minute", "weekday"], |name, _| {
+                int(match name {
+                    "unix" => ctx.now_unix,
+                    "hour" => hour,
+                    "minute" => minute,
+                    _ => weekday,
+                })
+            })
         }
         _ => return None,
     })
 }
 
 fn run_cel(condition: &CelCondition, call: &Call, ctx: &Context, args: &Value) -> Result<bool, ()> {
-    let mut context = cel::Context::with_env(std::sync::Arc::clone(&condition.env));
-    for (bit, root) in CEL_ROOTS.iter().enumerate() {
-        if condition.roots & (1 << bit) != 0 {
-            let value = cel_attribute(root, call, ctx, args).ok_or(())?;
-            context.add_variable(*root, value).map_err(|_| ())?;
-        }
-    }
-    match condition.program.execute(&context) {
+    match eval_cel(condition, call, ctx, args) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         _ => Err(()),
     }
 }
 
-/// JSON as CEL sees it. Integers become CEL `int` (not `uint`, which is
-/// what serde would give every non-negative number), so `args.n % 2 == 1`
-/// and `args.n > 3` mean what they say with int literals.
-fn to_cel(value: &Value) -> cel::Value {
-    use std::sync::Arc;
-    match value {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => object_to_cel(map),
+fn eval_cel(
+    condition: &CelCondition,
+    call: &Call,
+    ctx: &Context,
+    args: &Value,
+) -> cel::ResolveResult {
+    let mut context = cel::Context::with_env(std::sync::Arc::clone(&condition.env));
+    for (root, need) in &condition.reads {
+        let value = cel_attribute(root, need, call, ctx, args)
+            .ok_or_else(|| cel::ExecutionError::undeclared_reference(root))?;
+        context.add_variable_as_val(*root, value);
     }
-}
-
-fn object_to_cel(map: &Map<String, Value>) -> cel::Value {
-    use std::sync::Arc;
-    let m: HashMap<cel::objects::Key, cel::Value> = map
-        .iter()
-        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
-        .collect();
-    cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
+    condition.program.execute(&context)
 }
 
 /// UTC hour, minute and ISO weekday (1 = Monday) of a Unix time.
@@ -1216,22 +1239,20 @@ fn compile_rule(doc: &str, doc_enforce: bool, r: &RuleSpec) -> Result<Rule, Spec
                     format!("the CEL expression does not parse: {e}"),
                 )
             })?;
-            let refs = program.references();
-            let mut roots = 0u8;
-            for var in refs.variables() {
-                let Some(bit) = CEL_ROOTS.iter().position(|r| *r == var) else {
-                    return Err((
-                        "/when".into(),
-                        format!(
-                            "unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"
-                        ),
-                    ));
-                };
-                roots |= 1 << bit;
+            let read = when::reads(program.expression());
+            if let Some(var) = read.free.iter().find(|v| !CEL_ROOTS.contains(&v.as_str())) {
+                return Err((
+                    "/when".into(),
+                    format!("unknown attribute {var:?}; a `when` expression may use {CEL_ROOTS:?}"),
+                ));
             }
+            let reads = CEL_ROOTS
+                .iter()
+                .filter_map(|root| Some((*root, read.names.get(*root)?.clone())))
+                .collect();
             Some(CelCondition {
                 program,
-                roots,
+                reads,
                 env: cel_env(),
             })
         }
@@ -1324,6 +1345,79 @@ mod tests {
         }
     }
 
+    /// JSON as CEL saw it before values were built straight as `Val`s:
+    /// the reference.
+    fn to_cel(value: &Value) -> cel::Value {
+        use std::sync::Arc;
+        match value {
+            Value::Null => cel::Value::Null,
+            Value::Bool(b) => cel::Value::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => cel::Value::Int(i),
+                (None, Some(u)) => cel::Value::UInt(u),
+                _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+            Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+            Value::Object(map) => {
+                let m: HashMap<cel::objects::Key, cel::Value> = map
+                    .iter()
+                    .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect();
+                cel::Value::Map(cel::objects::Map { map: Arc::new(m) })
+            }
+        }
+    }
+
+    /// Equal and of the same kinds all the way down (`cel::Value`'s `==`
+    /// takes `1 == 1u`).
+    fn same(a: &cel::Value, b: &cel::Value) -> bool {
+        use cel::Value as V;
+        match (a, b) {
+            (V::Map(x), V::Map(y)) => {
+                x.map.len() == y.map.len()
+                    && x.map
+                        .iter()
+                        .all(|(k, v)| y.map.get(k).is_some_and(|w| same(v, w)))
+            }
+            (V::List(x), V::List(y)) => {
+                x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| same(v, w))
+            }
+            (V::Int(x), V::Int(y)) => x == y,
+            (V::UInt(x), V::UInt(y)) => x == y,
+            (V::Float(x), V::Float(y)) => x.to_bits() == y.to_bits(),
+            (V::String(x), V::String(y)) => x == y,
+            (V::Bool(x), V::Bool(y)) => x == y,
+            (V::Null, V::Null) => true,
+            _ => false,
+        }
+    }
+
+    /// `when` evaluated the way it was before only what it reads was
+    /// built: every root whole, from the whole attribute map as JSON.
+    fn eval_full(when: &str, call: &Call, ctx: &Context, args: &Value) -> cel::ResolveResult {
+        let attributes = reference_attributes(call, ctx, args);
+        let mut context = cel::Context::default();
+        for root in CEL_ROOTS {
+            context
+                .add_variable(*root, to_cel(&attributes[*root]))
+                .unwrap();
+        }
+        cel::Program::compile(when).unwrap().execute(&context)
+    }
+
+    fn rule(when: &str) -> Rule {
+        compile_rule(
+            "p",
+            true,
+            &serde_json::from_value(
+                serde_json::json!({"id": "r", "effect": "permit", "when": when}),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn each_cel_root_is_built_as_the_whole_attribute_map_had_it() {
         let id = alice();
@@ -1362,10 +1456,11 @@ mod tests {
             };
             let reference = reference_attributes(&call, &ctx, &args);
             for root in CEL_ROOTS {
-                assert_eq!(
-                    cel_attribute(root, &call, &ctx, &args),
-                    Some(to_cel(&reference[*root])),
-                    "{root}"
+                let built = cel_attribute(root, &Need::All, &call, &ctx, &args).unwrap();
+                let built = cel::Value::try_from(built.as_ref()).unwrap();
+                assert!(
+                    same(&built, &to_cel(&reference[*root])),
+                    "{root}: {built:?}"
                 );
             }
         }
@@ -1373,26 +1468,220 @@ mod tests {
 
     #[test]
     fn a_when_builds_only_the_roots_it_reads() {
-        let rule = |when: &str| {
-            compile_rule(
-                "p",
-                true,
-                &serde_json::from_value(
-                    serde_json::json!({"id": "r", "effect": "permit", "when": when}),
-                )
-                .unwrap(),
-            )
-            .unwrap()
+        let roots = |when: &str| -> Vec<&str> {
+            rule(when)
+                .when
+                .unwrap()
+                .reads
+                .iter()
+                .map(|(r, _)| *r)
+                .collect()
         };
-        let roots = |when: &str| rule(when).when.unwrap().roots;
-        assert_eq!(roots("args.n > 1"), 0b10);
-        assert_eq!(roots("has(subject.claims.x) || time.hour < 3"), 0b100100);
+        assert_eq!(roots("args.n > 1"), ["args"]);
+        assert_eq!(
+            roots("has(subject.claims.x) || time.hour < 3"),
+            ["subject", "time"]
+        );
         assert_eq!(
             roots("request.tool == 't' && headers['x'] == source.address && size(args) > 0"),
-            0b11011
+            ["request", "args", "source", "headers"]
         );
-        assert_eq!(roots("true"), 0);
-        // Evaluated over exactly those roots, with the values they stand for.
+        assert!(roots("true").is_empty());
+        // Comprehension variables are not attributes; a name used outside
+        // the comprehension binding it still is.
+        assert_eq!(roots("args.l.exists(x, x > 1)"), ["args"]);
+        let bad = compile_rule(
+            "p",
+            true,
+            &serde_json::from_value(serde_json::json!(
+                {"id": "r", "effect": "permit", "when": "args.l.exists(x, x > 1) || x > 1"}
+            ))
+            .unwrap(),
+        );
+        assert!(matches!(bad, Err((f, m)) if f == "/when" && m.contains("\"x\"")));
+        // Only the fields read.
+        let reads = rule("subject.tenant == 'a' && 'x-block' in headers && args.q.size() < 9")
+            .when
+            .unwrap()
+            .reads;
+        let want =
+            |f: &[&str]| Need::Fields(f.iter().map(|k| ((*k).to_owned(), Need::All)).collect());
+        assert_eq!(
+            reads,
+            [
+                ("args", want(&["q"])),
+                ("subject", want(&["tenant"])),
+                ("headers", want(&["x-block"])),
+            ]
+        );
+    }
+
+    /// Every `when` below, over every call below, evaluates to what it did
+    /// with the whole attribute map: the same value or the same error.
+    #[test]
+    fn a_selective_build_decides_as_the_whole_attribute_map() {
+        let exprs = [
+            // args: paths, missing keys, has, in, size of the whole, macros
+            "args.city == 'Paris'",
+            "args['city'] == 'Paris'",
+            "args.missing == 1",
+            "args.missing.deeper == 1",
+            "has(args.city)",
+            "has(args.missing)",
+            "has(args.nested.x)",
+            "has(args.nested.q)",
+            "has(args.city.x)",
+            "args.city.x == 1",
+            "args.n.x == 1",
+            "args.nested.x[1] == 'y'",
+            "args.nested.x[3] == 2.5",
+            "args.nested.x.exists(v, v == 2.5)",
+            "args.l.exists(v, v == true)",
+            "args.l[1] == {}",
+            "args.tags.all(t, t.startsWith('a'))",
+            "args.tags.exists_one(t, t == 'ab')",
+            "args.tags.filter(t, t.endsWith('c')).size() == 1",
+            "args.tags.map(t, t + '!')[0] == 'ab!'",
+            "size(args) == 7",
+            "args.size() > 3",
+            "'city' in args",
+            "'nope' in args",
+            "'x' in args.nested",
+            "'ab' in args.tags",
+            "1 in args",
+            "args.exists(k, k == 'city')",
+            "args.all(k, k.size() > 0)",
+            "args == {'city': 'Paris'}",
+            "args.nested == {'x': [1, 'y', null, 2.5]}",
+            "args.nested.x == [1, 'y', null, 2.5]",
+            "args.city.startsWith('Pa') && args.city.endsWith('is') && args.city.contains('ar')",
+            "args.city.size() == 5 && size(args.city) == 5",
+            "args.n % 2 == 0",
+            "args.n > 3",
+            "args.big > 0u",
+            "args.f < 1.0",
+            "dyn(args).city == 'Paris'",
+            "args[request.tool] == 1",
+            "args[0] == 1",
+            "[args.city, args.n].size() == 2",
+            "{'a': args.city}.a == 'Paris'",
+            "args.city == 'Paris' || args.missing == 1",
+            "args.missing == 1 || true",
+            "args.missing == 1 && false",
+            "[1, 2].exists(args, args == 2) && args.city == 'Paris'",
+            "[{'z': 1}].exists(args, has(args.z)) && has(args.city)",
+            "args.city",
+            "args",
+            // subject
+            "subject.authenticated",
+            "subject.id == 'alice' && subject.agent.startsWith('b')",
+            "subject.tenant == ''",
+            "'ops' in subject.roles",
+            "subject.roles.exists(r, r == 'admin')",
+            "size(subject.groups) == 0 && subject.scopes == ['mcp']",
+            "subject.claims.sub == 'alice'",
+            "has(subject.claims.nested) && has(subject.claims.nested.x)",
+            "subject.claims.nested.x[3] == 2.5",
+            "subject.claims.missing == 1",
+            "has(subject.claims.missing)",
+            "size(subject.claims) == 3",
+            "subject.claims.exists(k, k == 'n')",
+            "'n' in subject.claims",
+            "subject.nope == 1",
+            "size(subject) == 8",
+            // request
+            "request.tool == 't' && request.method == 'tools/call' && request.server == 's'",
+            "request.prompt == '' && request.resource == ''",
+            "size(request) == 5",
+            "request.nope == 1",
+            "has(request.resource)",
+            // headers
+            "headers['x-team'] == 'b'",
+            "headers['X-Team'] == 'b'",
+            "'x-team' in headers",
+            "'X-Team' in headers",
+            "headers.accept == '*/*'",
+            "size(headers) == 2",
+            "headers.exists(h, h == 'accept')",
+            "has(headers.missing)",
+            "headers.missing == 'x'",
+            // source, time
+            "source.address == '10.0.0.1'",
+            "source.address.startsWith('10.')",
+            "size(source) == 1 && has(source.address)",
+            "time.hour < 12 && time.minute >= 0",
+            "time.weekday >= 1 && time.unix > 0",
+            "size(time) == 4",
+            // several roots at once
+            "request.tool == 't' && subject.id == 'alice' && headers['x-team'] == 'b' && args.n > 1",
+        ];
+        let id = alice();
+        let headers = [
+            ("X-Team".to_owned(), "a".to_owned()),
+            ("x-team".to_owned(), "b".to_owned()),
+            ("Accept".to_owned(), "*/*".to_owned()),
+        ];
+        let argument_sets = [
+            serde_json::json!({
+                "city": "Paris", "n": 4, "big": 18446744073709551615u64, "f": 0.5,
+                "l": [true, {}], "tags": ["ab", "abc"], "nested": {"x": [1, "y", null, 2.5]},
+            }),
+            serde_json::json!({}),
+            serde_json::json!({"city": {"x": 1}, "nested": "flat", "tags": "ab", "n": "4"}),
+            serde_json::json!([1, 2]),
+            serde_json::json!("city"),
+            serde_json::json!(null),
+        ];
+        let mut compared = 0;
+        for when in exprs {
+            let r = rule(when);
+            let condition = r.when.as_ref().unwrap();
+            for args in &argument_sets {
+                for (identity, source) in
+                    [(Some(&id), parse_source_address("10.0.0.1")), (None, None)]
+                {
+                    for headers in [&headers[..], &[]] {
+                        let call = Call {
+                            server: "s",
+                            method: "tools/call",
+                            target: Some((TargetKind::Tool, "t")),
+                            arguments: Some(args),
+                            lax_arguments: &[],
+                        };
+                        let ctx = Context {
+                            identity,
+                            source,
+                            headers,
+                            now_unix: 1_800_000_123,
+                        };
+                        let selective = eval_cel(condition, &call, &ctx, args);
+                        let full = eval_full(when, &call, &ctx, args);
+                        match (&selective, &full) {
+                            (Ok(a), Ok(b)) => {
+                                assert!(same(a, b), "{when} over {args}: {a:?} != {b:?}")
+                            }
+                            (Err(a), Err(b)) => assert_eq!(a, b, "{when} over {args}"),
+                            _ => panic!("{when} over {args}: {selective:?} != {full:?}"),
+                        }
+                        assert_eq!(
+                            r.evaluate(&call, &ctx),
+                            match full {
+                                Ok(cel::Value::Bool(true)) => Match::Yes,
+                                Ok(cel::Value::Bool(false)) => Match::No,
+                                _ => Match::Error,
+                            },
+                            "{when} over {args}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, exprs.len() * argument_sets.len() * 4);
+    }
+
+    #[test]
+    fn a_when_evaluates_over_what_it_reads() {
         let id = alice();
         let headers = vec![("X-Team".to_owned(), "b".to_owned())];
         let args = serde_json::json!({"n": 3});
@@ -1425,6 +1714,7 @@ mod tests {
             ),
             ("subject.tenant != ''", Match::No),
             ("args.missing == 1", Match::Error),
+            ("has(args.missing)", Match::No),
             ("true", Match::Yes),
         ] {
             assert_eq!(rule(when).evaluate(&call, &ctx), expected, "{when}");
