@@ -41,6 +41,11 @@ pub(crate) fn engine() -> &'static Engine {
         // File:line in trap backtraces costs a DWARF pass per compile; names
         // are always there. WASMTIME_BACKTRACE_DETAILS=1 turns lines on.
         cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Environment);
+        // HOST_SHIM_PERFMAP=1 writes /tmp/perf-<pid>.map, so `perf report`
+        // names the module's functions instead of bare JIT addresses.
+        if std::env::var_os("HOST_SHIM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Compiling a debug filter with an unoptimised (dev-profile) cranelift
         // takes minutes, so compiled code is cached on disk across processes.
         if std::env::var_os("HOST_SHIM_NO_CODE_CACHE").is_none() {
