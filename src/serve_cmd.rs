@@ -337,6 +337,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         let server = host_shim::serve(proxy, handle)
             .await
             .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e:#}", args.listen)))?;
+        // Before the line tests and scripts wait for, so they know it by then.
+        if let Some(admin) = server.admin_addr() {
+            println!("portcullis: admin on http://{admin}");
+        }
         // The one line tests and scripts wait for.
         println!("portcullis: listening on http://{}", server.local_addr());
         let _ = std::io::stdout().flush();

@@ -11,19 +11,21 @@
 //! - `load-helper upstream ADDR FILE` serves FILE's bytes as a
 //!   `200 application/json` answer to every request, on one thread, over
 //!   HTTP/1.1 with keep-alive: the fixed-answer upstream.
+//! - `load-helper soak SERVE ADMIN DIR REQUESTS SEGMENTS CONNECTIONS WARMUP
+//!   RSS_KIB` sends the typical tools/call (`DIR` as `write` left it) to
+//!   `portcullis serve` at `SERVE`, reading its admin listener at `ADMIN`,
+//!   and prints a table per segment and the verdict of `driver.rs`; exits 1
+//!   unless every answer was right and memory stayed flat
+//!   (`benches/load/soak.sh`, issue 16 item 7).
 //!
 //! Not a test and not a bench: it only runs when the script runs it.
 
 use anyhow::{Context, Result, bail};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
+use hyper::body::Bytes;
 use std::net::SocketAddr;
 use std::path::Path;
+
+mod driver;
 
 #[path = "../support/typical.rs"]
 mod fixture;
@@ -43,9 +45,50 @@ fn main() -> Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(upstream(addr, Bytes::from(answer)))
+                .block_on(async {
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    println!("listening on {}", listener.local_addr()?);
+                    driver::upstream(listener, Bytes::from(answer)).await
+                })
         }
-        _ => bail!("usage: load-helper write DIR | load-helper upstream ADDR FILE"),
+        [
+            "soak",
+            target,
+            admin,
+            dir,
+            requests,
+            segments,
+            connections,
+            warmup,
+            rss_kib,
+        ] => {
+            let dir = Path::new(dir);
+            let read = |name: &str| {
+                std::fs::read(dir.join(name)).with_context(|| format!("reading {name}"))
+            };
+            let load = driver::Load {
+                target: target.parse().context("serve address")?,
+                admin: admin.parse().context("admin address")?,
+                path: "/mcp".into(),
+                body: Bytes::from(read("call-typical.json")?),
+                authorization: String::from_utf8(read("authorization.txt")?)?,
+                expected: Bytes::from(read("answer.json")?),
+                connections: connections.parse().context("connections")?,
+            };
+            let warmup: usize = warmup.parse().context("warm-up segments")?;
+            let rss: u64 = rss_kib.parse().context("RSS allowance")?;
+            soak(
+                &load,
+                requests.parse().context("requests")?,
+                segments.parse().context("segments")?,
+                warmup,
+                rss * 1024,
+            )
+        }
+        _ => bail!(
+            "usage: load-helper write DIR | load-helper upstream ADDR FILE | \
+             load-helper soak SERVE ADMIN DIR REQUESTS SEGMENTS CONNECTIONS WARMUP RSS_KIB"
+        ),
     }
 }
 
@@ -63,29 +106,39 @@ fn write(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn upstream(addr: SocketAddr, answer: Bytes) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("listening on {}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let answer = answer.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let answer = answer.clone();
-                async move {
-                    // Read the whole request, as a real server would.
-                    let _ = req.into_body().collect().await;
-                    let response = Response::builder()
-                        .header("content-type", "application/json")
-                        .body(Full::new(answer))
-                        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-                    Ok::<_, Infallible>(response)
+fn soak(
+    load: &driver::Load,
+    requests: u64,
+    segments: usize,
+    warmup: usize,
+    rss_allowance: u64,
+) -> Result<()> {
+    let (before, segs) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            println!("{}", driver::HEADER);
+            driver::run(load, requests, segments, |i, seg| {
+                println!("{}", driver::row(i, seg, warmup));
+                if let Some(e) = &seg.first_error {
+                    eprintln!("segment {}: {} errors, the first: {e}", i + 1, seg.errors);
                 }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+            })
+            .await
+        })?;
+    let v = driver::verdict(&segs, warmup, rss_allowance)?;
+    println!(
+        "\nbefore the first segment: VM memory {:?} KiB, RSS {} KiB; segments marked w are the warm-up",
+        before
+            .vm_memory
+            .iter()
+            .map(|b| b / 1024)
+            .collect::<Vec<_>>(),
+        before.rss / 1024
+    );
+    println!("{}", v.describe());
+    if !v.flat() {
+        std::process::exit(1);
     }
+    Ok(())
 }

@@ -29,28 +29,10 @@ WORKERS=${WORKERS:-1}
 CASES=${CASES:-"direct empty example typical"}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }
-command -v curl >/dev/null || { echo "curl is missing" >&2; exit 2; }
+. "$ROOT/benches/load/lib.sh"
 
-if [ -z "${PORTCULLIS:-}" ] || [ -z "${HELPER:-}" ]; then
-    echo "building (release): portcullis and the load helper" >&2
-    (cd "$ROOT" && cargo build --quiet --release --locked --bin portcullis --example load-helper)
-    PORTCULLIS=$TARGET/release/portcullis
-    HELPER=$TARGET/release/examples/load-helper
-fi
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$HELPER" write "$WORK"
 : >"$WORK/empty-config"
 cat >"$WORK/post.lua" <<'EOF'
 local function slurp(path)
@@ -67,31 +49,7 @@ wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
 wrk.headers["Authorization"] = slurp(os.getenv("LOAD_AUTH"))
 EOF
 
-"$HELPER" upstream "127.0.0.1:$UPSTREAM_PORT" "$WORK/answer.json" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-
-# Waits until URL answers BODY with exactly the upstream's answer (a clean
-# answer passes every filter unchanged): a refusal would be measured as
-# fast answers otherwise.
-check() {
-    local url=$1 body=$2 i
-    for i in $(seq 1 100); do
-        if curl -sf -o "$WORK/got" -X POST "$url" \
-            -H 'Content-Type: application/json' \
-            -H 'Accept: application/json, text/event-stream' \
-            -H 'MCP-Protocol-Version: 2025-11-25' \
-            -H "Authorization: $(cat "$WORK/authorization.txt")" \
-            --data-binary "@$body" 2>/dev/null; then
-            if cmp -s "$WORK/got" "$WORK/answer.json"; then return 0; fi
-            echo "$url did not forward the answer unchanged:" >&2
-            head -c 600 "$WORK/got" >&2; echo >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "$url did not answer" >&2
-    return 1
-}
+start_upstream
 
 # to_us "123.45us" | "1.20ms" | "2.00s" -> microseconds
 to_us() {
@@ -124,19 +82,6 @@ measure() {
     done
 }
 
-serve() {
-    "$PORTCULLIS" serve --listen "127.0.0.1:$SERVE_PORT" \
-        --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
-        --workers "$WORKERS" --log-level warn "$@" >"$WORK/serve.log" 2>&1 &
-    SERVE_PID=$!
-    PIDS+=($SERVE_PID)
-}
-
-stop_serve() {
-    kill "$SERVE_PID" 2>/dev/null || true
-    wait "$SERVE_PID" 2>/dev/null || true
-}
-
 URL_UP="http://127.0.0.1:$UPSTREAM_PORT/mcp"
 URL="http://127.0.0.1:$SERVE_PORT/mcp"
 for case in $CASES; do
@@ -159,7 +104,7 @@ for case in $CASES; do
 done
 
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), serve --workers $WORKERS, wrk -t1 -d$DURATION"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(machine), serve --workers $WORKERS, wrk -t1 -d$DURATION"
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| case     |   c |      p50     |      p99     |    req/s |"

@@ -7,9 +7,15 @@
 //! in each VM. Prometheus output strips the custom namespace and does not add
 //! the `envoy_` prefix, as Envoy's Prometheus formatter does for registered
 //! custom namespaces.
+//!
+//! Beside them the admin listener shows host-shim's own figures
+//! ([`WorkerStats`], [`host_prometheus_text`]): each worker VM's linear
+//! memory and stream count, and the process's resident memory, so a soak
+//! can see whether memory grows per request (issue 16, item 7).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Envoy's stat namespace for wasm-defined metrics.
 pub const CUSTOM_STAT_NAMESPACE: &str = "wasmcustom";
@@ -136,6 +142,59 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
                 out.push_str(&format!("{n}_sum{{}} {sum}\n{n}_count{{}} {count}\n"));
             }
         }
+    }
+    out
+}
+
+/// One worker's figures, written by the worker, read by the admin listener.
+#[derive(Default)]
+pub(crate) struct WorkerStats {
+    /// The linear memory of the worker's proxy-wasm VM, bytes, as of its
+    /// last finished stream, tick or start (0: no proxy-wasm VM yet, or a
+    /// component runs instead).
+    pub(crate) wasm_memory_bytes: AtomicU64,
+    /// Streams the worker finished.
+    pub(crate) streams: AtomicU64,
+}
+
+/// The process's resident set size, bytes (Linux: `VmRSS` of
+/// `/proc/self/status`); `None` elsewhere.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// host-shim's own figures in Prometheus text format: per worker
+/// `host_shim_wasm_vm_memory_bytes` and `host_shim_worker_streams_total`
+/// (label `worker`), and `process_resident_memory_bytes` (the name
+/// Prometheus client libraries give it).
+pub(crate) fn host_prometheus_text(workers: &[WorkerStats]) -> String {
+    let mut out = String::from("# TYPE host_shim_wasm_vm_memory_bytes gauge\n");
+    for (i, w) in workers.iter().enumerate() {
+        let v = w.wasm_memory_bytes.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "host_shim_wasm_vm_memory_bytes{{worker=\"{i}\"}} {v}\n"
+        ));
+    }
+    out.push_str("# TYPE host_shim_worker_streams_total counter\n");
+    for (i, w) in workers.iter().enumerate() {
+        let v = w.streams.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "host_shim_worker_streams_total{{worker=\"{i}\"}} {v}\n"
+        ));
+    }
+    if let Some(rss) = resident_bytes() {
+        out.push_str(&format!(
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        ));
     }
     out
 }

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::component::{ComponentFilter, ComponentPlugin, ComponentVm};
 use crate::headers::HeaderMap;
+use crate::metrics::WorkerStats;
 use crate::plugin::Plugin;
 use crate::stream::{Dir, HttpFilter, Output, StreamCore, StreamData, StreamInfo};
 use crate::vm::{HttpCallResponse, PendingHttpCall, WasmVm};
@@ -48,7 +49,9 @@ pub struct ProxyConfig {
     /// Per-stream body buffer limit (Envoy `per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
     pub access_log: Option<Arc<dyn AccessLogSink>>,
-    /// Admin listener: `GET /stats/prometheus`, `GET /ready`.
+    /// Admin listener: `GET /stats/prometheus` (the plugin's metrics, then
+    /// host-shim's own: each worker VM's linear memory, the process's
+    /// resident memory), `GET /ready`.
     pub admin: Option<SocketAddr>,
 }
 
@@ -233,6 +236,8 @@ struct Shared {
     buffer_limit: usize,
     access_log: Option<Arc<dyn AccessLogSink>>,
     next_conn: AtomicU64,
+    /// One per worker, by index.
+    stats: Arc<[WorkerStats]>,
 }
 
 /// Starts the listener, the workers and (optionally) the admin listener.
@@ -240,6 +245,9 @@ pub async fn serve(config: ProxyConfig, filter: FilterHandle) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let stats: Arc<[WorkerStats]> = (0..config.workers.max(1))
+        .map(|_| WorkerStats::default())
+        .collect();
     let shared = Arc::new(Shared {
         filter: filter.clone(),
         upstream: config.upstream.clone(),
@@ -247,6 +255,7 @@ pub async fn serve(config: ProxyConfig, filter: FilterHandle) -> anyhow::Result<
         buffer_limit: config.buffer_limit,
         access_log: config.access_log.clone(),
         next_conn: AtomicU64::new(1),
+        stats: stats.clone(),
     });
     let mut senders = Vec::new();
     let mut workers = Vec::new();
@@ -258,11 +267,11 @@ pub async fn serve(config: ProxyConfig, filter: FilterHandle) -> anyhow::Result<
         workers.push(
             std::thread::Builder::new()
                 .name(format!("host-shim-worker-{i}"))
-                .spawn(move || worker_main(rx, shared, sd))?,
+                .spawn(move || worker_main(i, rx, shared, sd))?,
         );
     }
     let admin_addr = match config.admin {
-        Some(a) => Some(start_admin(a, filter, shutdown_rx.clone()).await?),
+        Some(a) => Some(start_admin(a, filter, stats, shutdown_rx.clone()).await?),
         None => None,
     };
     let mut sd = shutdown_rx;
@@ -293,6 +302,8 @@ pub async fn serve(config: ProxyConfig, filter: FilterHandle) -> anyhow::Result<
 
 struct WorkerState {
     shared: Arc<Shared>,
+    /// This worker's index in `shared.stats`.
+    index: usize,
     vm: RefCell<Option<Rc<WasmVm>>>,
     component: RefCell<Option<Rc<ComponentVm>>>,
     client: Client<HttpConnector, Channel<Bytes>>,
@@ -318,6 +329,7 @@ where
 }
 
 fn worker_main(
+    index: usize,
     mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
@@ -333,6 +345,7 @@ fn worker_main(
     local.block_on(&rt, async move {
         let state = Rc::new(WorkerState {
             shared,
+            index,
             vm: RefCell::new(None),
             component: RefCell::new(None),
             client: http1_client(),
@@ -421,6 +434,30 @@ impl WorkerState {
         if let Err(e) = started {
             tracing::error!(target: "host_shim", "worker VM failed to start: {e}");
         }
+        self.publish_memory();
+    }
+
+    /// Shows the VM's linear memory on the admin listener. Memory grows
+    /// only inside calls into the module, so publishing after each stream,
+    /// tick and start keeps the figure current when the worker is idle.
+    fn publish_memory(&self) {
+        let Some(stats) = self.shared.stats.get(self.index) else {
+            return;
+        };
+        let bytes = match &*self.vm.borrow() {
+            Some(vm) => vm.memory_bytes(),
+            None => Some(0),
+        };
+        if let Some(b) = bytes {
+            stats.wasm_memory_bytes.store(b, Ordering::Relaxed);
+        }
+    }
+
+    fn stream_finished(&self) {
+        if let Some(stats) = self.shared.stats.get(self.index) {
+            stats.streams.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish_memory();
     }
 
     /// This worker's component instance for a new stream, when the handle
@@ -469,6 +506,7 @@ impl WorkerState {
         // Ticks: Envoy's per-root-context timer on this worker's dispatcher.
         let weak = Rc::downgrade(vm);
         let notify = vm.tick_notify();
+        let st = self.clone();
         tokio::task::spawn_local(async move {
             while let Some(period) = weak.upgrade().map(|v| v.tick_period()) {
                 match period {
@@ -477,7 +515,10 @@ impl WorkerState {
                         tokio::select! {
                             _ = tokio::time::sleep(d) => {
                                 match weak.upgrade() {
-                                    Some(vm) if !vm.is_failed() => vm.on_tick(),
+                                    Some(vm) if !vm.is_failed() => {
+                                        vm.on_tick();
+                                        st.publish_memory();
+                                    }
                                     _ => break,
                                 }
                             }
@@ -1001,6 +1042,7 @@ async fn drive(
         }
     }
     core.finish();
+    state.stream_finished();
     if let Some(sink) = &state.shared.access_log {
         let d = core.data().borrow();
         let rh = d
@@ -1062,6 +1104,7 @@ fn upstream_request(
 async fn start_admin(
     addr: SocketAddr,
     filter: FilterHandle,
+    stats: Arc<[WorkerStats]>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -1073,13 +1116,18 @@ async fn start_admin(
                 r = listener.accept() => {
                     let Ok((s, _)) = r else { continue };
                     let f = filter.clone();
+                    let stats = stats.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                             let f = f.clone();
+                            let stats = stats.clone();
                             async move {
                                 let (status, body) = match req.uri().path() {
                                     "/ready" => (200, "LIVE\n".to_string()),
-                                    "/stats/prometheus" => (200, f.prometheus()),
+                                    "/stats/prometheus" => (
+                                        200,
+                                        f.prometheus() + &crate::metrics::host_prometheus_text(&stats),
+                                    ),
                                     _ => (404, "not found\n".to_string()),
                                 };
                                 let mut r = http::Response::new(Full::new(Bytes::from(body)));

@@ -251,6 +251,15 @@ impl WasmVm {
         self.root_id
     }
 
+    /// The size of the module's linear memory, in bytes (a whole number of
+    /// 64 KiB wasm pages; it only grows). `None` while a call into the
+    /// module holds the store.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        let inner = self.inner.try_borrow().ok()?;
+        let memory = inner.store.data().memory?;
+        u64::try_from(memory.data_size(&inner.store)).ok()
+    }
+
     /// Whether a trap killed this VM.
     pub fn is_failed(&self) -> bool {
         self.failed.get()
