@@ -1,16 +1,27 @@
 //! The verified-token cache, one per VM.
 //!
-//! An RSA or ECDSA verification in wasm costs around a millisecond; a client
-//! sends the same token on every request of a session. So a verified token's
-//! [`Identity`] is kept, keyed by the SHA-256 of the whole token (the token
-//! itself is never stored, and any change to any byte is a miss), until the
-//! token's `exp` (plus the provider's skew). A hit costs one SHA-256 of the
-//! token and a hash-map probe.
+//! An RSA or ECDSA verification in wasm costs hundreds of microseconds; a
+//! client sends the same token on every request of a session. So a
+//! verified token's [`Identity`] is kept, keyed by the token itself (its
+//! exact bytes are stored and compared on every probe, so any change to any
+//! byte is a miss), until the token's `exp` (plus the provider's skew). A
+//! hit costs a hash of the token's last bytes, a hash-map probe and one
+//! comparison of the whole token: no cryptographic hash, which in wasm (no
+//! SHA instructions) cost more than everything else on a hit.
+//!
+//! The map's hash reads only the length and the last 32 bytes (the end of
+//! the signature, uniform for any signed token). That is not keyed, and it
+//! need not be: equality is exact, so a collision can only lengthen a probe,
+//! and only verified tokens are inserted, so nobody without the issuer's key
+//! can fill a bucket.
 //!
 //! Only the signature and claim mapping are cached: the time and audience
 //! checks run again on every hit (they depend on the request), and an entry
 //! is ignored when its provider's fingerprint changed (a key rotation or
 //! any other edit of the `IdentityProvider`).
+//!
+//! Memory: each entry holds its token (bounded by `maxTokenBytes`, 8 KiB
+//! by default; typical access tokens are 1–2 KiB) and its [`Identity`].
 //!
 //! The bound is enforced with the CLOCK algorithm (second-chance LRU): O(1)
 //! per operation, no linked lists, expired entries evicted first. Failed
@@ -18,23 +29,12 @@
 //! good entries out; it can only cost the attacker's own CPU.
 
 use super::claims::Identity;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Default number of entries.
 pub const DEFAULT_CAPACITY: usize = 1024;
-
-/// The cache key of a token: SHA-256 of its bytes.
-pub type TokenKey = [u8; 32];
-
-/// SHA-256 of `token`.
-pub fn token_key(token: &str) -> TokenKey {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&Sha256::digest(token.as_bytes()));
-    key
-}
 
 /// A verified token.
 #[derive(Debug, Clone)]
@@ -46,23 +46,31 @@ pub struct CachedToken {
     pub expires_at: u64,
 }
 
-/// Keys are already uniform hashes: use their first eight bytes.
-#[derive(Default)]
-struct PrefixHasher(u64);
+/// FNV-1a over a key's length and last 32 bytes (see the module docs for
+/// why that is enough).
+struct TailHasher(u64);
 
-impl Hasher for PrefixHasher {
+impl Default for TailHasher {
+    fn default() -> Self {
+        TailHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for TailHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(*b);
+        let tail = bytes.get(bytes.len().saturating_sub(32)..).unwrap_or(bytes);
+        let len = bytes.len() as u64;
+        for b in len.to_le_bytes().iter().chain(tail) {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
 }
 
 struct Slot {
-    key: TokenKey,
+    key: Arc<str>,
     entry: CachedToken,
     referenced: bool,
 }
@@ -79,7 +87,7 @@ pub struct CacheStats {
 /// A bounded cache of verified tokens. Not thread-safe by design: a
 /// proxy-wasm VM is single-threaded, and each VM has its own.
 pub struct TokenCache {
-    index: HashMap<TokenKey, usize, BuildHasherDefault<PrefixHasher>>,
+    index: HashMap<Arc<str>, usize, BuildHasherDefault<TailHasher>>,
     slots: Vec<Slot>,
     hand: usize,
     capacity: usize,
@@ -140,7 +148,7 @@ impl TokenCache {
 
     /// The live entry for `key` at `now` (Unix seconds). An expired entry is
     /// removed and reported as a miss.
-    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<&CachedToken> {
+    pub fn get(&mut self, key: &str, now: u64) -> Option<&CachedToken> {
         let Some(&i) = self.index.get(key) else {
             self.stats.misses += 1;
             return None;
@@ -159,7 +167,7 @@ impl TokenCache {
     }
 
     /// Removes `key`, if present.
-    pub fn remove(&mut self, key: &TokenKey) {
+    pub fn remove(&mut self, key: &str) {
         let Some(i) = self.index.remove(key) else {
             return;
         };
@@ -168,7 +176,7 @@ impl TokenCache {
         }
         self.slots.swap_remove(i);
         if let Some(moved) = self.slots.get(i) {
-            self.index.insert(moved.key, i);
+            self.index.insert(moved.key.clone(), i);
         }
         if self.hand >= self.slots.len() {
             self.hand = 0;
@@ -177,11 +185,11 @@ impl TokenCache {
 
     /// Inserts (or replaces) an entry, evicting one if the cache is full.
     /// Entries already dead at `now` are not stored.
-    pub fn insert(&mut self, key: TokenKey, entry: CachedToken, now: u64) {
+    pub fn insert(&mut self, key: &str, entry: CachedToken, now: u64) {
         if self.capacity == 0 || now >= entry.expires_at {
             return;
         }
-        if let Some(&i) = self.index.get(&key)
+        if let Some(&i) = self.index.get(key)
             && let Some(slot) = self.slots.get_mut(i)
         {
             slot.entry = entry;
@@ -191,7 +199,8 @@ impl TokenCache {
         if self.slots.len() >= self.capacity {
             self.evict_one(now);
         }
-        self.index.insert(key, self.slots.len());
+        let key: Arc<str> = Arc::from(key);
+        self.index.insert(key.clone(), self.slots.len());
         self.slots.push(Slot {
             key,
             entry,
@@ -211,7 +220,7 @@ impl TokenCache {
                 return;
             };
             if now >= slot.entry.expires_at {
-                let key = slot.key;
+                let key = slot.key.clone();
                 self.remove(&key);
                 self.stats.expirations += 1;
                 return;
@@ -221,10 +230,56 @@ impl TokenCache {
                 self.hand += 1;
                 continue;
             }
-            let key = slot.key;
+            let key = slot.key.clone();
             self.remove(&key);
             self.stats.evictions += 1;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::identity::claims::Verification;
+
+    fn entry(subject: &str) -> CachedToken {
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), "https://idp".into());
+        claims.insert("sub".into(), subject.into());
+        let identity = crate::identity::claims::build_identity(
+            "p",
+            claims,
+            &crate::identity::claims::ClaimMapping::compile(&Default::default(), "").unwrap(),
+            &[],
+            Verification::EnvoyJwtAuthn,
+        )
+        .unwrap();
+        CachedToken {
+            identity: Arc::new(identity),
+            fingerprint: [0; 32],
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn tokens_with_the_same_hash_are_told_apart_by_their_bytes() {
+        // Same length, same last 32 bytes: the same bucket, different tokens.
+        let tail = "x".repeat(40);
+        let a = format!("aaaa.{tail}");
+        let b = format!("bbbb.{tail}");
+        let mut cache = TokenCache::new(8);
+        cache.insert(&a, entry("alice"), 10);
+        assert!(cache.get(&b, 10).is_none());
+        cache.insert(&b, entry("bob"), 10);
+        assert_eq!(cache.get(&a, 10).unwrap().identity.subject, "alice");
+        assert_eq!(cache.get(&b, 10).unwrap().identity.subject, "bob");
+        // A prefix or an extension of a cached token is another token.
+        assert!(cache.get(&a[1..], 10).is_none());
+        assert!(cache.get(&format!("{a}x"), 10).is_none());
+        // Expiry is checked against the time of each probe.
+        assert!(cache.get(&a, 100).is_none());
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -30,7 +30,8 @@ pub const MIN_HMAC_BYTES: usize = 32;
 #[derive(Clone)]
 pub enum KeyMaterial {
     Rsa(Box<super::rsa_verify::RsaPublicKey>),
-    P256(p256::ecdsa::VerifyingKey),
+    /// With its table of multiples (~70 KiB), shared by clones.
+    P256(std::sync::Arc<super::p256_verify::P256Key>),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     /// An HMAC secret (`kty: oct`).
@@ -377,7 +378,7 @@ fn ec_key(
     let key = if size == 32 {
         p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
             .ok()
-            .map(KeyMaterial::P256)
+            .map(|k| KeyMaterial::P256(std::sync::Arc::new(super::p256_verify::P256Key::new(k))))
     } else {
         p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
             .ok()

@@ -148,9 +148,7 @@ pub fn verify_signature(alg: Algorithm, key: &KeyMaterial, input: &[u8], signatu
         (Algorithm::Ps384, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha384, input, signature),
         (Algorithm::Ps512, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha512, input, signature),
         // JWS ECDSA signatures are fixed-size r || s, not DER.
-        (Algorithm::Es256, KeyMaterial::P256(k)) => p256::ecdsa::Signature::from_slice(signature)
-            .map(|sig| k.verify(input, &sig).is_ok())
-            .unwrap_or(false),
+        (Algorithm::Es256, KeyMaterial::P256(k)) => k.verify(input, signature),
         (Algorithm::Es384, KeyMaterial::P384(k)) => p384::ecdsa::Signature::from_slice(signature)
             .map(|sig| k.verify(input, &sig).is_ok())
             .unwrap_or(false),

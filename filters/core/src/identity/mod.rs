@@ -10,6 +10,8 @@
 //!   never a runtime surprise;
 //! * [`jwks`]: public keys (and HMAC secrets) parsed into ready-to-verify
 //!   form; [`jwt`]: strict compact-JWS parsing and signature checks;
+//!   [`rsa_verify`] and [`p256_verify`]: RSA and ES256 verification
+//!   prepared per key at configure time;
 //!   [`alg`]: the algorithms and key families both speak of;
 //! * [`claims`]: the time, issuer and audience checks, and the mapping of
 //!   claims to an [`Identity`];
@@ -51,6 +53,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod metadata;
 pub mod mint;
+pub mod p256_verify;
 pub mod provider;
 pub mod rsa_verify;
 pub mod scopes;

@@ -17,7 +17,7 @@
 //! audience of) the payload Envoy put in its dynamic metadata.
 
 use super::SpecError;
-use super::cache::{CachedToken, TokenCache, token_key};
+use super::cache::{CachedToken, TokenCache};
 use super::claims::{ClaimMapping, ClaimMappingSpec, ClaimPath, Identity, Verification};
 use super::error::IdentityError;
 use super::jwks::{KeySet, parse_jwks};
@@ -493,8 +493,7 @@ impl ProviderSet {
         if token.len() > self.max_token_bytes {
             return Err(IdentityError::TooLarge);
         }
-        let key = token_key(token);
-        if let Some(hit) = cache.get(&key, now) {
+        if let Some(hit) = cache.get(token, now) {
             if let Some(p) = self.get(&hit.identity.provider)
                 && p.fingerprint == hit.fingerprint
             {
@@ -507,7 +506,7 @@ impl ProviderSet {
                 return Ok(hit.identity.clone());
             }
             // Verified under a provider that changed or is gone.
-            cache.remove(&key);
+            cache.remove(token);
         }
         let parsed = jwt::parse(token, self.max_token_bytes)?;
         let provider = match parsed.claims.get("iss") {
@@ -525,7 +524,7 @@ impl ProviderSet {
         let identity = Arc::new(identity);
         if let Some(exp) = identity.expires_at {
             cache.insert(
-                key,
+                token,
                 CachedToken {
                     identity: identity.clone(),
                     fingerprint: provider.fingerprint,
