@@ -381,6 +381,25 @@ fn pinned_engine(on_failure: &str, strict: bool) -> Arc<Engine> {
     )])
 }
 
+/// One tools/list exchange answered with `tools`: the names the client got,
+/// and the records.
+fn listed(
+    engine: &Arc<Engine>,
+    e: &mut MemoryEnv,
+    id: u32,
+    tools: Vec<Value>,
+) -> (Vec<String>, Vec<AuditRecord>) {
+    let (mut ex, _, _) = post(engine, e, &[], &list(id));
+    let (out, records) = respond(&mut ex, e, "application/json", &tools_result(id, tools));
+    let names = json_of(&out)["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    (names, records)
+}
+
 fn tools_result(id: u32, tools: Vec<Value>) -> Vec<u8> {
     json!({"jsonrpc":"2.0","id":id,"result":{"tools": tools}})
         .to_string()
@@ -484,17 +503,7 @@ fn a_repeated_list_reuses_its_pins_and_a_later_rug_pull_is_still_caught() {
     let engine = pinned_engine("removeTool", false);
     let mut e = env();
     let approved = || vec![tool("add", "Adds two numbers."), tool("sub", "Subtracts.")];
-    let list_of = |e: &mut MemoryEnv, id: u32, tools: Vec<Value>| {
-        let (mut ex, _, _) = post(&engine, e, &[], &list(id));
-        let (out, records) = respond(&mut ex, e, "application/json", &tools_result(id, tools));
-        let names: Vec<String> = json_of(&out)["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect();
-        (names, records)
-    };
+    let list_of = |e: &mut MemoryEnv, id: u32, tools: Vec<Value>| listed(&engine, e, id, tools);
     let (names, _) = list_of(&mut e, 1, approved());
     assert_eq!(names, ["add", "sub"]);
     assert_eq!(engine.pins_hashed(), 2);
@@ -775,22 +784,7 @@ fn a_repeated_list_reuses_its_screening_and_a_changed_tool_is_screened_again() {
         "inputSchema": {"type":"object","properties":{"a":{"type":"number"}}}});
     let clean_add = json!({"name": "add", "description": "Adds two numbers.",
         "inputSchema": {"type":"object","properties":{"a":{"type":"number"}}}});
-    let mut list_of = |id: u32, tools: Vec<Value>| {
-        let (mut ex, _, _) = post(&engine, &mut e, &[], &list(id));
-        let (out, records) = respond(
-            &mut ex,
-            &mut e,
-            "application/json",
-            &tools_result(id, tools),
-        );
-        let names: Vec<String> = json_of(&out)["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect();
-        (names, records)
-    };
+    let mut list_of = |id: u32, tools: Vec<Value>| listed(&engine, &mut e, id, tools);
     let (names, first) = list_of(1, vec![clean_add.clone(), benign.clone()]);
     assert_eq!(names, ["add", "read_file"]);
     assert_eq!(engine.tools_screened(), 2);
