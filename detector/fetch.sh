@@ -22,7 +22,9 @@ mkdir -p "$dir/pypi" "$dir/npm"
 # Published for newer Pythons only.
 (cd "$dir/pypi" && pip download --no-deps -q --python-version 3.13 --only-binary=:all: \
   awslabs.aws-documentation-mcp-server awslabs.dynamodb-mcp-server awslabs.eks-mcp-server \
-  mcp-atlassian mcp-server-motherduck)
+  mcp-atlassian mcp-server-motherduck \
+  arxiv-mcp-server awslabs.aws-pricing-mcp-server awslabs.cloudwatch-mcp-server excel-mcp-server \
+  mysql-mcp-server rootly-mcp-server)
 
 (cd "$dir/npm" && for p in \
   @modelcontextprotocol/server-everything @modelcontextprotocol/server-filesystem \
@@ -42,7 +44,11 @@ mkdir -p "$dir/pypi" "$dir/npm"
   @antv/mcp-server-chart @cocal/google-calendar-mcp @bytebase/dbhub @perplexity-ai/mcp-server @shortcut/mcp \
   @apify/actors-mcp-server xcodebuildmcp @drawio/mcp @mobilenext/mobile-mcp @currents/mcp \
   @google-cloud/cloud-run-mcp @brave/brave-search-mcp-server slack-mcp-server mcp-server-code-runner \
-  @aashari/mcp-server-atlassian-jira @larksuiteoapi/lark-mcp; do
+  @aashari/mcp-server-atlassian-jira @larksuiteoapi/lark-mcp \
+  @browserbasehq/mcp-server-browserbase expo-mcp @kimtaeyoon83/mcp-server-youtube-transcript mcp-hello-world \
+  @modelcontextprotocol/server-aws-kb-retrieval @modelcontextprotocol/server-everart \
+  @modelcontextprotocol/server-gdrive @modelcontextprotocol/server-redis n8n-mcp @netlify/mcp \
+  @salesforce/mcp-provider-dx-core @storybook/addon-mcp; do
   npm pack --silent "$p" >/dev/null
 done)
 echo "corpora in $dir"
