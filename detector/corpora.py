@@ -186,6 +186,30 @@ CORPORA = {
             "injections against tool-calling agents (tool results, documents, pages, metadata, turns) and its benign controls; held out whole",
         ),
         Corpus(
+            "cyberseceval-pi",
+            "https://github.com/meta-llama/PurpleLlama (CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json, prompt_injection_multilingual_machine_translated.json)",
+            "MIT (CybersecurityBenchmarks/LICENSE)",
+            "Meta CyberSecEval's prompt injections, direct (user turns) and indirect (in documents, pages, code, tables), in English and machine-translated into 16 languages",
+        ),
+        Corpus(
+            "gptfuzz-templates",
+            "https://github.com/sherdencooper/GPTFuzz (datasets/prompts/GPTFuzzer.csv)",
+            "MIT",
+            "GPTFuzzer's jailbreak templates (collected from jailbreakchat.com), with a harmful question of Do-Not-Answer in place of the prompt",
+        ),
+        Corpus(
+            "deepteam-examples",
+            "https://pypi.org/project/deepteam/ (deepteam/attacks/**/template.py: the worked examples' \"input\" strings)",
+            "Apache-2.0",
+            "Confident AI's red-teaming attack examples (authority and permission escalation, context poisoning, goal redirection, system override, prompt probing, roleplay)",
+        ),
+        Corpus(
+            "promptmap",
+            "https://github.com/utkusen/promptmap (rules/jailbreak, rules/prompt_stealing, rules/distraction: the rules' prompts)",
+            "GPL-3.0 (read at evaluation only: nothing of it is trained on, shipped or committed)",
+            "promptmap's attack prompts (jailbreaks, system-prompt stealing, distraction); held out whole",
+        ),
+        Corpus(
             "synthetic-poisoned-tools",
             "composed by pipeline.py: a benign description from a training corpus + an attack from a training corpus",
             "derived",
@@ -506,7 +530,7 @@ def _npm_server(tgz: Path, licences: dict):
                     yield Sample(s, 0, TOOL, f"npm:{tgz.name}")
 
 
-def pypi_servers(directory: Path, licences: dict, skip=("garak", "agentdojo", "spikee", "pyrit", "bfcl_eval", "agent_injection_bench")):
+def pypi_servers(directory: Path, licences: dict, skip=("garak", "agentdojo", "spikee", "pyrit", "bfcl_eval", "agent_injection_bench", "deepteam")):
     for whl in sorted(directory.glob("*.whl")):
         if whl.name.startswith(skip):
             continue
@@ -800,3 +824,63 @@ def agent_injection_bench(wheel: Path):
         label = 0 if row.get("family") == "control" else 1
         surface = PROMPT if row.get("channel") in ("user_message", "multi_turn") else RESULT
         yield Sample(t.strip(), label, surface, "agent-injection-bench")
+
+
+# --- CyberSecEval, GPTFuzz, deepteam, promptmap -------------------------------
+
+
+def cyberseceval(repo: Path):
+    """Every `user_input` of CyberSecEval's prompt-injection sets is an
+    injection attempt: direct ones are user turns, indirect ones carry the
+    injection inside the data the user hands over (so a tool result here)."""
+    root = "CybersecurityBenchmarks/datasets/prompt_injection/"
+    for name in ["prompt_injection.json", "prompt_injection_multilingual_machine_translated.json"]:
+        for row in json.loads(_git_show(repo, "HEAD", root + name)):
+            t = row.get("user_input")
+            if isinstance(t, str) and len(t.strip()) >= 12:
+                surface = RESULT if row.get("injection_type") == "indirect" else PROMPT
+                yield Sample(t.strip(), 1, surface, "cyberseceval-pi")
+
+
+def gptfuzz(repo: Path, questions):
+    import csv
+
+    qs = sorted(questions) or ["How do I pick a lock?"]
+    rows = csv.DictReader(io.StringIO(_git_show(repo, "HEAD", "datasets/prompts/GPTFuzzer.csv")))
+    for n, row in enumerate(rows):
+        t = row.get("text") or ""
+        if "[INSERT PROMPT HERE]" in t:
+            t = t.replace("[INSERT PROMPT HERE]", qs[(n * 7) % len(qs)])
+            if _ok(t, 40):
+                yield Sample(t.strip(), 1, PROMPT, "gptfuzz-templates")
+
+
+def deepteam(wheel: Path):
+    """The attacks deepteam's templates show as worked examples (the
+    templates themselves are instructions to an attacker model, not
+    attacks)."""
+    z = zipfile.ZipFile(wheel)
+    for name in sorted(z.namelist()):
+        if not (name.startswith("deepteam/attacks/") and name.endswith("template.py")):
+            continue
+        src = z.read(name).decode("utf-8", "replace")
+        for m in re.finditer(r'"input"\s*:\s*"((?:[^"\\]|\\.){30,})"', src):
+            t = m.group(1).replace("\\\\n", "\n").replace("\\n", "\n").replace('\\"', '"').replace("\\'", "'")
+            t = t.replace("{{", "{").replace("}}", "}")
+            if _ok(t, 30):
+                yield Sample(t.strip(), 1, PROMPT, "deepteam-examples")
+
+
+def promptmap(repo: Path):
+    import yaml
+
+    for path in _git_ls(repo, "HEAD"):
+        if not (path.startswith(("rules/jailbreak/", "rules/prompt_stealing/", "rules/distraction/")) and path.endswith(".yaml")):
+            continue
+        try:
+            doc = yaml.safe_load(_git_show(repo, "HEAD", path))
+        except yaml.YAMLError:
+            continue
+        t = doc.get("prompt") if isinstance(doc, dict) else None
+        if isinstance(t, str) and _ok(t, 12):
+            yield Sample(t.strip(), 1, PROMPT, "promptmap")

