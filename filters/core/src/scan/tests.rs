@@ -586,3 +586,45 @@ fn detector_thresholds_are_checked_and_findings_carry_a_score() {
     // Short strings are not scored.
     assert!(screen.detector_score("get_weather").is_none());
 }
+
+/// Each gate of `GATES` is a necessary condition: wherever its pattern
+/// alone matches, the gate holds. Random strings over an alphabet that
+/// makes both shapes (and their near misses) frequent.
+#[test]
+fn gates_hold_wherever_their_pattern_matches() {
+    const ALPHABET: &[u8] = b"AZGB09 a:f:.-\n";
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    };
+    let gates: Vec<(Regex, fn(&[u8]) -> bool)> = super::GATES
+        .iter()
+        .map(|(id, gate)| {
+            let b = BUILTINS.iter().find(|b| b.id == *id).unwrap();
+            (Regex::new(b.regex).unwrap(), *gate)
+        })
+        .collect();
+    let mut matched = [0usize; super::GATES.len()];
+    for _ in 0..50_000 {
+        let len = (next() % 48) as usize;
+        // Every other string from the IBAN alphabet alone.
+        let alphabet = if next() % 2 == 0 {
+            ALPHABET
+        } else {
+            &ALPHABET[..8]
+        };
+        let text: String = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+            .collect();
+        for (k, (re, gate)) in gates.iter().enumerate() {
+            if re.is_match(&text) {
+                matched[k] += 1;
+                assert!(gate(text.as_bytes()), "gate {k} fails on {text:?}");
+            }
+        }
+    }
+    assert!(matched.iter().all(|&m| m > 100), "{matched:?}");
+}
