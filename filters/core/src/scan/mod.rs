@@ -15,12 +15,6 @@
 //!   [`validators::Validator`]; a rejected candidate resumes the search one
 //!   character later, so a failed candidate cannot hide a real one that
 //!   overlaps it.
-//! * Exact prefilters (`GATES`): the slowest patterns with no literal to
-//!   look for (`pii.iban`, `pii.ipv6`) each have a necessary condition,
-//!   checked over the whole text; where it fails the pattern matches
-//!   nowhere, so the text is scanned with a union compiled without it,
-//!   which finds exactly the same matches (a leftmost-first union is
-//!   unchanged by removing an alternative that cannot match anywhere).
 //! * Findings and reports carry entity types, rule ids, offsets and JSON
 //!   pointers, never the matched text, so they can go into audit records and
 //!   metrics as they are.
@@ -357,13 +351,6 @@ pub fn default_policy() -> Result<ContentPolicy, Vec<(String, String)>> {
     compile(&ContentPolicySpec::default())
 }
 
-fn build_union(patterns: &[&str]) -> Result<Regex, regex_automata::meta::BuildError> {
-    Regex::builder()
-        .configure(Regex::config().match_kind(MatchKind::LeftmostFirst))
-        .syntax(syntax::Config::new().unicode(true).utf8(true))
-        .build_many(patterns)
-}
-
 /// One detected entity in a text. Never holds the matched text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -387,64 +374,8 @@ struct Rule {
 /// The compiled PII and secret scanner.
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    /// The union of every pattern, and the same union without the gated
-    /// patterns of each subset of [`GATES`]: `variants[mask]` leaves out the
-    /// gated patterns whose bit is set in `mask` (`None` where a bit is
-    /// that of a gate whose pattern is disabled: never used).
-    variants: Vec<Option<Variant>>,
-    /// Per gate of [`GATES`], whether its pattern is in the union.
-    gated: [bool; GATES.len()],
+    regex: Option<Regex>,
     rules: Vec<Rule>,
-}
-
-/// One compiled union: pattern `i` is `rules[ids[i]]`.
-#[derive(Debug, Clone)]
-struct Variant {
-    regex: Regex,
-    ids: Vec<usize>,
-}
-
-/// Exact prefilters for the slowest built-in patterns (having no literal to
-/// look for, each alone scans several times slower than the rest of the
-/// union): a built-in id, and a condition that every text in which the
-/// pattern matches anywhere satisfies. Where the condition fails the pattern cannot
-/// match at any offset, and a leftmost-first union without an alternative
-/// that matches nowhere finds exactly the same matches, with the same
-/// priorities, from every starting point; so the scan runs the union
-/// without it. Clean prose satisfies neither condition.
-const GATES: [(&str, fn(&[u8]) -> bool); 2] =
-    [("pii.iban", may_have_iban), ("pii.ipv6", may_have_ipv6)];
-
-/// Whether `text` has two ASCII capitals followed by two ASCII digits,
-/// which `pii.iban` (`[A-Z]{2}[0-9]{2}…`, case-sensitive) starts with.
-/// Horspool-style: the window's last byte decides how far to move.
-fn may_have_iban(text: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&[a, b, c, d]) = text.get(i..i + 4) {
-        if d.is_ascii_digit() {
-            if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() {
-                return true;
-            }
-            // `d` may be the first digit of the next window.
-            i += 1;
-        } else if d.is_ascii_uppercase() {
-            // `d` may be the second capital of the next window.
-            i += 2;
-        } else {
-            // No window containing `d` can match.
-            i += 4;
-        }
-    }
-    false
-}
-
-/// Whether `text` has a `:` followed by a hex digit or another `:`, which
-/// every match of `pii.ipv6` contains (`h:h`, `h::h` or a leading `::`).
-fn may_have_ipv6(text: &[u8]) -> bool {
-    memchr::memchr_iter(b':', text).any(|i| {
-        text.get(i + 1)
-            .is_some_and(|&b| b == b':' || b.is_ascii_hexdigit())
-    })
 }
 
 /// Upper bound on findings kept per scanned text, so a hostile payload of a
@@ -561,61 +492,18 @@ impl Scanner {
                 });
             }
         }
-        // The rule index of each gate's built-in pattern, when enabled.
-        let gate_rules: Vec<Option<usize>> = GATES
-            .iter()
-            .map(|(id, _)| rules.iter().take(BUILTINS.len()).position(|r| r.id == *id))
-            .collect();
-        let mut variants = Vec::new();
-        let mut gated = [false; GATES.len()];
-        for (g, r) in gated.iter_mut().zip(&gate_rules) {
-            *g = r.is_some();
-        }
-        if !patterns.is_empty() {
-            for mask in 0..1usize << GATES.len() {
-                if gated
-                    .iter()
-                    .enumerate()
-                    .any(|(g, on)| !on && mask & (1 << g) != 0)
-                {
-                    variants.push(None);
-                    continue;
-                }
-                let left_out = |i: usize| {
-                    gate_rules
-                        .iter()
-                        .enumerate()
-                        .any(|(g, r)| mask & (1 << g) != 0 && *r == Some(i))
-                };
-                let ids: Vec<usize> = (0..patterns.len()).filter(|&i| !left_out(i)).collect();
-                let pats: Vec<&str> = ids
-                    .iter()
-                    .filter_map(|&i| patterns.get(i).map(String::as_str))
-                    .collect();
-                variants.push(Some(Variant {
-                    regex: build_union(&pats)
-                        .map_err(|e| vec![("/pii".to_owned(), e.to_string())])?,
-                    ids,
-                }));
-            }
-        }
-        Ok(Scanner {
-            variants,
-            gated,
-            rules,
-        })
-    }
-
-    /// The union to scan `text` with: without each gated pattern whose
-    /// condition `text` fails.
-    fn variant_for(&self, text: &str) -> Option<&Variant> {
-        let mut mask = 0;
-        for (g, ((_, may_match), on)) in GATES.iter().zip(self.gated).enumerate() {
-            if on && !may_match(text.as_bytes()) {
-                mask |= 1 << g;
-            }
-        }
-        self.variants.get(mask).and_then(Option::as_ref)
+        let regex = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                Regex::builder()
+                    .configure(Regex::config().match_kind(MatchKind::LeftmostFirst))
+                    .syntax(syntax::Config::new().unicode(true).utf8(true))
+                    .build_many(&patterns)
+                    .map_err(|e| vec![("/pii".to_owned(), e.to_string())])?,
+            )
+        };
+        Ok(Scanner { regex, rules })
     }
 
     /// The scanner of the built-in patterns and default actions.
@@ -686,39 +574,8 @@ impl Scanner {
 
     /// Calls `f(rule, start, end)` for each validated match; `f` returns
     /// whether to go on.
-    fn scan_each(&self, text: &str, f: impl FnMut(&Rule, usize, usize) -> bool) {
-        if let Some(v) = self.variant_for(text) {
-            self.scan_with(v, text, f);
-        }
-    }
-
-    /// [`Scanner::scan_text`] with the full union, whatever the text: the
-    /// search the gates of [`GATES`] must not change. For differential
-    /// tests.
-    #[doc(hidden)]
-    pub fn reference_scan_text(&self, text: &str) -> Vec<Finding> {
-        let mut out = Vec::new();
-        if let Some(Some(v)) = self.variants.first() {
-            self.scan_with(v, text, |rule, start, end| {
-                out.push(Finding {
-                    entity: rule.entity.clone(),
-                    rule_id: rule.id.clone(),
-                    start,
-                    end,
-                });
-                out.len() < MAX_FINDINGS_PER_TEXT
-            });
-        }
-        out
-    }
-
-    fn scan_with(
-        &self,
-        variant: &Variant,
-        text: &str,
-        mut f: impl FnMut(&Rule, usize, usize) -> bool,
-    ) {
-        let Variant { regex, ids } = variant;
+    fn scan_each(&self, text: &str, mut f: impl FnMut(&Rule, usize, usize) -> bool) {
+        let Some(regex) = &self.regex else { return };
         let mut pos = 0;
         // The last rejected candidate: a suffix of it from the same pattern
         // (`doe@example.com` inside `jane..doe@example.com`) is no better.
@@ -728,10 +585,7 @@ impl Scanner {
                 break;
             };
             let (s, e) = (m.start(), m.end());
-            let pid = ids
-                .get(m.pattern().as_usize())
-                .copied()
-                .unwrap_or(usize::MAX);
+            let pid = m.pattern().as_usize();
             let accepted = if rejected == Some((pid, e)) {
                 None
             } else {
