@@ -14,6 +14,10 @@
 //! through the engine natively and through the wasm filter in host-shim,
 //! with a ContentPolicy, as JSON and as SSE.
 //!
+//! `scan-throughput/*`: the content policy's throughput in wasm (issue 16,
+//! item 3), from a ~256 KiB answer with and without the policy (see
+//! [`scan_throughput`]).
+//!
 //! The learned detector (issue 20): `detector/score/*` is the model alone
 //! over the same corpora (its cost per KiB is the inverse of the
 //! throughput); `check_text/*` screens a result with the model named for
@@ -480,5 +484,47 @@ fn exchange(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, screen_tools, pins, exchange);
+/// How fast the content policy scans and screens in wasm, where no bench
+/// runs the scanner alone: a tools/call answer of ~256 KiB of text (clean
+/// prose, or the dense mix) through the wasm filter in host-shim with the
+/// ContentPolicy and with `contentPolicy: none`, and the same natively. At
+/// this size the exchange's fixed cost is a few percent, and the content
+/// policy's own throughput (parse of the answer into a tree, PII scan,
+/// screening, redaction) is `bytes / (t(policy) - t(no-policy))`, bytes
+/// being the body (criterion's throughput line is `bytes / t`).
+fn scan_throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("content/scan-throughput");
+    let plain = Arc::new(Engine::from_config(&bundle_json(false)).unwrap());
+    let policy = Arc::new(Engine::from_config(&bundle_json(true)).unwrap());
+    let plain_plugin = plugin(bundle_json(false));
+    let plain_vm = TestVm::new(&plain_plugin).expect("vm");
+    let policy_plugin = plugin(bundle_json(true));
+    let policy_vm = TestVm::new(&policy_plugin).expect("vm");
+    for (name, dense) in [("clean", false), ("dense", true)] {
+        let body = response_body(&tool_result(&corpus(256 * 1024, dense)), false);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        assert_eq!(wasm_exchange(&plain_vm, &body, false), body);
+        let out = wasm_exchange(&policy_vm, &body, false);
+        if dense {
+            assert_redacted(&out, "wasm, dense");
+        } else {
+            // Clean prose: inspected, nothing found, forwarded as it came.
+            assert_eq!(out, body, "clean answer changed");
+        }
+        assert_eq!(native_exchange(&policy, &body, false), out);
+        for (engine, label) in [(&plain, "no-policy"), (&policy, "policy")] {
+            group.bench_function(format!("native/{name}/{label}"), |b| {
+                b.iter(|| black_box(native_exchange(engine, &body, false)))
+            });
+        }
+        for (vm, label) in [(&plain_vm, "no-policy"), (&policy_vm, "policy")] {
+            group.bench_function(format!("wasm/{name}/{label}"), |b| {
+                b.iter(|| black_box(wasm_exchange(vm, &body, false)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan, screen_tools, pins, exchange, scan_throughput);
 criterion_main!(benches);

@@ -16,6 +16,8 @@
 //!   match this text" in a single pass; only the rules that did match are
 //!   then run alone to find their spans (needed to strip). Clean text, by
 //!   far the common case, costs one pass whatever the number of rules.
+//!   There is one such set per [`Surface`], of the rules that can report
+//!   there: the others were skipped after the search anyway.
 //! * The action is chosen per [`Surface`] and severity (`actions`), or per
 //!   rule: drop the tool from a tools/list, block the call, strip the span,
 //!   or flag only. [`worst`] folds a list of findings into one decision.
@@ -593,16 +595,48 @@ struct Rule {
 #[derive(Debug, Clone)]
 pub struct Screen {
     rules: Vec<Rule>,
-    /// All text rules with a pattern, `MatchKind::All`; pattern i is
-    /// `rules[text_ids[i]]`.
-    text_set: Option<Regex>,
-    text_ids: Vec<usize>,
+    /// Per surface ([`surface_slot`]), the text rules with a pattern that
+    /// can report there (they apply to it and their action on it is not
+    /// `Off`), as one set.
+    text_sets: [SurfaceSet; 3],
+    /// Every text rule with a pattern, in rule order: the unsplit set
+    /// [`Screen::reference_check_text`] runs.
+    text_pats: Vec<(usize, String)>,
+    /// That unsplit set, compiled on first use (by tests only).
+    reference_set: std::sync::OnceLock<Option<Regex>>,
     name_set: Option<Regex>,
     name_ids: Vec<usize>,
     mixed_script: Option<usize>,
     actions: BTreeMap<(Surface, Severity), ScreenAction>,
     detector: Option<Detector>,
 }
+
+/// The text rules that can report on one surface, `MatchKind::All`:
+/// pattern i is `rules[ids[i]]`, in rule order. A rule that does not apply
+/// to a surface, or whose action there is `Off`, was skipped after the
+/// search anyway; leaving it out of that surface's set (tool results skip
+/// the ~20 rules meant for definitions and prompts) changes no finding and
+/// no order, since findings follow the rule order either way.
+#[derive(Debug, Clone, Default)]
+struct SurfaceSet {
+    set: Option<Regex>,
+    ids: Vec<usize>,
+}
+
+/// The index of `surface` in [`Screen::text_sets`].
+fn surface_slot(surface: Surface) -> usize {
+    match surface {
+        Surface::ToolDefinition => 0,
+        Surface::ToolResult => 1,
+        Surface::Prompt => 2,
+    }
+}
+
+const SURFACES: [Surface; 3] = [
+    Surface::ToolDefinition,
+    Surface::ToolResult,
+    Surface::Prompt,
+];
 
 /// The learned detector as compiled: the shared model and, per surface, the
 /// threshold and action.
@@ -804,16 +838,44 @@ impl Screen {
             }
         }
         let detector = Self::compile_detector(spec)?;
-        Ok(Screen {
-            text_set: set(&text_pats)?,
+        let mut screen = Screen {
+            text_sets: Default::default(),
+            text_pats: text_ids.iter().copied().zip(text_pats).collect(),
+            reference_set: std::sync::OnceLock::new(),
             name_set: set(&name_pats)?,
             rules,
-            text_ids,
             name_ids,
             mixed_script,
             actions,
             detector,
-        })
+        };
+        for surface in SURFACES {
+            let (ids, pats): (Vec<usize>, Vec<String>) = screen
+                .text_pats
+                .iter()
+                .filter(|(i, _)| {
+                    screen.rules.get(*i).is_some_and(|rule| {
+                        Self::applies(rule, surface)
+                            && screen.action(rule, surface) != ScreenAction::Off
+                    })
+                })
+                .cloned()
+                .unzip();
+            // Definitions and prompts usually share their rules: compile
+            // once (a clone shares the automaton, not the search cache).
+            let same = screen
+                .text_sets
+                .iter()
+                .find(|s| s.set.is_some() && s.ids == ids);
+            let compiled = match same {
+                Some(s) => s.set.clone(),
+                None => set(&pats)?,
+            };
+            if let Some(slot) = screen.text_sets.get_mut(surface_slot(surface)) {
+                *slot = SurfaceSet { set: compiled, ids };
+            }
+        }
+        Ok(screen)
     }
 
     /// The detector of `spec.detector`: thresholds checked, the built-in
@@ -917,6 +979,29 @@ impl Screen {
         out
     }
 
+    /// The rule findings of [`Screen::check_text`] (no learned detector) as
+    /// the unsplit search finds them: one set of every text rule (compiled
+    /// on first use), whose hits are filtered by surface and action. For
+    /// differential tests of the per-surface sets.
+    #[doc(hidden)]
+    pub fn reference_check_text(&self, text: &str, surface: Surface) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let set = self.reference_set.get_or_init(|| {
+            let pats: Vec<&str> = self.text_pats.iter().map(|(_, p)| p.as_str()).collect();
+            build(&pats, MatchKind::All).ok()
+        });
+        if let Some(set) = set {
+            let mut hits = PatternSet::new(set.pattern_len());
+            set.which_overlapping_matches(&Input::new(text), &mut hits);
+            let hit_rules = hits
+                .iter()
+                .filter_map(|pid| self.text_pats.get(pid.as_usize()).map(|(i, _)| *i));
+            self.spans_into(hit_rules, text, surface, "", &mut out);
+        }
+        self.mixed_script_into(text, surface, "", &mut out);
+        out
+    }
+
     fn text_into(&self, text: &str, surface: Surface, pointer: &str, out: &mut Vec<Finding>) {
         self.rules_into(text, surface, pointer, out);
         if let Some(d) = &self.detector
@@ -947,15 +1032,32 @@ impl Screen {
     }
 
     fn rules_into(&self, text: &str, surface: Surface, pointer: &str, out: &mut Vec<Finding>) {
-        if let Some(set) = &self.text_set {
+        if let Some(SurfaceSet {
+            set: Some(set),
+            ids,
+        }) = self.text_sets.get(surface_slot(surface))
+        {
             let mut hits = PatternSet::new(set.pattern_len());
             set.which_overlapping_matches(&Input::new(text), &mut hits);
-            for pid in hits.iter() {
-                let Some(rule) = self
-                    .text_ids
-                    .get(pid.as_usize())
-                    .and_then(|&i| self.rules.get(i))
-                else {
+            let hit_rules = hits.iter().filter_map(|pid| ids.get(pid.as_usize()));
+            self.spans_into(hit_rules.copied(), text, surface, pointer, out);
+        }
+        self.mixed_script_into(text, surface, pointer, out);
+    }
+
+    /// The findings of the rules `hit` (indices into `rules`, whose set
+    /// matched `text`), in that order: each rule alone finds its spans.
+    fn spans_into(
+        &self,
+        hit: impl Iterator<Item = usize>,
+        text: &str,
+        surface: Surface,
+        pointer: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        {
+            for i in hit {
+                let Some(rule) = self.rules.get(i) else {
                     continue;
                 };
                 if !Self::applies(rule, surface) {
@@ -993,6 +1095,15 @@ impl Screen {
                 }
             }
         }
+    }
+
+    fn mixed_script_into(
+        &self,
+        text: &str,
+        surface: Surface,
+        pointer: &str,
+        out: &mut Vec<Finding>,
+    ) {
         if let Some(rule) = self.mixed_script.and_then(|i| self.rules.get(i))
             && Self::applies(rule, surface)
         {
