@@ -224,6 +224,10 @@ impl Identity {
 
 /// Drops control characters and caps the length at a char boundary.
 pub fn header_safe(s: &str) -> String {
+    // The usual case, printable ASCII that fits, is copied as it is.
+    if s.len() <= MAX_HEADER_VALUE && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return s.to_owned();
+    }
     let mut out = String::new();
     for c in s.chars().filter(|c| !c.is_control()) {
         if out.len() + c.len_utf8() > MAX_HEADER_VALUE {

@@ -30,7 +30,7 @@ pub const MIN_HMAC_BYTES: usize = 32;
 #[derive(Clone)]
 pub enum KeyMaterial {
     Rsa(Box<super::rsa_verify::RsaPublicKey>),
-    /// With its table of multiples (~70 KiB), shared by clones.
+    /// With its table of multiples (~166 KiB), shared by clones.
     P256(std::sync::Arc<super::p256_verify::P256Key>),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),

@@ -247,13 +247,56 @@ impl RsaPublicKey {
     /// Montgomery product `a·b·R⁻¹ mod n` into `out`. `t` is scratch of
     /// `2·limbs + 1`.
     fn mont_mul(&self, a: &[Limb], b: &[Limb], t: &mut [Limb], out: &mut [Limb]) {
-        let l = self.n.len();
         t.fill(0);
         for (i, ai) in a.iter().enumerate() {
             if let Some(row) = t.get_mut(i..) {
                 mul_add_into(row, *ai, b);
             }
         }
+        self.reduce(t, out);
+    }
+
+    /// Montgomery square `a²·R⁻¹ mod n` into `out`: each cross product
+    /// `a_i·a_j` is computed once and doubled, about half the limb
+    /// products of [`Self::mont_mul`] before the reduction. `t` is scratch
+    /// of `2·limbs + 1`.
+    fn mont_sqr(&self, a: &[Limb], t: &mut [Limb], out: &mut [Limb]) {
+        t.fill(0);
+        // Σ_{i<j} a_i·a_j·2^(w(i+j)): row i starts at limb 2i+1.
+        for (i, ai) in a.iter().enumerate() {
+            if let (Some(row), Some(rest)) = (t.get_mut(2 * i + 1..), a.get(i + 1..)) {
+                mul_add_into(row, *ai, rest);
+            }
+        }
+        // Doubled (below a² < R², so no bit leaves t).
+        let mut top: Limb = 0;
+        for limb in t.iter_mut() {
+            let next = *limb >> (LIMB_BITS - 1);
+            *limb = (*limb << 1) | top;
+            top = next;
+        }
+        // Plus the squares a_i² at limb 2i.
+        let mut carry: Wide = 0;
+        let mut pairs = t.chunks_exact_mut(2);
+        for (ai, pair) in a.iter().zip(&mut pairs) {
+            let sq = Wide::from(*ai) * Wide::from(*ai);
+            if let [lo, hi] = pair {
+                let low = Wide::from(*lo) + Wide::from(sq as Limb) + carry;
+                *lo = low as Limb;
+                let high = Wide::from(*hi) + (sq >> LIMB_BITS) + (low >> LIMB_BITS);
+                *hi = high as Limb;
+                carry = high >> LIMB_BITS;
+            }
+        }
+        if let Some(last) = t.get_mut(2 * a.len()) {
+            *last = last.wrapping_add(carry as Limb);
+        }
+        self.reduce(t, out);
+    }
+
+    /// Montgomery reduction of `t` (below `n·R`) into `out`: `t·R⁻¹ mod n`.
+    fn reduce(&self, t: &mut [Limb], out: &mut [Limb]) {
+        let l = self.n.len();
         for i in 0..l {
             if let Some(row) = t.get_mut(i..) {
                 let m = row.first().copied().unwrap_or(0).wrapping_mul(self.n0inv);
@@ -273,6 +316,12 @@ impl RsaPublicKey {
 
     /// RSAVP1: `s^e mod n` as `k` big-endian bytes, or `None` when `sig`
     /// is not exactly `k` bytes or not below `n`.
+    ///
+    /// Left-to-right square-and-multiply in Montgomery form, except the
+    /// last step: `e` is odd, so it ends with a multiplication, and
+    /// multiplying by the plain `s` (not `s·R`) leaves the result out of
+    /// Montgomery form without a conversion. For e = 65537: one conversion,
+    /// 16 squarings, one multiplication.
     fn public_op(&self, sig: &[u8]) -> Option<Vec<u8>> {
         if sig.len() != self.k {
             return None;
@@ -288,20 +337,19 @@ impl RsaPublicKey {
         let mut acc = x.clone();
         let mut tmp: Vec<Limb> = vec![0; l];
         let top_bit = 63 - self.e.leading_zeros();
-        for bit in (0..top_bit).rev() {
-            self.mont_mul(&acc, &acc, &mut t, &mut tmp);
+        // Bits top_bit-1 down to 1; bit 0 (set: e is odd) is below.
+        for bit in (1..top_bit).rev() {
+            self.mont_sqr(&acc, &mut t, &mut tmp);
             std::mem::swap(&mut acc, &mut tmp);
             if (self.e >> bit) & 1 == 1 {
                 self.mont_mul(&acc, &x, &mut t, &mut tmp);
                 std::mem::swap(&mut acc, &mut tmp);
             }
         }
-        let mut one: Vec<Limb> = vec![0; l];
-        if let Some(first) = one.first_mut() {
-            *first = 1;
-        }
-        self.mont_mul(&acc, &one, &mut t, &mut tmp); // out of Montgomery form
-        Some(to_bytes(&tmp, self.k))
+        self.mont_sqr(&acc, &mut t, &mut tmp);
+        // (y²·R)·s·R⁻¹ = y²·s: the plain result.
+        self.mont_mul(&tmp, &s, &mut t, &mut acc);
+        Some(to_bytes(&acc, self.k))
     }
 
     /// RSASSA-PKCS1-v1_5 verification of `sig` over `msg`.
@@ -434,6 +482,96 @@ mod tests {
             }
         }
         assert_eq!(got, to_bytes(&r, 256));
+    }
+
+    /// `a·b mod n` by shift-and-add: slow, and independent of the
+    /// Montgomery code.
+    fn mulmod(a: &[Limb], b: &[Limb], n: &[Limb]) -> Vec<Limb> {
+        let mut r: Vec<Limb> = vec![0; n.len()];
+        for limb in b.iter().rev() {
+            for bit in (0..LIMB_BITS).rev() {
+                let mut carry: Limb = 0;
+                for x in r.iter_mut() {
+                    let next = *x >> (LIMB_BITS - 1);
+                    *x = (*x << 1) | carry;
+                    carry = next;
+                }
+                if carry == 1 || geq(&r, n) {
+                    sub_assign(&mut r, n);
+                }
+                if (limb >> bit) & 1 == 1 {
+                    let mut c = false;
+                    for (x, y) in r.iter_mut().zip(a) {
+                        let (s1, c1) = x.overflowing_add(*y);
+                        let (s2, c2) = s1.overflowing_add(Limb::from(c));
+                        *x = s2;
+                        c = c1 || c2;
+                    }
+                    if c || geq(&r, n) {
+                        sub_assign(&mut r, n);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn powmod(s: &[Limb], e: u64, n: &[Limb]) -> Vec<Limb> {
+        let mut acc: Vec<Limb> = vec![0; n.len()];
+        acc[0] = 1;
+        for bit in (0..64 - e.leading_zeros()).rev() {
+            acc = mulmod(&acc, &acc, n);
+            if (e >> bit) & 1 == 1 {
+                acc = mulmod(&acc, s, n);
+            }
+        }
+        acc
+    }
+
+    /// Deterministic bytes from a label (SHA-256 in counter mode).
+    fn filler(label: &str, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0u32;
+        while out.len() < len {
+            out.extend_from_slice(&Sha256::digest(format!("{label}/{i}").as_bytes()));
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn squaring_and_exponentiation_match_a_reference() {
+        for (bits, e) in [
+            (2048usize, 65537u64),
+            (2048, 3),
+            (3072, 17),
+            (2056, (1 << 33) - 1),
+        ] {
+            let k = bits / 8;
+            let mut n = filler(&format!("n/{bits}/{e}"), k);
+            n[0] |= 0x80;
+            n[k - 1] |= 1;
+            let key = RsaPublicKey::new(&n, &e.to_be_bytes()).unwrap();
+            let l = key.n.len();
+            let mut t: Vec<Limb> = vec![0; 2 * l + 1];
+            for i in 0..4 {
+                let mut sig = filler(&format!("s/{bits}/{e}/{i}"), k);
+                sig[0] &= 0x7f;
+                if i == 3 {
+                    // All ones below n's top bit: every carry path.
+                    sig.fill(0xff);
+                    sig[0] = 0x7f;
+                }
+                let s = to_limbs(&sig, l);
+                let (mut sq, mut mul) = (vec![0; l], vec![0; l]);
+                key.mont_sqr(&s, &mut t, &mut sq);
+                key.mont_mul(&s, &s, &mut t, &mut mul);
+                assert_eq!(sq, mul, "{bits} bits, e = {e}, input {i}");
+                let want = to_bytes(&powmod(&s, e, &key.n), k);
+                assert_eq!(key.public_op(&sig).unwrap(), want, "{bits} bits, e = {e}");
+            }
+        }
     }
 
     #[test]

@@ -43,6 +43,21 @@ pub struct ScopePolicy {
     spec: ScopesSpec,
 }
 
+/// `granted == pattern.replace("{tool}", tool)`, without the new string.
+fn equals_substituted(granted: &str, pattern: &str, tool: &str) -> bool {
+    let mut parts = pattern.split("{tool}");
+    let Some(mut rest) = parts.next().and_then(|first| granted.strip_prefix(first)) else {
+        return false;
+    };
+    for part in parts {
+        match rest.strip_prefix(tool).and_then(|r| r.strip_prefix(part)) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// RFC 6749 §3.3 scope-token: `%x21 / %x23-5B / %x5D-7E`.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
@@ -131,12 +146,33 @@ impl ScopePolicy {
         method: &str,
         tool: Option<&str>,
     ) -> Result<(), IdentityError> {
-        let required = self.required(method, tool);
-        if required.iter().all(|r| granted.iter().any(|g| g == r)) {
-            Ok(())
-        } else {
-            Err(IdentityError::InsufficientScope { required })
+        if self.covers(granted, method, tool) {
+            return Ok(());
         }
+        Err(IdentityError::InsufficientScope {
+            required: self.required(method, tool),
+        })
+    }
+
+    /// Whether `granted` holds every scope of [`ScopePolicy::required`],
+    /// without building that list: this runs on every call, and only a
+    /// refusal needs the list.
+    fn covers(&self, granted: &[String], method: &str, tool: Option<&str>) -> bool {
+        let has = |r: &String| granted.iter().any(|g| g == r);
+        if !self.spec.required.iter().all(has) {
+            return false;
+        }
+        if let Some(list) = self.spec.methods.get(method)
+            && !list.iter().all(has)
+        {
+            return false;
+        }
+        let Some(tool) = tool else {
+            return true;
+        };
+        let list = self.spec.tools.get(tool).unwrap_or(&self.spec.tool_default);
+        list.iter()
+            .all(|pattern| granted.iter().any(|g| equals_substituted(g, pattern, tool)))
     }
 
     /// Scopes that can be listed in `scopes_supported`: the fixed ones, and
@@ -159,5 +195,62 @@ impl ScopePolicy {
             list.iter().for_each(|s| add(&s.replace("{tool}", t)));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn covers_is_the_required_list_checked() {
+        let spec = ScopesSpec {
+            required: vec!["mcp".into()],
+            methods: BTreeMap::from([("tools/list".into(), vec!["mcp:read".into()])]),
+            tool_default: vec!["tools:{tool}".into(), "{tool}:{tool}:x".into()],
+            tools: BTreeMap::from([("rm".into(), vec!["admin".into(), "rm-{tool}".into()])]),
+        };
+        let policy = ScopePolicy::compile(&spec, "").unwrap();
+        let calls: [(&str, Option<&str>); 7] = [
+            ("initialize", None),
+            ("tools/list", None),
+            ("tools/call", Some("echo")),
+            ("tools/call", Some("rm")),
+            ("tools/call", Some("")),
+            ("tools/call", Some("{tool}")),
+            ("tools/call", Some("ec")),
+        ];
+        let grants: Vec<Vec<String>> = [
+            vec![],
+            vec!["mcp"],
+            vec!["mcp", "mcp:read"],
+            vec!["mcp", "tools:echo", "echo:echo:x"],
+            vec!["mcp", "tools:echo", "echo:echo:"],
+            vec!["mcp", "tools:echo", "echo:ech:x"],
+            vec!["mcp", "admin", "rm-rm"],
+            vec!["mcp", "admin", "rm-rmx"],
+            vec!["mcp", "tools:", "::x"],
+            vec!["mcp", "tools:{tool}", "{tool}:{tool}:x"],
+            vec!["mcp", "tools:ec", "ec:ec:x", "tools:echo"],
+        ]
+        .iter()
+        .map(|g| g.iter().map(|s| (*s).to_string()).collect())
+        .collect();
+        let mut allowed = 0;
+        for granted in &grants {
+            for (method, tool) in calls {
+                let required = policy.required(method, tool);
+                let want = required.iter().all(|r| granted.contains(r));
+                assert_eq!(
+                    policy.check(granted, method, tool).is_ok(),
+                    want,
+                    "{granted:?} {method} {tool:?}"
+                );
+                allowed += usize::from(want);
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(allowed > 5 && allowed < grants.len() * calls.len() - 5);
     }
 }

@@ -268,15 +268,21 @@ impl ServerIdentity {
         if super::extract::query_has_token(path) {
             return Err(IdentityError::TokenInQuery);
         }
-        let envoy = self.accepted(providers, TrustMode::EnvoyJwtAuthn);
-        for name in &envoy {
-            let Some(p) = providers.get(name) else {
-                continue;
-            };
-            if let Some(payload) = env.property(&p.envoy_property_path()) {
-                return providers
-                    .authenticate_trusted_payload(&payload, self.resource(), &envoy, now)
-                    .map(Arc::new);
+        // Most bundles have no `jwt_authn` provider: no list to build then.
+        if providers
+            .iter()
+            .any(|p| p.mode == TrustMode::EnvoyJwtAuthn && self.trusts(&p.name))
+        {
+            let envoy = self.accepted(providers, TrustMode::EnvoyJwtAuthn);
+            for name in &envoy {
+                let Some(p) = providers.get(name) else {
+                    continue;
+                };
+                if let Some(payload) = env.property(&p.envoy_property_path()) {
+                    return providers
+                        .authenticate_trusted_payload(&payload, self.resource(), &envoy, now)
+                        .map(Arc::new);
+                }
             }
         }
         let verify = self.accepted(providers, TrustMode::Verify);
@@ -292,11 +298,15 @@ impl ServerIdentity {
     fn accepted(&self, providers: &ProviderSet, mode: TrustMode) -> Vec<String> {
         providers
             .iter()
-            .filter(|p| {
-                p.mode == mode && (self.providers.is_empty() || self.providers.contains(&p.name))
-            })
+            .filter(|p| p.mode == mode && self.trusts(&p.name))
             .map(|p| p.name.clone())
             .collect()
+    }
+
+    /// Whether this server accepts the provider named `name` (it names
+    /// none: all of them).
+    fn trusts(&self, name: &str) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|p| p == name)
     }
 
     /// [`Self::authenticate_request`] for a request carrying a bearer token
