@@ -30,6 +30,12 @@
 //! Exit codes: 0 success; 1 the input was read but is wrong (a bundle with
 //! errors); 2 the command itself is wrong (a bad flag, a missing file).
 
+/// mimalloc rather than glibc malloc: a proxied stream allocates its
+/// header maps, bodies and futures afresh, and glibc's free-list
+/// consolidation showed in `serve`'s profile (docs/host-shim.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod approve_cmd;
 mod assess_cmd;
 mod audit_cmd;

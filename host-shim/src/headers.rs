@@ -15,6 +15,12 @@ fn lower(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Whether a stored (lowercase) name is `name` lowercased, without
+/// allocating the lowercase copy: lookups run several times per stream.
+fn same_name(stored: &str, name: &str) -> bool {
+    stored.eq_ignore_ascii_case(name)
+}
+
 impl HeaderMap {
     pub fn new() -> Self {
         Self::default()
@@ -44,10 +50,9 @@ impl HeaderMap {
     /// The first value for `name`: Envoy `getHeaderMapValue` returns
     /// `entry[0]` only (context.cc, with a TODO about multiple values).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let n = lower(name);
         self.entries
             .iter()
-            .find(|(k, _)| *k == n)
+            .find(|(k, _)| same_name(k, name))
             .map(|(_, v)| v.as_slice())
     }
 
@@ -73,12 +78,11 @@ impl HeaderMap {
     /// Envoy `setCopy`: the first entry keeps its position and gets the new
     /// value, later duplicates go; adds the header when absent.
     pub fn replace(&mut self, name: &str, value: &[u8]) {
-        let n = lower(name);
-        match self.entries.iter().position(|(k, _)| *k == n) {
+        match self.entries.iter().position(|(k, _)| same_name(k, name)) {
             Some(first) => {
                 let mut i = 0;
                 self.entries.retain(|(k, _)| {
-                    let keep = *k != n || i == first;
+                    let keep = !same_name(k, name) || i == first;
                     i += 1;
                     keep
                 });
@@ -86,14 +90,13 @@ impl HeaderMap {
                     e.1 = value.to_vec();
                 }
             }
-            None => self.add(&n, value),
+            None => self.add(name, value),
         }
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
-        let n = lower(name);
-        self.entries.retain(|(k, _)| *k != n);
+        self.entries.retain(|(k, _)| !same_name(k, name));
     }
 
     /// Byte size as Envoy's `HeaderMap::byteSize` (keys plus values).
@@ -134,5 +137,26 @@ mod tests {
         assert_eq!(m.get("x-a").unwrap(), b"3");
         m.remove("x-a");
         assert_eq!(m.len(), 1);
+    }
+
+    /// Lookups compare names without allocating a lowercase copy; they
+    /// must find exactly what the lowercased comparison found.
+    #[test]
+    fn lookups_ignore_ascii_case_only() {
+        let mut m = HeaderMap::new();
+        m.add("Content-Type", b"a");
+        m.add("x-\u{c9}t\u{e9}", b"b");
+        assert_eq!(m.get("CONTENT-type").unwrap(), b"a");
+        assert_eq!(m.get("content-typ"), None);
+        assert_eq!(m.get("content-type-"), None);
+        // Non-ASCII letters are not case-folded (nor were they before).
+        assert_eq!(m.get("X-\u{c9}T\u{e9}").unwrap(), b"b");
+        assert_eq!(m.get("x-\u{e9}t\u{e9}"), None);
+        m.replace("CONTENT-TYPE", b"c");
+        assert_eq!(m.get("content-type").unwrap(), b"c");
+        m.replace("New", b"d");
+        assert_eq!(m.iter().last().unwrap(), ("new", &b"d"[..]));
+        m.remove("NEW");
+        assert_eq!(m.get("new"), None);
     }
 }

@@ -651,21 +651,57 @@ pub(crate) async fn perform_http_call(
     }
 }
 
+/// Random bytes for request ids, fetched 2 KiB at a time per thread as
+/// Envoy's `RandomUtility::uuid` does (source/common/common/random_generator.cc:
+/// a thread-local 2048-byte buffer refilled with `RAND_bytes`), so a stream
+/// costs no `getrandom` syscall.
+struct RandomBuffer {
+    bytes: [u8; 2048],
+    next: usize,
+}
+
+thread_local! {
+    static RANDOM: RefCell<RandomBuffer> = const {
+        RefCell::new(RandomBuffer { bytes: [0; 2048], next: 2048 })
+    };
+}
+
+fn random_16() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let refilled = RANDOM.with_borrow_mut(|r| {
+        if r.next + 16 > r.bytes.len() {
+            getrandom::getrandom(&mut r.bytes).ok()?;
+            r.next = 0;
+        }
+        out.copy_from_slice(r.bytes.get(r.next..r.next + 16)?);
+        r.next += 16;
+        Some(())
+    });
+    if refilled.is_none() {
+        // The OS source failed: ask it directly, as before.
+        let _ = getrandom::getrandom(&mut out);
+    }
+    out
+}
+
 fn request_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::getrandom(&mut b);
+    let mut b = random_16();
     // UUID v4 layout, as Envoy's request id extension generates.
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h.get(0..8).unwrap_or_default(),
-        h.get(8..12).unwrap_or_default(),
-        h.get(12..16).unwrap_or_default(),
-        h.get(16..20).unwrap_or_default(),
-        h.get(20..32).unwrap_or_default()
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        for nibble in [x >> 4, x & 0x0f] {
+            s.push(char::from(
+                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    s
 }
 
 const HOP_BY_HOP: [&str; 6] = [
@@ -1216,6 +1252,29 @@ mod tests {
     /// then `x-forwarded-proto` and `x-request-id`): Envoy's HTTP/1 codec
     /// turns Host into `:authority`, and `mutateRequestHeaders` sets the
     /// connection manager's two after the client's.
+    /// Request ids keep the UUID v4 layout and differ from one stream to
+    /// the next, across buffer refills.
+    #[test]
+    fn request_ids_are_uuid_v4_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let id = request_id();
+            assert_eq!(id.len(), 36, "{id}");
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(
+                id.bytes()
+                    .all(|c| c == b'-' || (c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+            );
+            assert_eq!(&id[14..15], "4");
+            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+            assert!(seen.insert(id));
+        }
+    }
+
     #[test]
     fn request_headers_come_in_envoys_order() {
         let req = http::Request::builder()

@@ -110,8 +110,24 @@ pub(crate) struct CallResult {
 
 struct Inner {
     store: Store<Host>,
-    funcs: HashMap<String, Func>,
+    funcs: HashMap<String, Export>,
     instance: Instance,
+}
+
+/// The most parameters or results an export is called with here (the
+/// proxy-wasm callbacks take at most five).
+const MAX_VALS: usize = 8;
+
+/// An exported function with its signature read once at instantiation:
+/// `Func::ty` builds a `FuncType` (registry lookup, allocations) on every
+/// call otherwise, and this runs for every callback of every stream.
+#[derive(Clone, Copy)]
+struct Export {
+    func: Func,
+    /// Which parameters are i64 (the rest are passed as i32).
+    i64_params: [bool; MAX_VALS],
+    params: usize,
+    results: usize,
 }
 
 /// A live VM for one plugin on one thread.
@@ -189,8 +205,22 @@ impl WasmVm {
         store.data_mut().memory = Some(memory);
         let mut funcs = HashMap::new();
         for e in plugin.module().exports() {
-            if let Some(f) = instance.get_func(&mut store, e.name()) {
-                funcs.insert(e.name().to_string(), f);
+            if let Some(func) = instance.get_func(&mut store, e.name()) {
+                let ty = func.ty(&store);
+                let mut i64_params = [false; MAX_VALS];
+                for (slot, t) in i64_params.iter_mut().zip(ty.params()) {
+                    *slot = matches!(t, wasmtime::ValType::I64);
+                }
+                let (params, results) = (ty.params().len(), ty.results().len());
+                funcs.insert(
+                    e.name().to_string(),
+                    Export {
+                        func,
+                        i64_params,
+                        params,
+                        results,
+                    },
+                );
             }
         }
         store.data_mut().contexts.insert(
@@ -306,23 +336,58 @@ impl WasmVm {
         let Some(f) = inner.funcs.get(name).copied() else {
             return CallResult::default();
         };
-        let ty = f.ty(&inner.store);
-        let params: Vec<Val> = ty
-            .params()
-            .zip(args.iter().chain(std::iter::repeat(&0)))
-            .map(|(t, a)| match t {
-                wasmtime::ValType::I64 => Val::I64(*a),
-                _ => Val::I32(*a as i32),
-            })
-            .collect();
-        let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
+        // The callback's arity: missing arguments are zero, extra ones
+        // dropped. On the stack for every proxy-wasm callback; an export
+        // with more values than that (not a proxy-wasm callback) gets
+        // vectors.
+        let arg = |i: usize| {
+            let a = args.get(i).copied().unwrap_or(0);
+            match f.i64_params.get(i) {
+                Some(true) => Val::I64(a),
+                _ => Val::I32(a as i32),
+            }
+        };
+        let mut param_buf = [Val::I32(0); MAX_VALS];
+        let mut result_buf = [Val::I32(0); MAX_VALS];
+        let (param_vec, mut result_vec): (Vec<Val>, Vec<Val>);
+        let params: &[Val] = match param_buf.get_mut(..f.params) {
+            Some(p) => {
+                for (i, v) in p.iter_mut().enumerate() {
+                    *v = arg(i);
+                }
+                p
+            }
+            None => {
+                // Wider than MAX_VALS: read the real types.
+                let ty = f.func.ty(&inner.store);
+                param_vec = ty
+                    .params()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let a = args.get(i).copied().unwrap_or(0);
+                        match t {
+                            wasmtime::ValType::I64 => Val::I64(a),
+                            _ => Val::I32(a as i32),
+                        }
+                    })
+                    .collect();
+                &param_vec
+            }
+        };
+        let results: &mut [Val] = match result_buf.get_mut(..f.results) {
+            Some(r) => r,
+            None => {
+                result_vec = vec![Val::I32(0); f.results];
+                &mut result_vec
+            }
+        };
         {
             let h = inner.store.data_mut();
             h.current = context;
             h.effective = None;
             h.stop_next_iteration = false;
         }
-        let r = f.call(&mut inner.store, &params, &mut results);
+        let r = f.func.call(&mut inner.store, params, results);
         let h = inner.store.data_mut();
         let stop_next = h.stop_next_iteration;
         h.effective = None;
