@@ -124,17 +124,38 @@ impl ScopePolicy {
                 out.push(s);
             }
         };
-        self.spec.required.iter().cloned().for_each(&mut add);
-        if let Some(list) = self.spec.methods.get(method) {
-            list.iter().cloned().for_each(&mut add);
-        }
-        if let Some(tool) = tool {
-            let list = self.spec.tools.get(tool).unwrap_or(&self.spec.tool_default);
+        let (fixed, patterns) = self.lists(method, tool);
+        fixed.cloned().for_each(&mut add);
+        if let Some((list, tool)) = patterns {
             list.iter()
                 .map(|s| s.replace("{tool}", tool))
                 .for_each(&mut add);
         }
         out
+    }
+
+    /// The lists a call's scopes come from: the fixed ones (every call's,
+    /// then the method's), and a `tools/call`'s patterns with the tool name
+    /// for `{tool}`. The one place that decides which lists apply, so
+    /// [`ScopePolicy::required`] and the check cannot disagree.
+    fn lists<'a>(
+        &'a self,
+        method: &str,
+        tool: Option<&'a str>,
+    ) -> (
+        impl Iterator<Item = &'a String>,
+        Option<(&'a [String], &'a str)>,
+    ) {
+        let fixed = self
+            .spec
+            .required
+            .iter()
+            .chain(self.spec.methods.get(method).into_iter().flatten());
+        let patterns = tool.map(|t| {
+            let list = self.spec.tools.get(t).unwrap_or(&self.spec.tool_default);
+            (list.as_slice(), t)
+        });
+        (fixed, patterns)
     }
 
     /// `Ok` when `granted` covers [`ScopePolicy::required`]; otherwise
@@ -158,21 +179,12 @@ impl ScopePolicy {
     /// without building that list: this runs on every call, and only a
     /// refusal needs the list.
     fn covers(&self, granted: &[String], method: &str, tool: Option<&str>) -> bool {
-        let has = |r: &String| granted.iter().any(|g| g == r);
-        if !self.spec.required.iter().all(has) {
-            return false;
-        }
-        if let Some(list) = self.spec.methods.get(method)
-            && !list.iter().all(has)
-        {
-            return false;
-        }
-        let Some(tool) = tool else {
-            return true;
-        };
-        let list = self.spec.tools.get(tool).unwrap_or(&self.spec.tool_default);
-        list.iter()
-            .all(|pattern| granted.iter().any(|g| equals_substituted(g, pattern, tool)))
+        let (mut fixed, patterns) = self.lists(method, tool);
+        fixed.all(|r| granted.iter().any(|g| g == r))
+            && patterns.is_none_or(|(list, tool)| {
+                list.iter()
+                    .all(|pattern| granted.iter().any(|g| equals_substituted(g, pattern, tool)))
+            })
     }
 
     /// Scopes that can be listed in `scopes_supported`: the fixed ones, and
